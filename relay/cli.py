@@ -1,0 +1,98 @@
+"""Command line: `pymate-relay keygen ...` and `pymate-relay [serve options]`."""
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+USAGE = """\
+pymate-relay -k DIR [-p PORT] [-b ADDR] [-h HOST] [-q PORT] [-v]
+       pymate-relay keygen -k DIR [-h HOST] [-p PORT]"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pymate-relay", usage=USAGE, add_help=False,
+                                description="A jailed relay server for tmate terminal sharing.")
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("-k", dest="keys", default="keys", metavar="DIR",
+                   help="directory with ssh_host_rsa_key / ssh_host_ed25519_key (default: keys)")
+    p.add_argument("-p", dest="port", type=int, default=22, metavar="PORT",
+                   help="port to listen on (default: 22)")
+    p.add_argument("-b", dest="bind", default="0.0.0.0", metavar="ADDR",
+                   help="address to listen on (default: 0.0.0.0)")
+    p.add_argument("-h", dest="host", default=None, metavar="HOST",
+                   help="host name shown in the ssh command lines (default: the bind address, "
+                        "or this machine's host name when binding every address)")
+    p.add_argument("-q", dest="ssh_port", type=int, default=None, metavar="PORT",
+                   help="port shown in the ssh command lines (default: the listening port)")
+    p.add_argument("-v", dest="verbose", action="store_true", help="log debug events")
+    p.add_argument("--uid-range", default="100000:50000", metavar="START:COUNT",
+                   help="outside uids given to jailed connections, one per live connection "
+                        "(default: 100000:50000; ignored in rootless mode)")
+    p.add_argument("--grace-period", type=float, default=20.0, metavar="SECONDS",
+                   help="seconds a connection has to take a role (default: 20)")
+    return p
+
+
+def _port(value: int, parser: argparse.ArgumentParser, what: str) -> int:
+    if not 0 < value < 65536:
+        parser.error(f"{what} must be between 1 and 65535")
+    return value
+
+
+def serve_main(argv: list[str]) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _port(args.port, parser, "-p")
+    if args.ssh_port is not None:
+        _port(args.ssh_port, parser, "-q")
+    try:
+        uid_start, uid_count = (int(x) for x in args.uid_range.split(":"))
+    except ValueError:
+        parser.error("--uid-range must look like START:COUNT")
+    if args.grace_period <= 0:
+        parser.error("--grace-period must be positive")
+
+    # Heavy imports happen here, once, in the master: the jailed children cannot import.
+    from jail import JailConfig, JailError
+    from relay import keys, log
+    from relay.master import Master, RelayConfig
+
+    log.configure_master(args.verbose)
+    try:
+        host_keys = keys.load_host_keys(args.keys)
+    except keys.HostKeyError as e:
+        print(f"pymate-relay: error: {e}", file=sys.stderr)
+        return 1
+    bind_any = args.bind in ("0.0.0.0", "::", "")
+    ssh_host = args.host or (socket.gethostname() if bind_any else args.bind)
+    cfg = RelayConfig(host_keys=tuple(host_keys), port=args.port, bind=args.bind,
+                      ssh_host=ssh_host, ssh_port=args.ssh_port or args.port,
+                      grace_period=args.grace_period, verbose=args.verbose,
+                      jail=JailConfig(uid_base=uid_start, uid_count=uid_count))
+    try:
+        master = Master(cfg)
+        master.bind()
+    except JailError as e:
+        print(f"pymate-relay: error: cannot jail connections: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"pymate-relay: error: cannot listen on {args.bind}:{args.port}: {e.strerror}",
+              file=sys.stderr)
+        return 1
+    for k in host_keys:
+        log.get_logger().info("host key", type=k.get_name(), fingerprint=keys.fingerprint(k))
+    master.serve_forever()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "keygen":
+        from relay.keys import keygen_main
+        return keygen_main(argv[1:])
+    return serve_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

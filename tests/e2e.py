@@ -1,0 +1,222 @@
+"""End-to-end helpers: a real relay process on a loopback port and real tmate hosts.
+
+Every helper stops what it starts (context managers); tests use them through conftest fixtures.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ssh_fingerprint(path: Path) -> str:
+    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return out.split()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Relay:
+    """A `pymate-relay` process serving on 127.0.0.1:PORT; its log lines are collected."""
+
+    def __init__(self, keys: Path, *, port: int | None = None, extra: list[str] = (),
+                 user: str | None = None):
+        self.keys = keys
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.user = user
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> "Relay":
+        cmd = [sys.executable, "-m", "relay", "-k", str(self.keys), "-b", "127.0.0.1",
+               "-p", str(self.port), "-h", "127.0.0.1", "-v", *self.extra]
+        if self.user:
+            cmd = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups", *cmd]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        wait_for(lambda: self.has("event='listening'") or self.proc.poll() is not None, 15,
+                 "the relay to listen")
+        if self.proc.poll() is not None:
+            raise RuntimeError("relay exited at start:\n" + self.log_text())
+        return self
+
+    def _pump(self):
+        for line in self.proc.stderr:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def log_text(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def has(self, needle: str) -> bool:
+        with self._lock:
+            return any(needle in line for line in self.lines)
+
+    def wait_log(self, needle: str, timeout: float = 5.0) -> str:
+        def find():
+            with self._lock:
+                return next((l for l in self.lines if needle in l), None)
+        return wait_for(find, timeout, f"log line containing {needle!r}")
+
+    def children(self) -> list[int]:
+        """Pids whose parent is the relay (the jailed connection processes)."""
+        out = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid == self.proc.pid:
+                    out.append(int(d.name))
+        return out
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc and self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class TmateHost:
+    """A real tmate client (Debian's tmate 2.4) hosting a session through the relay."""
+
+    def __init__(self, workdir: Path, port: int, rsa_fp: str, ed25519_fp: str,
+                 host: str = "127.0.0.1", extra_conf: str = "", sx: int = 100, sy: int = 30):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.home = self.dir / "home"
+        self.home.mkdir(exist_ok=True)
+        self.sock = self.dir / "tmate.sock"
+        self.conf = self.dir / "tmate.conf"
+        self.conf.write_text(
+            f"set -g tmate-server-host {host}\n"
+            f"set -g tmate-server-port {port}\n"
+            f'set -g tmate-server-rsa-fingerprint "{rsa_fp}"\n'
+            f'set -g tmate-server-ed25519-fingerprint "{ed25519_fp}"\n'
+            f"{extra_conf}")
+        self.sx, self.sy = sx, sy
+        self.outer: Path | None = None
+        self.env = {"HOME": str(self.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "TERM": "xterm-256color", "SHELL": "/bin/sh", "LANG": "C.UTF-8",
+                    "TMUX_TMPDIR": str(self.dir)}
+
+    def cmd(self, *args: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["tmate", "-S", str(self.sock), *args], env=self.env, cwd=self.home,
+                              capture_output=True, text=True, timeout=timeout, check=check,
+                              stdin=subprocess.DEVNULL)
+
+    def start(self, attached: bool = False) -> "TmateHost":
+        """Start the session; `attached` runs the tmate client inside a real tmux terminal, as a
+        user at a terminal would (its message log then holds the relay's notices)."""
+        if not attached:
+            self.cmd("-f", str(self.conf), "new-session", "-d", "-x", str(self.sx), "-y", str(self.sy))
+            return self
+        self.outer = self.dir / "outer-tmux.sock"
+        subprocess.run(["tmux", "-S", str(self.outer), "-f", "/dev/null", "new-session", "-d",
+                        "-x", str(self.sx), "-y", str(self.sy),
+                        f"env -u TMUX tmate -S {self.sock} -f {self.conf}; sleep 60"],
+                       env=self.env, cwd=self.home, check=True, timeout=10)
+        wait_for(lambda: self.sock.exists() and _socket_alive(self.sock), 10, "the tmate server")
+        return self
+
+    def client(self) -> str:
+        """The name of the first attached tmate client (e.g. /dev/pts/3)."""
+        out = wait_for(lambda: self.cmd("list-clients", "-F", "#{client_tty}").stdout.strip(), 5,
+                       "an attached tmate client")
+        return out.splitlines()[0]
+
+    def outer_screen(self) -> str:
+        """What the terminal the host client runs in shows."""
+        return subprocess.run(["tmux", "-S", str(self.outer), "capture-pane", "-p"], env=self.env,
+                              capture_output=True, text=True, check=True).stdout
+
+    def wait_ready(self, timeout: float = 10) -> None:
+        self.cmd("wait", "tmate-ready", timeout=timeout)
+
+    def display(self, fmt: str) -> str:
+        return self.cmd("display", "-p", fmt).stdout.rstrip("\n")
+
+    def messages(self) -> str:
+        """The attached client's message log (`show-messages`); needs start(attached=True)."""
+        return self.cmd("show-messages", "-t", self.client()).stdout
+
+    def alive(self) -> bool:
+        return self.sock.exists() and self.cmd("has-session", check=False).returncode == 0
+
+    def stop(self) -> None:
+        if self.sock.exists():
+            self.cmd("kill-server", check=False)
+        if self.outer is not None:
+            subprocess.run(["tmux", "-S", str(self.outer), "kill-server"], env=self.env,
+                           capture_output=True, timeout=10)
+        # The tmate server process may linger for a moment after kill-server.
+        try:
+            wait_for(lambda: not self.sock.exists() or not _socket_alive(self.sock), 5,
+                     "the tmate server to exit")
+        except TimeoutError:
+            pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _socket_alive(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+SSH_LINE = re.compile(r"^ssh (?:-p(\d+) )?((?:ro-)?[a-zA-Z0-9]{25})@(\S+)$")
+
+
+def tmate_available() -> bool:
+    return shutil.which("tmate") is not None

@@ -1,0 +1,196 @@
+"""Host path end to end: the real Debian tmate 2.4 client hosts sessions through a real relay."""
+from __future__ import annotations
+
+import socket
+import time
+
+import msgpack
+import paramiko
+import pytest
+
+from relay.tokens import ALPHABET
+from tests.e2e import SSH_LINE, Relay, wait_for
+
+NOTE = "Note: clear your terminal before sharing readonly access"
+
+
+def _tokens(host, port: int) -> tuple[str, str]:
+    rw = host.display("#{tmate_ssh}")
+    ro = host.display("#{tmate_ssh_ro}")
+    m_rw, m_ro = SSH_LINE.match(rw), SSH_LINE.match(ro)
+    assert m_rw and m_ro, (rw, ro)
+    assert m_rw.group(1) == m_ro.group(1) == str(port)
+    assert m_rw.group(3) == m_ro.group(3) == "127.0.0.1"
+    return m_rw.group(2), m_ro.group(2)
+
+
+def test_host_gets_tokens_notices_and_ready(relay, make_host):
+    host = make_host(relay, attached=True)
+    t0 = time.monotonic()
+    host.wait_ready()
+    assert time.monotonic() - t0 < 5
+    rw, ro = _tokens(host, relay.port)
+    assert len(rw) == 25 and set(rw) <= set(ALPHABET)
+    assert ro.startswith("ro-") and len(ro) == 28 and set(ro[3:]) <= set(ALPHABET)
+    assert rw != ro[3:]
+    msgs = host.messages()
+    assert NOTE in msgs
+    assert f"ssh session read only: ssh -p{relay.port} {ro}@127.0.0.1" in msgs
+    assert f"ssh session: ssh -p{relay.port} {rw}@127.0.0.1" in msgs
+    # The notices come in the C server's order.
+    assert msgs.index(NOTE) < msgs.index("ssh session read only:") < msgs.index("ssh session: ssh")
+    relay.wait_log("host session started")
+
+
+def test_two_hosts_get_distinct_tokens(relay, make_host):
+    a, b = make_host(relay), make_host(relay)
+    a.wait_ready()
+    b.wait_ready()
+    ta, tb = _tokens(a, relay.port), _tokens(b, relay.port)
+    assert not set(ta) & set(tb)
+
+
+def test_advertised_port_22_has_no_port_part(keys_dir, make_host):
+    with Relay(keys_dir, extra=["-q", "22", "-h", "relay.example"]) as relay:
+        host = make_host(relay)
+        host.wait_ready()
+        rw = host.display("#{tmate_ssh}")
+        ro = host.display("#{tmate_ssh_ro}")
+        assert rw.startswith("ssh ") and not rw.startswith("ssh -p"), rw
+        assert rw.endswith("@relay.example") and ro.startswith("ssh ro-") and ro.endswith("@relay.example")
+
+
+def test_wrong_fingerprint_is_refused_by_the_client(relay, make_host):
+    bogus = "SHA256:" + "A" * 43
+    host = make_host(relay, rsa_fp=bogus, ed25519_fp=bogus, attached=True)
+    wait_for(lambda: "Cannot authenticate server" in host.messages(), 10,
+             "the client to refuse the server key")
+    assert host.display("#{tmate_ssh}") == ""
+
+
+def test_session_end_clears_process_and_registry(keys_dir, make_host):
+    with Relay(keys_dir) as relay:
+        host = make_host(relay)
+        host.wait_ready()
+        wait_for(lambda: len(relay.children()) == 1, 5, "one connection process")
+        [pid] = relay.children()
+        host.cmd("kill-server")
+        t0 = time.monotonic()
+        wait_for(lambda: not relay.children(), 5, "the session process to go")
+        assert time.monotonic() - t0 < 1.5
+        line = relay.wait_log("host session ended")
+        assert "reason=" in line
+        # Reaped: no zombie left behind, and the relay is still serving.
+        with pytest.raises(FileNotFoundError):
+            open(f"/proc/{pid}/status").read()
+        again = make_host(relay)
+        again.wait_ready()
+
+
+def test_connection_without_role_is_closed_after_grace_period(keys_dir):
+    with Relay(keys_dir, extra=["--grace-period", "1"]) as relay:
+        s = socket.create_connection(("127.0.0.1", relay.port))
+        s.settimeout(10)
+        t0 = time.monotonic()
+        banner = s.recv(100)
+        assert banner.startswith(b"SSH-2.0-tmate")
+        while s.recv(4096):
+            pass
+        elapsed = time.monotonic() - t0
+        s.close()
+        assert 0.8 < elapsed < 4, elapsed
+        relay.wait_log("no role taken within the grace period")
+        wait_for(lambda: not relay.children(), 3, "the connection process to go")
+
+
+def _hostile_host(port: int) -> tuple[paramiko.Transport, paramiko.Channel]:
+    t = paramiko.Transport(("127.0.0.1", port))
+    t.connect()
+    t.auth_none("tmate")
+    ch = t.open_session()
+    ch.invoke_subsystem("tmate")
+    return t, ch
+
+
+def _closed(ch: paramiko.Channel, timeout: float = 5) -> bool:
+    ch.settimeout(timeout)
+    try:
+        while ch.recv(65536):
+            pass
+    except socket.timeout:
+        return False
+    return True
+
+
+def test_oversize_message_ends_only_that_session(keys_dir, make_host):
+    with Relay(keys_dir) as relay:
+        good = make_host(relay)
+        good.wait_ready()
+        t, ch = _hostile_host(relay.port)
+        try:
+            ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
+            ch.sendall(msgpack.packb([2, 0, "x" * (64 * 1024)]))
+            assert _closed(ch)
+        finally:
+            t.close()
+        line = relay.wait_log("protocol violation")
+        assert "too large" in line
+        # The other session is untouched.
+        assert good.alive()
+        assert SSH_LINE.match(good.display("#{tmate_ssh}"))
+        assert len(relay.children()) == 1
+
+
+def test_unknown_message_type_and_wrong_types_are_refused(relay):
+    # A second HEADER, an unknown type, a str where a pane id belongs.
+    for payload in ([0, 6, "2.4.0"], [42, 1], [2, "zero", "data"]):
+        t, ch = _hostile_host(relay.port)
+        try:
+            ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
+            ch.sendall(msgpack.packb(payload))
+            assert _closed(ch)
+        finally:
+            t.close()
+    relay.wait_log("protocol violation")
+
+
+@pytest.mark.parametrize("request_kind, reason", [
+    ("exec", "exec requests are not supported"),
+    ("subsystem", "unknown subsystem 'sftp'"),
+])
+def test_exec_and_unknown_subsystem_are_refused(relay, request_kind, reason):
+    t = paramiko.Transport(("127.0.0.1", relay.port))
+    t.connect()
+    t.auth_none("tmate")
+    ch = t.open_session()
+    with pytest.raises((paramiko.SSHException, EOFError)):
+        if request_kind == "exec":
+            ch.exec_command("ls")
+        else:
+            ch.invoke_subsystem("sftp")
+    assert _closed(ch)
+    t.close()
+    relay.wait_log(reason)
+
+
+def test_header_reply_over_raw_protocol(relay):
+    """A scripted host sees the exact relay->host messages after HEADER."""
+    from relay.messages import Notify, RelayReady, SetEnv
+    from relay.protocol import RelayDecoder
+
+    t, ch = _hostile_host(relay.port)
+    try:
+        ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
+        dec = RelayDecoder()
+        got = []
+        ch.settimeout(5)
+        while not any(isinstance(m, RelayReady) for m in got):
+            got += dec.feed(ch.recv(65536))
+        # As the C server: each SET_ENV follows its notice.
+        assert [type(m) for m in got] == [Notify, Notify, SetEnv, Notify, SetEnv, RelayReady]
+        assert got[0].message == NOTE
+        assert got[2].name == "tmate_ssh_ro" and got[4].name == "tmate_ssh"
+        assert got[1].message == f"ssh session read only: {got[2].value}"
+        assert got[3].message == f"ssh session: {got[4].value}"
+    finally:
+        t.close()
