@@ -141,17 +141,50 @@ def test_oversize_message_ends_only_that_session(keys_dir, make_host):
         assert len(relay.children()) == 1
 
 
-def test_unknown_message_type_and_wrong_types_are_refused(relay):
-    # A second HEADER, an unknown type, a str where a pane id belongs.
-    for payload in ([0, 6, "2.4.0"], [42, 1], [2, "zero", "data"]):
+LAYOUT_1001 = [1, 100, 30, [[0, "w", [[p, 10, 10, 0, 0] for p in range(1001)], 0]], 0]
+
+
+@pytest.mark.parametrize("payload, reason", [
+    ([0, 6, "2.4.0"], "second HEADER"),
+    ([42, 1], "unknown message type 42"),
+    ([2, "zero", "data"], "PTY_DATA"),
+    ([2, 7, "output for a pane that does not exist"], "unknown pane id 7"),
+    (LAYOUT_1001, "panes"),
+    ("not an array", "not an array"),
+])
+def test_hostile_messages_end_the_session_with_a_reason(relay, payload, reason):
+    t, ch = _hostile_host(relay.port)
+    try:
+        ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
+        ch.sendall(msgpack.packb([1, 100, 30, [[0, "sh", [[0, 100, 30, 0, 0]], 0]], 0]))
+        ch.sendall(msgpack.packb(payload))
+        assert _closed(ch)
+    finally:
+        t.close()
+    relay.wait_log(f"reason='protocol violation: ", timeout=5)
+    wait_for(lambda: any("protocol violation" in l and reason in l
+                         for l in relay.log_text().splitlines()), 5, f"a refusal naming {reason!r}")
+
+
+def test_message_before_header_is_refused(relay):
+    t, ch = _hostile_host(relay.port)
+    try:
+        ch.sendall(msgpack.packb([2, 0, "early"]))
+        assert _closed(ch)
+    finally:
+        t.close()
+    relay.wait_log("before HEADER")
+
+
+def test_closed_channel_ends_the_session(keys_dir):
+    with Relay(keys_dir) as relay:
         t, ch = _hostile_host(relay.port)
-        try:
-            ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
-            ch.sendall(msgpack.packb(payload))
-            assert _closed(ch)
-        finally:
-            t.close()
-    relay.wait_log("protocol violation")
+        ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
+        wait_for(lambda: len(relay.children()) == 1, 5, "the session process")
+        ch.close()  # the SSH connection itself stays up
+        wait_for(lambda: not relay.children(), 2, "the session to end")
+        t.close()
+        relay.wait_log("host session ended")
 
 
 @pytest.mark.parametrize("request_kind, reason", [

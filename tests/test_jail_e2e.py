@@ -1,0 +1,119 @@
+"""The jail as a live relay applies it: real tmate hosts, properties read from outside via /proc."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import Relay, wait_for
+
+NOBODY = 65534
+
+
+def status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def namespaces(pid: int) -> dict[str, str]:
+    return {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in ("user", "mnt", "pid", "net", "ipc", "uts")}
+
+
+def title(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+def assert_jailed(pid: int, relay_pid: int, outside_uid: int) -> None:
+    st = status(pid)
+    assert st["Uid"].split() == [str(outside_uid)] * 4
+    assert st["Gid"].split() == [str(outside_uid)] * 4
+    assert st["Groups"] == ""
+    nspid = st["NSpid"].split()
+    assert nspid[0] == str(pid) and nspid[-1] == "1"
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(st[cap], 16) == 0, (cap, st[cap])
+    assert st["NoNewPrivs"] == "1"
+    assert st["Seccomp"] == "2"
+    mine, master = namespaces(pid), namespaces(relay_pid)
+    for name in mine:
+        assert mine[name] != master[name], name
+    assert os.listdir(f"/proc/{pid}/root/") == []
+
+
+def _host_pids(relay: Relay, n: int) -> list[int]:
+    return wait_for(lambda: (lambda c: c if len(c) == n else None)(relay.children()), 5,
+                    f"{n} connection processes")
+
+
+def test_live_host_sessions_are_jailed(relay, make_host):
+    a, b = make_host(relay), make_host(relay)
+    a.wait_ready()
+    b.wait_ready()
+    pids = _host_pids(relay, 2)
+    uids = {int(status(p)["Uid"].split()[0]) for p in pids}
+    assert len(uids) == 2, "each session has its own outside uid"
+    assert all(100000 <= u < 150000 for u in uids)
+    for pid in pids:
+        assert_jailed(pid, relay.proc.pid, int(status(pid)["Uid"].split()[0]))
+    tokens = {a.display("#{tmate_ssh}").split()[-1][:4], b.display("#{tmate_ssh}").split()[-1][:4]}
+    titles = {title(p) for p in pids}
+    assert titles == {f"pymate [{t}...] host 127.0.0.1" for t in tokens}
+
+
+def test_connection_is_jailed_before_the_first_byte(keys_dir):
+    """A connection that has sent nothing is already fully jailed."""
+    with Relay(keys_dir, extra=["--grace-period", "2"]) as relay:
+        s = socket.create_connection(("127.0.0.1", relay.port))
+        try:
+            [pid] = _host_pids(relay, 1)
+            assert_jailed(pid, relay.proc.pid, int(status(pid)["Uid"].split()[0]))
+            assert title(pid) == "pymate [pending] 127.0.0.1"
+        finally:
+            s.close()
+        wait_for(lambda: not relay.children(), 5, "the connection process to go")
+
+
+def _rootless_ok() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to switch to an unprivileged user"
+    if not shutil.which("setpriv"):
+        return "setpriv not installed"
+    probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                            "unshare", "--user", "--map-root-user", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return "unprivileged user namespaces are not available here"
+    return None
+
+
+@pytest.mark.skipif(_rootless_ok() is not None, reason=str(_rootless_ok()))
+def test_rootless_relay_jails_every_session(keys_dir, make_host):
+    # pytest's tmp dirs are private to root: the unprivileged relay gets keys of its own.
+    keys = Path(tempfile.mkdtemp(prefix="pymate-rootless-keys-"))
+    try:
+        os.chmod(keys, 0o700)
+        for f in keys_dir.iterdir():
+            shutil.copy2(f, keys / f.name)
+        for f in (keys, *keys.iterdir()):
+            os.chown(f, NOBODY, NOBODY)
+        _rootless_session(keys, make_host)
+    finally:
+        shutil.rmtree(keys)
+
+
+def _rootless_session(keys: Path, make_host) -> None:
+    with Relay(keys, user=str(NOBODY)) as relay:
+        relay.wait_log("rootless mode")
+        assert status(relay.proc.pid)["Uid"].split()[0] == str(NOBODY)
+        host = make_host(relay)
+        host.wait_ready()
+        assert host.display("#{tmate_ssh}").startswith(f"ssh -p{relay.port} ")
+        [pid] = _host_pids(relay, 1)
+        assert_jailed(pid, relay.proc.pid, NOBODY)
