@@ -21,6 +21,7 @@ import paramiko
 from jail import JailConfig, JailedProcess, JailError, Jailer
 from relay import control, log, tokens
 from relay.connection import Connection, ConnectionConfig
+from relay.warmup import warm_up
 
 CONTROL_BACKSTOP = 5.0     # seconds past the grace period before the master kills a role-less child
 SHUTDOWN_WAIT = 2.0
@@ -100,6 +101,7 @@ class Master:
     def serve_forever(self) -> None:
         if self.listener is None:
             self.bind()
+        warm_up(self.cfg.host_keys)
         self.jailer.prepare()
         self._install_signals()
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
