@@ -78,8 +78,31 @@ class JailedProcess:
     uid: int
 
 
+_ENVIRON_COPIES: list = []   # libc's environ points here once the original strings are freed
+
+
+def _free_environ_strings(env_start: int, env_end: int) -> bool:
+    """Copy libc's environment strings elsewhere and repoint `environ` at the copies, so the
+    original strings' memory (right after argv) may carry a longer process title. Python's
+    os.environ is a copy made at start-up and is not affected."""
+    try:
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(_sys.libc, "environ")
+        i = 0
+        while environ[i]:
+            addr = environ[i]
+            if env_start <= addr < env_end:
+                copy = ctypes.create_string_buffer(ctypes.string_at(addr))
+                _ENVIRON_COPIES.append(copy)
+                environ[i] = ctypes.addressof(copy)
+            i += 1
+        return True
+    except (ValueError, OSError):
+        return False
+
+
 def _argv_area() -> tuple[int, int] | None:
-    """[arg_start, arg_end) of this process: the original argv strings, which ps shows.
+    """The memory ps shows as this process's command line: the original argv strings and, when
+    they follow them directly, the environment strings (moved out of the way first).
 
     Read once at import, in the master, while /proc is there; forked children have the
     same layout. (python-prctl's set_proctitle finds the area by walking back from
@@ -89,17 +112,22 @@ def _argv_area() -> tuple[int, int] | None:
         with open("/proc/self/stat", "rb") as f:
             data = f.read()
         fields = data[data.rindex(b")") + 2:].split()
-        start, end = int(fields[45]), int(fields[46])  # stat fields 48 and 49
+        # stat fields 48-51: arg_start, arg_end, env_start, env_end
+        start, end, env_start, env_end = (int(x) for x in fields[45:49])
     except (OSError, ValueError, IndexError):
         return None
-    return (start, end) if 0 < start < end else None
+    if not 0 < start < end:
+        return None
+    if env_start == end and env_end > env_start and _free_environ_strings(env_start, env_end):
+        end = env_end
+    return start, end
 
 
 _ARGV_AREA = _argv_area()
 
 
 def set_process_title(title: str) -> None:
-    """Title in ps (argv area, truncated to the length of the original command line) and
+    """Title in ps (argv and environment area, truncated to its length) and
     comm (PR_SET_NAME, 15 bytes). Works inside the jail: no file, no allocation by libc."""
     raw = title.encode("utf-8", "replace")
     if _ARGV_AREA is not None:

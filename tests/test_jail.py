@@ -349,9 +349,20 @@ def test_title_can_be_changed_inside(jailer, no_leftovers):
 
 
 def test_set_process_title_truncates_to_argv_area():
-    """A title longer than the original command line is cut to it (never overflows)."""
+    """A title longer than the original command line and environment is cut to them (never
+    overflows), and a title longer than the command line alone still shows whole."""
+    from jail._core import _ARGV_AREA
+    start, end = _ARGV_AREA
     with open("/proc/self/cmdline", "rb") as f:
-        size = len(f.read())
+        assert len(f.read()) <= end - start
+    pid = os.fork()
+    if pid == 0:
+        long_title = "pymate [abcd...] host 203.0.113.200 (12 viewers) " + "x" * 40
+        set_process_title(long_title)
+        with open("/proc/self/cmdline", "rb") as f:
+            os._exit(0 if f.read().rstrip(b"\0") == long_title.encode() else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    size = end - start
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -362,7 +373,7 @@ def test_set_process_title_truncates_to_argv_area():
             with open("/proc/self/comm", "rb") as f:
                 comm = f.read()
             text = cmd.rstrip(b"\0").decode()  # still valid UTF-8
-            if len(cmd) == size and text.startswith("pymate [é") and comm == b"pymate [\xc3\xa9\xc3\xa9\xc3\xa9\n":
+            if len(cmd) <= size and len(text.encode()) < size and text.startswith("pymate [é") and comm == b"pymate [\xc3\xa9\xc3\xa9\xc3\xa9\n":
                 code = 0
         finally:
             os._exit(code)
