@@ -3,11 +3,13 @@
 Everything here runs after the jail is in place (no filesystem, no network namespace, an
 unprivileged uid). Its only ways out are the accepted TCP socket and the control socket to the
 master. The role follows from the first channel request:
-  - `subsystem tmate`: a tmate host; this process becomes the session.
-  - anything else is refused for now (viewers: issue 3; exec: later work).
+  - `subsystem tmate`: a tmate host; this process becomes the session (relay.host).
+  - `shell` (after `pty-req`): a viewer; the SSH user name is the token (relay.viewer).
+  - `exec` and anything else: refused.
 """
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -16,14 +18,10 @@ from dataclasses import dataclass
 
 import paramiko
 
-from jail import set_process_title
 from relay import control, log
-from relay.protocol import HostDecoder, ProtocolError, encode
-from relay.session import Session, SessionError
 
 SSH_BANNER = "SSH-2.0-tmate"
 HOST_SUBSYSTEM = "tmate"
-READ_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -35,10 +33,23 @@ class ConnectionConfig:
     verbose: bool = False
 
 
+MAX_TERMINAL_DIMENSION = 1000
+
+
+def _dimension(value: int, default: int) -> int:
+    """A terminal size from the client, bounded; 0 (unknown) becomes the default."""
+    if not isinstance(value, int) or value <= 0:
+        return default
+    return min(value, MAX_TERMINAL_DIMENSION)
+
+
 class _Server(paramiko.ServerInterface):
     """Auth and channel policy. Runs on paramiko's transport thread."""
 
     def __init__(self):
+        self.size = (80, 24)           # the viewer's terminal, from pty-req / window-change
+        self.term = "xterm"
+        self.on_resize = None          # set by the viewer loop once it is linked to a session
         self.role_event = threading.Event()
         self.role: str | None = None
         self.channel_id: int | None = None
@@ -89,10 +100,21 @@ class _Server(paramiko.ServerInterface):
         return self._refuse("exec requests are not supported")
 
     def check_channel_shell_request(self, channel):
-        return self._refuse("viewer sessions are not supported yet")
+        return self._take_role("viewer")
 
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth, pixelheight, modes):
-        return False
+        if self.role is not None:
+            return False
+        self.term = term.decode("ascii", "replace")[:64] if isinstance(term, bytes) else str(term)[:64]
+        self.size = (_dimension(width, 80), _dimension(height, 24))
+        return True
+
+    def check_channel_window_change_request(self, channel, width, height, pixelwidth, pixelheight):
+        self.size = (_dimension(width, 80), _dimension(height, 24))
+        callback = self.on_resize
+        if callback is not None:
+            callback(*self.size)
+        return True
 
     def check_port_forward_request(self, address, port):
         return False
@@ -119,14 +141,23 @@ class Connection:
         except (OSError, control.ControlError):
             pass
 
-    def _request(self, *msg, expect: str, timeout: float = 5.0) -> list:
+    def request_with_fds(self, *msg, expect: tuple[str, ...], timeout: float = 5.0) -> tuple[list, list[int]]:
+        """Ask the master and wait for its answer (and any file descriptors with it)."""
         self.ctl.send(control.pack(*msg))
         r, _, _ = select.select([self.ctl], [], [], timeout)
         if not r:
             raise ConnectionError("the master did not answer")
-        reply = control.recv(self.ctl)
-        if reply is None or reply[0] != expect:
+        reply, fds = control.recv_with_fds(self.ctl)
+        if reply is None or reply[0] not in expect:
+            for fd in fds:
+                os.close(fd)
             raise ConnectionError(f"unexpected answer from the master: {reply and reply[0]!r}")
+        return reply, fds
+
+    def request(self, *msg, expect: str, timeout: float = 5.0) -> list:
+        reply, fds = self.request_with_fds(*msg, expect=(expect,), timeout=timeout)
+        for fd in fds:
+            os.close(fd)
         return reply
 
     # ------------------------------------------------------------------ main
@@ -158,42 +189,12 @@ class Connection:
                 self.log.info("connection refused", reason=reason, user=server.username)
                 return 0
             if server.role == "host":
-                return self.run_host(transport, chan, server)
-            return 0
+                return run_host(self, transport, chan, server)
+            return run_viewer(self, transport, chan, server)
         finally:
             transport.close()
 
-    def run_host(self, transport: paramiko.Transport, chan: paramiko.Channel, server: _Server) -> int:
-        _, rw_token, ro_token = self._request("host", expect="tokens")
-        set_process_title(f"pymate [{rw_token[:4]}...] host {self.peer_ip}")
-        self.log = self.log.bind(session=rw_token[:4])
-        self.log.info("host session started", user=server.username, pubkey=server.pubkey)
-        session = Session(rw_token=rw_token, ro_token=ro_token,
-                          ssh_host=self.cfg.ssh_host, ssh_port=self.cfg.ssh_port)
-        decoder = HostDecoder()
-        reason = "host closed the connection"
-        try:
-            while True:
-                readable, _, _ = select.select([chan, self.ctl], [], [])
-                if self.ctl in readable:
-                    if control.recv(self.ctl) is None:
-                        reason = "relay is shutting down"
-                        break
-                if chan in readable:
-                    data = chan.recv(READ_CHUNK)
-                    if not data:
-                        break
-                    for msg in decoder.feed(data):
-                        for out in session.handle(msg):
-                            chan.sendall(encode(out))
-                    if session.finished:
-                        reason = "host finished the session"
-                        break
-        except (ProtocolError, SessionError) as e:
-            reason = f"protocol violation: {e}"
-            self.log.warning("host session ended", reason=reason)
-            return 1
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            reason = f"connection lost: {e or type(e).__name__}"
-        self.log.info("host session ended", reason=reason)
-        return 0
+
+# Imported last: both modules use this one's names.
+from relay.host import run_host  # noqa: E402
+from relay.viewer import run_viewer  # noqa: E402

@@ -7,11 +7,18 @@ client bytes and could be compromised): sizes are bounded and shapes are checked
 Connection -> master:
   ["log", level, event, {key: value}]      a log event, re-emitted by the master
   ["host"]                                   this connection is a tmate host: allocate tokens
+  ["viewer", token, pubkey or nil]           this connection wants to join the session `token`
 Master -> connection:
   ["tokens", rw_token, ro_token]
+  ["joined", readonly] + link fd             to a viewer: the session was found
+  ["no-session"]                             to a viewer: no session has that token
+  ["viewer", readonly, ip, pubkey] + link fd to a session: a viewer joins
+Connection processes never send file descriptors; the master reads with plain recv(), which
+discards (and closes) any that a compromised process would try to pass.
 """
 from __future__ import annotations
 
+import os
 import socket
 
 import msgpack
@@ -71,3 +78,22 @@ def log_fields(fields) -> dict[str, str | int | float | bool | None]:
         else:
             out[k] = str(v)[:1024]
     return out
+
+
+def send_with_fd(sock: socket.socket, data: bytes, fd: int) -> None:
+    socket.send_fds(sock, [data], [fd])
+
+
+def recv_with_fds(sock: socket.socket) -> tuple[list | None, list[int]]:
+    """One message and the file descriptors that came with it (connection processes only)."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_CONTROL_MESSAGE + 1, 4)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    try:
+        return unpack(data), fds
+    except ControlError:
+        for fd in fds:
+            os.close(fd)
+        raise

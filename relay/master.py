@@ -206,8 +206,34 @@ class Master:
             self.registry[rw] = child
             self.registry[ro] = child
             child.ctl.send(control.pack("tokens", rw, ro))
+        elif kind == "viewer" and child.role is None and len(msg) == 3 and isinstance(msg[1], str) \
+                and (msg[2] is None or isinstance(msg[2], str)):
+            child.role = "viewer"
+            self._join(child, msg[1][:128], msg[2])
         else:
             self._kill(child, f"unexpected control message {kind[:32]!r}")
+
+    def _join(self, viewer: Child, token: str, pubkey: str | None) -> None:
+        """Link a viewer to the session its token names, then step out of the data path."""
+        session = self.registry.get(token)
+        if session is None:
+            viewer.ctl.send(control.pack("no-session"))
+            return
+        readonly = token.startswith(tokens.RO_PREFIX)
+        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            control.send_with_fd(session.ctl, control.pack("viewer", readonly, viewer.ip, pubkey),
+                                 ends[0].fileno())
+        except OSError as e:
+            self.log.warning("viewer refused", ip=viewer.ip, reason=f"session did not take the viewer: {e}")
+            viewer.ctl.send(control.pack("no-session"))
+            return
+        finally:
+            ends[0].close()
+        try:
+            control.send_with_fd(viewer.ctl, control.pack("joined", readonly), ends[1].fileno())
+        finally:
+            ends[1].close()
 
     def _enforce_grace(self) -> None:
         limit = time.monotonic() - self.cfg.grace_period - CONTROL_BACKSTOP

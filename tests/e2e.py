@@ -220,3 +220,61 @@ SSH_LINE = re.compile(r"^ssh (?:-p(\d+) )?((?:ro-)?[a-zA-Z0-9]{25})@(\S+)$")
 
 def tmate_available() -> bool:
     return shutil.which("tmate") is not None
+
+
+class SshViewer:
+    """A real OpenSSH client joining a session, running in a real tmux terminal of fixed size."""
+
+    def __init__(self, workdir: Path, port: int, token: str, cols: int = 80, rows: int = 24):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "home").mkdir(exist_ok=True)
+        self.sock = self.dir / "viewer-tmux.sock"
+        self.port, self.token, self.cols, self.rows = port, token, cols, rows
+        self.env = {"HOME": str(self.dir / "home"), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+
+    def ssh_command(self) -> str:
+        return (f"ssh -p {self.port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                f"-o LogLevel=ERROR -o BatchMode=yes {self.token}@127.0.0.1")
+
+    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["tmux", "-S", str(self.sock), *args], env=self.env, capture_output=True,
+                              text=True, timeout=10, check=check)
+
+    def start(self) -> "SshViewer":
+        self.tmux("-f", "/dev/null", "new-session", "-d", "-x", str(self.cols), "-y", str(self.rows),
+                  f"{self.ssh_command()}; echo \"[ssh exit $?]\"; sleep 120")
+        self.tmux("set-option", "-g", "status", "off")
+        self.tmux("set-option", "-g", "escape-time", "0")
+        return self
+
+    def screen(self, colours: bool = False) -> str:
+        args = ["capture-pane", "-p", "-N"] + (["-e"] if colours else [])
+        return self.tmux(*args).stdout
+
+    def lines(self) -> list[str]:
+        return self.screen().split("\n")[:self.rows]
+
+    def wait_screen(self, text: str, timeout: float = 5) -> str:
+        return wait_for(lambda: (lambda s: s if text in s else None)(self.screen()), timeout,
+                        f"{text!r} on the viewer's screen")
+
+    def send(self, *keys: str, literal: bool = False) -> None:
+        self.tmux("send-keys", *(["-l"] if literal else []), *keys)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.cols, self.rows = cols, rows
+        self.tmux("resize-window", "-x", str(cols), "-y", str(rows))
+
+    def exited(self) -> bool:
+        return "[ssh exit" in self.screen()
+
+    def stop(self) -> None:
+        self.tmux("kill-server", check=False)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,308 @@
+"""The host role: this connection process *is* the session.
+
+It decodes the host's messages into the session state (one terminal model per pane), and serves
+the session's viewers, each linked to it by a socketpair the master handed over: their input
+becomes keys and commands for the host, and each gets frames rendered at its own size.
+
+Scheduling: the host's output is never throttled by rendering. Host data is consumed as it
+comes; a viewer gets a frame when something changed, its link can take it, and its previous
+frame is at least FRAME_INTERVAL old (bursts coalesce: a viewer never needs every intermediate
+state). A stalled viewer's link fills up; it then gets no frames until it drains, and the next
+frame it gets is a diff against what it last received, so it catches up in one step.
+"""
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+
+import paramiko
+
+from jail import set_process_title
+from relay import control, link
+from relay import messages as m
+from relay.input import InputParser, KeyDispatcher, Local, Notice
+from relay.protocol import HostDecoder, ProtocolError, encode
+from relay.render import ViewerScreen, failed_cmd_message
+from relay.session import Session, SessionError
+
+READ_CHUNK = 65536
+HOST_READ_BUDGET = 1 << 20        # bytes of host data handled before serving viewers again
+FRAME_INTERVAL = 1 / 60           # at most this many frames a second per viewer
+MESSAGE_TIME = 3.0                # seconds a status-line message stays
+MAX_VIEWERS = 64
+MAX_INPUT_RECORD = 64 * 1024
+
+ENTER_TERMINAL = b"\x1b[?1049h\x1b[H\x1b[2J"                 # alternate screen, as tmux does
+LEAVE_TERMINAL = b"\x1b[0m\x1b[?25h\x1b[?1049l"
+SERVER_EXITED = LEAVE_TERMINAL + b"[server exited]\r\n"
+DETACHED = LEAVE_TERMINAL + b"[detached]\r\n"
+RELAY_STOPPING = LEAVE_TERMINAL + b"[relay shutting down]\r\n"
+
+
+@dataclass
+class Viewer:
+    id: int
+    sock: socket.socket
+    readonly: bool
+    ip: str
+    cols: int = 80
+    rows: int = 24
+    screen: ViewerScreen | None = None
+    parser: InputParser = field(default_factory=InputParser)
+    dispatcher: KeyDispatcher | None = None
+    dirty: bool = True
+    last_frame: float = 0.0
+    message: str | None = None
+    message_until: float = 0.0
+    closing: bool = False
+
+
+class HostSession:
+    def __init__(self, conn, chan: paramiko.Channel, session: Session):
+        self.conn = conn
+        self.chan = chan
+        self.session = session
+        self.decoder = HostDecoder()
+        self.viewers: dict[int, Viewer] = {}
+        self.by_fd: dict[int, Viewer] = {}
+        self.next_client_id = 1
+        self.host_size: tuple[int, int] | None = None   # last RESIZE sent
+        self.log = conn.log
+
+    # ------------------------------------------------------------------ host
+    def send_host(self, msg) -> None:
+        self.chan.sendall(encode(msg, self.session.protocol or 6))
+
+    def _on_host_data(self) -> bool:
+        """Handle what the host sent; False when the host is gone."""
+        budget = HOST_READ_BUDGET
+        while budget > 0:
+            data = self.chan.recv(READ_CHUNK)
+            if not data:
+                return False
+            budget -= len(data)
+            for msg in self.decoder.feed(data):
+                for out in self.session.handle(msg):
+                    self.send_host(out)
+                if isinstance(msg, m.FailedCmd):
+                    v = self.viewers.get(msg.client_id)
+                    if v is not None:
+                        self._show(v, failed_cmd_message(msg.cause))
+            if self.session.finished or not self.chan.recv_ready():
+                break
+        for v in self.viewers.values():
+            v.dirty = True
+        return not self.session.finished
+
+    # ------------------------------------------------------------------ viewers
+    def _add_viewer(self, fd: int, readonly: bool, ip: str) -> None:
+        sock = socket.socket(fileno=fd)
+        if len(self.viewers) >= MAX_VIEWERS:
+            self.log.warning("viewer refused", reason=f"too many viewers (limit {MAX_VIEWERS})", ip=ip)
+            try:
+                sock.send(link.EXIT + LEAVE_TERMINAL + b"Too many viewers in this session\r\n")
+            finally:
+                sock.close()
+            return
+        sock.setblocking(False)
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, link.SOCKET_BUFFER)
+            except OSError:
+                pass
+        cid = self.next_client_id
+        self.next_client_id += 1
+        v = Viewer(id=cid, sock=sock, readonly=readonly, ip=str(ip)[:64])
+        v.dispatcher = KeyDispatcher(self.session, cid, readonly)
+        self.viewers[cid] = v
+        self.by_fd[sock.fileno()] = v
+        self.log.info("viewer attached", client=cid, readonly=readonly, ip=v.ip, viewers=len(self.viewers))
+        self._update_title()
+
+    def _remove_viewer(self, v: Viewer, last: bytes | None = None) -> None:
+        if self.viewers.pop(v.id, None) is None:
+            return
+        self.by_fd.pop(v.sock.fileno(), None)
+        if last is not None:
+            try:
+                v.sock.setblocking(True)
+                v.sock.settimeout(0.5)
+                v.sock.send(link.EXIT + last)
+            except OSError:
+                pass
+        v.sock.close()
+        self.log.info("viewer detached", client=v.id, viewers=len(self.viewers))
+        self._update_title()
+        self._update_host_size()
+
+    def _update_title(self) -> None:
+        n = len(self.viewers)
+        suffix = f" ({n} viewer{'s' if n != 1 else ''})" if n else ""
+        set_process_title(f"pymate [{self.session.rw_token[:4]}...] host {self.conn.peer_ip}{suffix}")
+
+    def _update_host_size(self) -> None:
+        """RESIZE to the smallest read-write viewer, less its status line; -1,-1 for none."""
+        sizes = [(v.cols, v.rows) for v in self.viewers.values() if not v.readonly and v.screen]
+        if sizes:
+            status = 0 if self.session.option("status", "on") == "off" else 1
+            size = (min(c for c, _ in sizes), max(1, min(r for _, r in sizes) - status))
+        else:
+            size = (-1, -1)
+        if size != self.host_size and (self.host_size is not None or size != (-1, -1)):
+            self.host_size = size
+            self.send_host(m.Resize(*size))
+
+    def _show(self, v: Viewer, text: str) -> None:
+        v.message = text
+        v.message_until = time.monotonic() + MESSAGE_TIME
+        v.dirty = True
+
+    def _on_viewer_record(self, v: Viewer, now: float) -> None:
+        try:
+            record = v.sock.recv(MAX_INPUT_RECORD)
+        except BlockingIOError:
+            return
+        except OSError:
+            record = b""
+        if not record:
+            self._remove_viewer(v)
+            return
+        kind, payload = link.parse(record)
+        if kind == link.RESIZE:
+            cols, rows = payload
+            cols, rows = max(1, cols), max(1, rows)
+            if v.screen is None:
+                v.screen = ViewerScreen(cols, rows)
+                self._send_raw(v, ENTER_TERMINAL)
+            elif (cols, rows) != (v.cols, v.rows):
+                v.screen.resize(cols, rows)
+            v.cols, v.rows = cols, rows
+            v.dirty = True
+            self._update_host_size()
+        elif kind == link.INPUT:
+            self._keys(v, v.parser.feed(payload, now), now)
+        else:
+            raise link.LinkError(f"unexpected record from a viewer: {kind!r}")
+
+    def _keys(self, v: Viewer, codes: list[int], now: float) -> None:
+        for code in codes:
+            for action in v.dispatcher.key(code, now):
+                if isinstance(action, Local):
+                    self._local(v, action)
+                    if v.id not in self.viewers:
+                        return
+                elif isinstance(action, Notice):
+                    self._show(v, action.text)
+                else:
+                    self.send_host(action)
+
+    def _local(self, v: Viewer, action: Local) -> None:
+        if action.name == "detach-client":
+            self._remove_viewer(v, DETACHED)
+        else:
+            self._show(v, f"{action.name}: not available to viewers on this relay")
+
+    def _send_raw(self, v: Viewer, data: bytes) -> bool:
+        for record in link.output_records(data):
+            try:
+                v.sock.send(record)
+            except BlockingIOError:
+                v.screen.invalidate()       # the next frame repaints everything
+                return False
+            except OSError:
+                self._remove_viewer(v)
+                return False
+        return True
+
+    def _render(self, v: Viewer, now: float) -> None:
+        frame = v.screen.frame(self.session, message=v.message, readonly=v.readonly)
+        v.dirty = False
+        v.last_frame = now
+        if frame:
+            self._send_raw(v, frame)
+
+    # ------------------------------------------------------------------ loop
+    def _timeout(self, now: float) -> float | None:
+        deadlines = []
+        for v in self.viewers.values():
+            # A frame that is due waits for the link to be writable (select's write set),
+            # not for a timeout: a stalled viewer must not make this loop spin.
+            if v.dirty and v.screen is not None and v.last_frame + FRAME_INTERVAL > now:
+                deadlines.append(v.last_frame + FRAME_INTERVAL)
+            if v.message is not None:
+                deadlines.append(v.message_until)
+            for pending in (v.parser.pending_timeout(now), v.dispatcher.pending_timeout(now)):
+                if pending is not None:
+                    deadlines.append(now + pending)
+        return max(0.0, min(deadlines) - now) if deadlines else None
+
+    def run(self) -> str:
+        ctl = self.conn.ctl
+        while True:
+            now = time.monotonic()
+            timeout = self._timeout(now)
+            wanted = [v.sock for v in self.viewers.values()
+                      if v.dirty and v.screen is not None and now >= v.last_frame + FRAME_INTERVAL]
+            readable, writable, _ = select.select([self.chan, ctl, *(v.sock for v in self.viewers.values())],
+                                                  wanted, [], timeout)
+            if self.chan in readable and not self._on_host_data():
+                return "host finished the session" if self.session.finished else "host closed the connection"
+            if ctl in readable:
+                msg, fds = control.recv_with_fds(ctl)
+                if msg is None:
+                    return "relay is shutting down"
+                if msg[0] == "viewer" and len(fds) == 1 and len(msg) == 4:
+                    self._add_viewer(fds[0], bool(msg[1]), msg[2])
+                else:
+                    for fd in fds:
+                        os.close(fd)
+            now = time.monotonic()
+            for sock in readable:
+                v = self.by_fd.get(sock.fileno()) if sock not in (self.chan, ctl) else None
+                if v is not None:
+                    self._on_viewer_record(v, now)
+            for v in list(self.viewers.values()):
+                flushed = v.parser.flush(now)
+                if flushed:
+                    self._keys(v, flushed, now)
+                if v.id in self.viewers and v.dispatcher.expire(now):
+                    v.dirty = True
+            for v in list(self.viewers.values()):
+                if v.message is not None and now >= v.message_until:
+                    v.message = None
+                    v.dirty = True
+                if v.dirty and v.sock in writable and v.id in self.viewers:
+                    self._render(v, now)
+
+    def close(self, last: bytes) -> None:
+        for v in list(self.viewers.values()):
+            self._remove_viewer(v, last)
+
+
+def run_host(conn, transport: paramiko.Transport, chan: paramiko.Channel, server) -> int:
+    _, rw_token, ro_token = conn.request("host", expect="tokens")
+    set_process_title(f"pymate [{rw_token[:4]}...] host {conn.peer_ip}")
+    conn.log = conn.log.bind(session=rw_token[:4])
+    conn.log.info("host session started", user=server.username, pubkey=server.pubkey)
+    session = Session(rw_token=rw_token, ro_token=ro_token,
+                      ssh_host=conn.cfg.ssh_host, ssh_port=conn.cfg.ssh_port)
+    hs = HostSession(conn, chan, session)
+    last = SERVER_EXITED
+    code = 0
+    try:
+        reason = hs.run()
+        if reason == "relay is shutting down":
+            last = RELAY_STOPPING
+    except (ProtocolError, SessionError, link.LinkError) as e:
+        reason = f"protocol violation: {e}"
+        code = 1
+    except (OSError, EOFError, paramiko.SSHException) as e:
+        reason = f"connection lost: {e or type(e).__name__}"
+    finally:
+        hs.close(last)
+        session.close()
+    (conn.log.warning if code else conn.log.info)("host session ended", reason=reason)
+    return code

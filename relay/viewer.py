@@ -1,0 +1,99 @@
+"""The viewer role: a mate's `ssh TOKEN@relay` inside its own jailed connection process.
+
+This process only moves bytes: the viewer's terminal input goes to the session process over the
+link, and the frames the session renders for this viewer go back to the SSH channel. It learns
+nothing about a session but through the master's look-up, and a refusal looks the same (delay
+and text) whether the token never existed, expired or belongs to a session that just ended.
+"""
+from __future__ import annotations
+
+import random
+import select
+import socket
+import time
+
+import paramiko
+
+from jail import set_process_title
+from relay import control, link
+
+INVALID_TOKEN = b"Invalid session token\r\n"
+EXPIRED_TOKEN = b"Invalid or expired session token\r\n"
+REFUSAL_DELAY = (0.050, 0.200)      # seconds, drawn uniformly for every "expired" refusal
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_/")
+MAX_TOKEN_LENGTH = 64
+READ_CHUNK = 16384
+
+
+def token_is_valid(token: str) -> bool:
+    """The C server's shape check: more than 2 characters, all from [A-Za-z0-9-_/]."""
+    return 2 < len(token) <= MAX_TOKEN_LENGTH and all(c in _TOKEN_CHARS for c in token)
+
+
+def refusal_delay() -> float:
+    return random.SystemRandom().uniform(*REFUSAL_DELAY)
+
+
+def run_viewer(conn, transport: paramiko.Transport, chan: paramiko.Channel, server) -> int:
+    token = server.username or ""
+    log = conn.log
+    if not token_is_valid(token):
+        chan.sendall(INVALID_TOKEN)
+        log.info("viewer refused", reason="malformed token")
+        return 0
+    reply, fds = conn.request_with_fds("viewer", token, server.pubkey,
+                                       expect=("joined", "no-session"))
+    if reply[0] == "no-session":
+        time.sleep(refusal_delay())
+        chan.sendall(EXPIRED_TOKEN)
+        log.info("viewer refused", reason="no session for this token")
+        return 0
+    if len(fds) != 1:
+        raise ConnectionError("the master sent no link")
+    readonly = bool(reply[1])
+    lk = socket.socket(fileno=fds[0])
+    role = "ro-viewer" if readonly else "viewer"
+    shown = token[3:] if token.startswith("ro-") else token
+    set_process_title(f"pymate [{shown[:4]}...] {role} {conn.peer_ip}")
+    log = log.bind(session=shown[:4] if not readonly else None)
+    log.info("viewer joined", readonly=readonly, user=None, pubkey=server.pubkey)
+
+    def send_size(cols: int, rows: int) -> None:
+        try:
+            lk.send(link.resize(cols, rows))
+        except OSError:
+            pass
+
+    server.on_resize = send_size
+    send_size(*server.size)
+    reason = "viewer left"
+    try:
+        while True:
+            readable, _, _ = select.select([chan, lk, conn.ctl], [], [])
+            if chan in readable:
+                data = chan.recv(READ_CHUNK)
+                if not data:
+                    break
+                lk.send(link.INPUT + data)
+            if lk in readable:
+                record = lk.recv(link.MAX_RECORD)
+                if not record:
+                    reason = "session ended"
+                    break
+                kind, payload = link.parse(record)
+                if kind == link.OUTPUT:
+                    chan.sendall(payload)
+                elif kind == link.EXIT:
+                    chan.sendall(payload)
+                    reason = "session closed the viewer"
+                    break
+            if conn.ctl in readable and control.recv(conn.ctl) is None:
+                reason = "relay is shutting down"
+                break
+    except (OSError, EOFError, paramiko.SSHException, link.LinkError) as e:
+        reason = f"connection lost: {e or type(e).__name__}"
+    finally:
+        server.on_resize = None
+        lk.close()
+    log.info("viewer left", reason=reason)
+    return 0

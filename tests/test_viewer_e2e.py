@@ -1,0 +1,218 @@
+"""Viewer path end to end: real OpenSSH viewers (in real tmux terminals) join sessions hosted by
+the real tmate 2.4 client through a real relay."""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+
+import paramiko
+import pytest
+
+from tests.e2e import SSH_LINE, Relay, SshViewer, wait_for
+
+
+@pytest.fixture
+def shared(relay, make_host, tmp_path):
+    """A ready host session (message view dismissed, plain sh prompt) and a viewer factory."""
+    host = make_host(relay)
+    host.wait_ready()
+    host.cmd("send-keys", "q")                     # leave tmate's message view
+    rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
+    ro = SSH_LINE.match(host.display("#{tmate_ssh_ro}")).group(2)
+    viewers = []
+
+    def viewer(token=None, cols=80, rows=24) -> SshViewer:
+        v = SshViewer(tmp_path / f"viewer{len(viewers)}", relay.port, token or rw, cols, rows)
+        viewers.append(v)
+        return v.start()
+
+    class Shared:
+        pass
+    s = Shared()
+    s.relay, s.host, s.rw, s.ro, s.viewer = relay, host, rw, ro, viewer
+    yield s
+    for v in viewers:
+        v.stop()
+
+
+def host_run(host, command: str) -> None:
+    host.cmd("send-keys", "-l", command)
+    host.cmd("send-keys", "Enter")
+
+
+def host_screen(host) -> str:
+    """The host's active pane, wrapped lines joined."""
+    return host.cmd("capture-pane", "-p", "-J").stdout
+
+
+def test_viewer_sees_the_host_and_types_into_it(shared):
+    v = shared.viewer()
+    host_run(shared.host, "echo from-the-host")
+    v.wait_screen("from-the-host")
+    v.send("echo hi-from-viewer", literal=True)
+    v.send("Enter")
+    wait_for(lambda: "\nhi-from-viewer" in "\n" + host_screen(shared.host), 5, "the host to run it")
+    v.wait_screen("hi-from-viewer")
+    # The status line: window list with the current window marked.
+    last = v.lines()[23]
+    assert re.search(r"\b0:\S+\*", last), last
+
+
+def test_special_keys_arrive_as_the_host_expects(shared):
+    v = shared.viewer()
+    host_run(shared.host, "cat -A")     # shows every byte it gets: ^[ for ESC, ^I for Tab
+    time.sleep(0.3)
+    v.send("Up", "Down", "Left", "Right", "Home", "End", "F1", "F5", "F12", "BTab", "IC", "DC", "NPage", "PPage")
+    v.send("é日本", literal=True)
+    v.send("Tab")
+    v.send("C-a")
+    v.send("Enter")
+    screen = wait_for(lambda: (lambda s: s if "^A" in s else None)(host_screen(shared.host)), 5,
+                      "the keys to reach cat")
+    line = [l for l in screen.splitlines() if "^A" in l][-1]
+    for seq in ("^[[A", "^[[B", "^[[D", "^[[C", "^[[1~", "^[[4~", "^[OP", "^[[15~", "^[[24~", "^[[Z",
+                "^[[2~", "^[[3~", "^[[6~", "^[[5~"):
+        assert seq in line, (seq, line)
+    assert "M-CM-)" in line or "é" in line       # é as cat -v shows UTF-8
+    assert "^I" in line
+    v.send("C-c")
+    wait_for(lambda: host_screen(shared.host).rstrip().endswith("$") or
+             host_screen(shared.host).rstrip().endswith("#"), 5, "C-c to stop cat")
+
+
+def test_readonly_viewer_sees_but_cannot_type(shared):
+    ro = shared.viewer(shared.ro)
+    host_run(shared.host, "echo visible-to-ro")
+    ro.wait_screen("visible-to-ro")
+    ro.send("echo should-not-run", literal=True)
+    ro.send("Enter")
+    time.sleep(0.5)
+    assert "should-not-run" not in host_screen(shared.host)
+
+
+def test_split_and_second_window_show_on_the_viewer(shared):
+    v = shared.viewer()
+    host_run(shared.host, "echo left-pane")
+    shared.host.cmd("split-window", "-h")
+    host_run(shared.host, "echo right-pane")
+    screen = v.wait_screen("right-pane")
+    assert "left-pane" in screen
+    assert "│" in screen
+    shared.host.cmd("new-window")
+    wait_for(lambda: re.search(r"0:\S+-? .*1:\S+\*", v.lines()[23]), 5, "both windows in the status line")
+
+
+def test_viewer_prefix_commands(shared):
+    v = shared.viewer()
+    v.wait_screen("0:")
+    v.send("C-b", "c")
+    wait_for(lambda: "1:" in shared.host.cmd("list-windows").stdout, 5, "a second window on the host")
+    other = shared.viewer()
+    other.wait_screen("1:")
+    v.send("C-b", "d")
+    wait_for(v.exited, 5, "the viewer to be detached")
+    time.sleep(0.3)
+    assert not other.exited()
+    host_run(shared.host, "echo still-here")
+    other.wait_screen("still-here")
+
+
+def test_session_takes_the_smallest_viewer_size(shared):
+    big = shared.viewer(cols=120, rows=40)
+    big.wait_screen("0:")
+    wait_for(lambda: shared.host.display("#{window_width}x#{window_height}") == "120x39", 5,
+             "the session to take the viewer's size")
+    small = shared.viewer(cols=70, rows=20)
+    small.wait_screen("0:")
+    wait_for(lambda: shared.host.display("#{window_width}x#{window_height}") == "70x19", 5,
+             "the session to take the smaller viewer's size")
+    # A read-only viewer never shrinks the session.
+    ro = shared.viewer(shared.ro, cols=40, rows=10)
+    ro.wait_screen("0:")
+    time.sleep(0.5)
+    assert shared.host.display("#{window_width}x#{window_height}") == "70x19"
+    small.stop()
+    wait_for(lambda: shared.host.display("#{window_width}x#{window_height}") == "120x39", 5,
+             "the size to be recomputed when a viewer leaves")
+    # The larger viewer sees the session area and the rest filled.
+    big.resize(130, 40)
+    wait_for(lambda: "·" in big.screen() or shared.host.display("#{window_width}") == "130", 5,
+             "the resize to apply")
+
+
+def test_copy_mode_history_and_colours(shared):
+    v = shared.viewer()
+    host_run(shared.host, "for i in $(seq 1 100); do echo line-$i; done")
+    v.wait_screen("line-100")
+    shared.host.cmd("copy-mode")
+    shared.host.cmd("send-keys", "PPage")        # tmate 2.4 has no send-keys -X
+    screen = v.wait_screen("line-60")
+    assert "line-100" not in screen
+    assert re.search(r"\[\d+/\d+\]", screen), screen    # copy mode's position indicator
+    shared.host.cmd("send-keys", "q")
+    host_run(shared.host, "clear; printf '\\033[31mred\\033[0m \\033[38;5;208morange\\033[0m\\n'")
+    v.wait_screen("orange")
+    coloured = v.screen(colours=True)
+    # Palette red as SGR 31 or its 256-colour form 38;5;1: the same colour on the viewer.
+    assert re.search(r"\x1b\[(?:[0-9;]*;)?(?:31|38;5;1)m[^\x1b]*red", coloured), coloured
+    assert re.search(r"\x1b\[[0-9;]*38;5;208m[^\x1b]*orange", coloured)
+
+
+def test_host_exit_ends_every_viewer(shared):
+    a, b = shared.viewer(), shared.viewer(shared.ro)
+    a.wait_screen("0:")
+    b.wait_screen("0:")
+    t0 = time.monotonic()
+    shared.host.cmd("kill-server")
+    wait_for(lambda: a.exited() and b.exited(), 3, "both viewers to end")
+    assert time.monotonic() - t0 < 1.5
+    assert "[server exited]" in a.screen()
+
+
+def test_bad_tokens_get_the_c_servers_texts(shared):
+    bad = shared.viewer("no")
+    wait_for(bad.exited, 5, "the refusal")
+    assert "Invalid session token" in bad.screen()
+    expired = shared.viewer("x" * 25)
+    wait_for(expired.exited, 5, "the refusal")
+    assert "Invalid or expired session token" in expired.screen()
+    gone = shared.viewer("ro-" + "A" * 25)
+    wait_for(gone.exited, 5, "the refusal")
+    assert "Invalid or expired session token" in gone.screen()
+
+
+def _refusal_time(port: int, user: str) -> tuple[float, bytes]:
+    t = paramiko.Transport(("127.0.0.1", port))
+    try:
+        t.connect()
+        t.auth_none(user)
+        ch = t.open_session()
+        ch.get_pty()
+        ch.settimeout(5)
+        t0 = time.perf_counter()
+        ch.invoke_shell()
+        data = b""
+        while b"\n" not in data:
+            chunk = ch.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        return time.perf_counter() - t0, data
+    finally:
+        t.close()
+
+
+def test_refusal_delay_is_uniform_between_50_and_200_ms(relay):
+    delays = []
+    for i in range(200):
+        dt, text = _refusal_time(relay.port, f"unknownToken{i:05d}xxxxxxxx")
+        assert text == b"Invalid or expired session token\r\n"
+        delays.append(dt * 1000)
+    # Each refusal waits 50-200 ms (plus a little SSH round trip here on loopback).
+    assert min(delays) >= 50
+    assert max(delays) < 200 + 30
+    assert min(delays) < 65 and max(delays) > 185, (min(delays), max(delays))
+    assert 105 < statistics.mean(delays) < 150
+    dt, text = _refusal_time(relay.port, "a!")
+    assert text == b"Invalid session token\r\n" and dt < 0.05
