@@ -88,17 +88,18 @@ class Relay:
         return wait_for(find, timeout, f"log line containing {needle!r}")
 
     def children(self) -> list[int]:
-        """Pids whose parent is the relay (the jailed connection processes)."""
+        """The jailed connection processes: the relay's children titled `pymate ...` (a jail's
+        short-lived intermediate process still has the relay's own command line)."""
         out = []
         for d in Path("/proc").iterdir():
             if d.name.isdigit():
                 try:
                     stat = (d / "stat").read_text()
-                except OSError:
+                    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                    if ppid == self.proc.pid and (d / "cmdline").read_bytes().startswith(b"pymate "):
+                        out.append(int(d.name))
+                except (OSError, ValueError):
                     continue
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                if ppid == self.proc.pid:
-                    out.append(int(d.name))
         return out
 
     def stop(self) -> int | None:
