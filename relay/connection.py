@@ -126,6 +126,29 @@ class _Server(paramiko.ServerInterface):
         return False
 
 
+class QuickAckSocket:
+    """The accepted TCP socket, acknowledging every segment at once.
+
+    An OpenSSH client sends small packets back to back during the handshake, before it turns
+    Nagle off; each then waits for our ACK, which Linux delays by up to 40 ms. Measured here:
+    two such stalls made joining take ~70 ms instead of ~20. TCP_QUICKACK is not sticky, so it
+    is set again before every read.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def recv(self, n: int) -> bytes:
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass
+        return self._sock.recv(n)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 class Connection:
     def __init__(self, sock: socket.socket, ctl: socket.socket, peer_ip: str, cfg: ConnectionConfig):
         self.sock = sock
@@ -165,7 +188,7 @@ class Connection:
         log.configure_child(self._send_log, self.cfg.verbose)
         self.log = log.get_logger()
         deadline = time.monotonic() + self.cfg.grace_period
-        transport = paramiko.Transport(self.sock)
+        transport = paramiko.Transport(QuickAckSocket(self.sock))
         transport.local_version = SSH_BANNER
         transport.banner_timeout = self.cfg.grace_period
         transport.auth_timeout = self.cfg.grace_period

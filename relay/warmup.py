@@ -21,9 +21,12 @@ from relay.connection import HOST_SUBSYSTEM, SSH_BANNER, _Server
 from relay.protocol import HostDecoder, RelayDecoder, encode, encode_host
 from relay.session import Session
 
-# What Debian's tmate 2.4 (libssh) negotiates with paramiko (ARCHITECTURE.md §6).
+# What the real clients negotiate with paramiko: Debian's tmate 2.4 (libssh) takes aes256-gcm
+# (ARCHITECTURE.md §6); OpenSSH 9.2, whose chacha20-poly1305 paramiko lacks, takes aes128-ctr
+# with hmac-sha2-256-etm.
 _KEX = ("curve25519-sha256@libssh.org", "curve25519-sha256")
-_CIPHERS = ("aes256-gcm@openssh.com", "aes128-ctr")
+_SUITES = {"tmate": (("aes256-gcm@openssh.com", "aes128-ctr"), None),
+           "openssh": (("aes128-ctr",), ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256"))}
 _KEY_TYPES = {"ssh-ed25519": ("ssh-ed25519",), "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
 
 
@@ -47,7 +50,7 @@ def _host_stream() -> bytes:
     return b"".join(encode_host(x) for x in msgs)
 
 
-def _one_session(host_keys, key_type: str) -> None:
+def _one_session(host_keys, key_type: str, suite: str) -> None:
     a, b = socket.socketpair()
     server_t = paramiko.Transport(a)
     client_t = paramiko.Transport(b)
@@ -57,7 +60,10 @@ def _one_session(host_keys, key_type: str) -> None:
             server_t.add_server_key(k)
         opts = client_t.get_security_options()
         opts.kex = [k for k in _KEX if k in opts.kex] or opts.kex
-        opts.ciphers = [c for c in _CIPHERS if c in opts.ciphers] or opts.ciphers
+        ciphers, macs = _SUITES[suite]
+        opts.ciphers = [c for c in ciphers if c in opts.ciphers] or opts.ciphers
+        if macs:
+            opts.digests = [d for d in macs if d in opts.digests] or opts.digests
         opts.key_types = [k for k in _KEY_TYPES[key_type] if k in opts.key_types] or opts.key_types
         server = _Server()
         done = threading.Event()
@@ -100,4 +106,5 @@ def warm_up(host_keys) -> None:
     types = {k.get_name() for k in host_keys}
     for key_type in ("ssh-ed25519", "ssh-rsa"):
         if key_type in types:
-            _one_session(host_keys, key_type)
+            for suite in _SUITES:
+                _one_session(host_keys, key_type, suite)
