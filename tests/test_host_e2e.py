@@ -1,6 +1,7 @@
 """Host path end to end: the real Debian tmate 2.4 client hosts sessions through a real relay."""
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -74,15 +75,18 @@ def test_session_end_clears_process_and_registry(keys_dir, make_host):
         host.wait_ready()
         wait_for(lambda: len(relay.children()) == 1, 5, "one connection process")
         [pid] = relay.children()
+        rw, ro = _tokens(host, relay.port)
         host.cmd("kill-server")
         t0 = time.monotonic()
-        wait_for(lambda: not relay.children(), 5, "the session process to go")
+        # Gone and reaped (a zombie would still have its /proc entry).
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 5, "the session process to be reaped")
         assert time.monotonic() - t0 < 1.5
+        assert not relay.children()
         line = relay.wait_log("host session ended")
         assert "reason=" in line
-        # Reaped: no zombie left behind, and the relay is still serving.
-        with pytest.raises(FileNotFoundError):
-            open(f"/proc/{pid}/status").read()
+        # The registry entries went with it: both tokens are now refused as expired.
+        for token in (rw, ro):
+            assert _viewer_answer(relay.port, token) == b"Invalid or expired session token\r\n"
         again = make_host(relay)
         again.wait_ready()
 
@@ -101,6 +105,27 @@ def test_connection_without_role_is_closed_after_grace_period(keys_dir):
         assert 0.8 < elapsed < 4, elapsed
         relay.wait_log("no role taken within the grace period")
         wait_for(lambda: not relay.children(), 3, "the connection process to go")
+
+
+def _viewer_answer(port: int, token: str) -> bytes:
+    """What a viewer with `token` is told first (pty + shell, as ssh does)."""
+    t = paramiko.Transport(("127.0.0.1", port))
+    try:
+        t.connect()
+        t.auth_none(token)
+        ch = t.open_session()
+        ch.get_pty()
+        ch.invoke_shell()
+        ch.settimeout(5)
+        data = b""
+        while b"\n" not in data:
+            chunk = ch.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        t.close()
 
 
 def _hostile_host(port: int) -> tuple[paramiko.Transport, paramiko.Channel]:
