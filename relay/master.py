@@ -234,6 +234,8 @@ class Master:
             control.send_with_fd(viewer.ctl, control.pack("joined", readonly), ends[1].fileno())
         finally:
             ends[1].close()
+        self.log.info("viewer linked", ip=viewer.ip, pid=viewer.proc.pid,
+                      session_pid=session.proc.pid, readonly=readonly)
 
     def _enforce_grace(self) -> None:
         limit = time.monotonic() - self.cfg.grace_period - CONTROL_BACKSTOP

@@ -55,8 +55,9 @@ def run_viewer(conn, transport: paramiko.Transport, chan: paramiko.Channel, serv
     role = "ro-viewer" if readonly else "viewer"
     shown = token[3:] if token.startswith("ro-") else token
     set_process_title(f"pymate [{shown[:4]}...] {role} {conn.peer_ip}")
-    log = log.bind(session=shown[:4] if not readonly else None)
-    log.info("viewer joined", readonly=readonly, user=None, pubkey=server.pubkey)
+    if not readonly:                 # a read-only token's first characters name nothing
+        log = log.bind(session=shown[:4])
+    log.info("viewer joined", readonly=readonly, pubkey=server.pubkey)
 
     def send_size(cols: int, rows: int) -> None:
         try:

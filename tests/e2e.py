@@ -279,3 +279,27 @@ class SshViewer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def viewer_answer(port: int, token: str) -> tuple[float, bytes]:
+    """Join as a viewer the way ssh does (auth none, pty, shell) with a paramiko client; returns
+    the seconds from the shell request to the first full line, and that line."""
+    import paramiko
+    t = paramiko.Transport(("127.0.0.1", port))
+    try:
+        t.connect()
+        t.auth_none(token)
+        ch = t.open_session()
+        ch.get_pty()
+        ch.settimeout(5)
+        t0 = time.perf_counter()
+        ch.invoke_shell()
+        data = b""
+        while b"\n" not in data:
+            chunk = ch.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        return time.perf_counter() - t0, data
+    finally:
+        t.close()

@@ -10,7 +10,7 @@ import paramiko
 import pytest
 
 from relay.tokens import ALPHABET
-from tests.e2e import SSH_LINE, Relay, wait_for
+from tests.e2e import SSH_LINE, Relay, viewer_answer, wait_for
 
 NOTE = "Note: clear your terminal before sharing readonly access"
 
@@ -86,7 +86,7 @@ def test_session_end_clears_process_and_registry(keys_dir, make_host):
         assert "reason=" in line
         # The registry entries went with it: both tokens are now refused as expired.
         for token in (rw, ro):
-            assert _viewer_answer(relay.port, token) == b"Invalid or expired session token\r\n"
+            assert viewer_answer(relay.port, token)[1] == b"Invalid or expired session token\r\n"
         again = make_host(relay)
         again.wait_ready()
 
@@ -105,27 +105,6 @@ def test_connection_without_role_is_closed_after_grace_period(keys_dir):
         assert 0.8 < elapsed < 4, elapsed
         relay.wait_log("no role taken within the grace period")
         wait_for(lambda: not relay.children(), 3, "the connection process to go")
-
-
-def _viewer_answer(port: int, token: str) -> bytes:
-    """What a viewer with `token` is told first (pty + shell, as ssh does)."""
-    t = paramiko.Transport(("127.0.0.1", port))
-    try:
-        t.connect()
-        t.auth_none(token)
-        ch = t.open_session()
-        ch.get_pty()
-        ch.invoke_shell()
-        ch.settimeout(5)
-        data = b""
-        while b"\n" not in data:
-            chunk = ch.recv(1024)
-            if not chunk:
-                break
-            data += chunk
-        return data
-    finally:
-        t.close()
 
 
 def _hostile_host(port: int) -> tuple[paramiko.Transport, paramiko.Channel]:

@@ -6,10 +6,9 @@ import re
 import statistics
 import time
 
-import paramiko
 import pytest
 
-from tests.e2e import SSH_LINE, Relay, SshViewer, wait_for
+from tests.e2e import SSH_LINE, SshViewer, viewer_answer, wait_for
 
 
 @pytest.fixture
@@ -182,31 +181,10 @@ def test_bad_tokens_get_the_c_servers_texts(shared):
     assert "Invalid or expired session token" in gone.screen()
 
 
-def _refusal_time(port: int, user: str) -> tuple[float, bytes]:
-    t = paramiko.Transport(("127.0.0.1", port))
-    try:
-        t.connect()
-        t.auth_none(user)
-        ch = t.open_session()
-        ch.get_pty()
-        ch.settimeout(5)
-        t0 = time.perf_counter()
-        ch.invoke_shell()
-        data = b""
-        while b"\n" not in data:
-            chunk = ch.recv(1024)
-            if not chunk:
-                break
-            data += chunk
-        return time.perf_counter() - t0, data
-    finally:
-        t.close()
-
-
 def test_refusal_delay_is_uniform_between_50_and_200_ms(relay):
     delays = []
     for i in range(200):
-        dt, text = _refusal_time(relay.port, f"unknownToken{i:05d}xxxxxxxx")
+        dt, text = viewer_answer(relay.port, f"unknownToken{i:05d}xxxxxxxx")
         assert text == b"Invalid or expired session token\r\n"
         delays.append(dt * 1000)
     # Each refusal waits 50-200 ms (plus a little SSH round trip here on loopback).
@@ -214,5 +192,5 @@ def test_refusal_delay_is_uniform_between_50_and_200_ms(relay):
     assert max(delays) < 200 + 30
     assert min(delays) < 65 and max(delays) > 185, (min(delays), max(delays))
     assert 105 < statistics.mean(delays) < 150
-    dt, text = _refusal_time(relay.port, "a!")
+    dt, text = viewer_answer(relay.port, "a!")
     assert text == b"Invalid session token\r\n" and dt < 0.05
