@@ -25,6 +25,10 @@ test: install
 
 bench: install
 	$(BIN)/python bench/host_session.py
+	$(BIN)/python bench/viewer.py
+	$(BIN)/python bench/terminal_ingest.py
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/codec.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
