@@ -2,8 +2,11 @@
 the real tmate 2.4 client through a real relay."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import statistics
+import subprocess
 import time
 
 import pytest
@@ -194,3 +197,41 @@ def test_refusal_delay_is_uniform_between_50_and_200_ms(relay):
     assert 105 < statistics.mean(delays) < 150
     dt, text = viewer_answer(relay.port, "a!")
     assert text == b"Invalid session token\r\n" and dt < 0.05
+
+
+def _ssh_pid(viewer: SshViewer) -> int:
+    """The ssh client's pid inside the viewer's terminal."""
+    shell = viewer.tmux("list-panes", "-F", "#{pane_pid}").stdout.split()[0]
+    out = subprocess.run(["pgrep", "-P", shell, "-x", "ssh"], capture_output=True, text=True).stdout
+    return int(out.split()[0])
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_stalled_viewer_slows_nobody_and_catches_up(shared):
+    stalled, live = shared.viewer(), shared.viewer()
+    stalled.wait_screen("0:")
+    live.wait_screen("0:")
+    session_pid = max(shared.relay.children(), key=lambda p: "host" in open(f"/proc/{p}/cmdline").read())
+    rss_before = _rss_kib(session_pid)
+    ssh = _ssh_pid(stalled)
+    os.kill(ssh, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        host_run(shared.host, "seq 1 400000; echo SEQ-DONE-$((40+2))")
+        live.wait_screen("SEQ-DONE-42", timeout=30)
+        elapsed = time.monotonic() - t0
+        # The live viewer and the host kept going while the other viewer was frozen.
+        assert elapsed < 20, elapsed
+        # The session's backlog for the frozen viewer is bounded.
+        assert _rss_kib(session_pid) - rss_before < 20_000
+    finally:
+        os.kill(ssh, signal.SIGCONT)
+    # Thawed, it catches up with the current screen in one step.
+    stalled.wait_screen("SEQ-DONE-42", timeout=10)
+    assert "399999" in stalled.screen() or "400000" in stalled.screen()

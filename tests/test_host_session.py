@@ -1,0 +1,119 @@
+"""The session loop (relay.host.HostSession) against real sockets: a host flooding output and a
+viewer that stops reading. The host must never wait for the viewer, the viewer's backlog must
+stay bounded, and once it reads again it must catch up to the exact current screen."""
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+
+import structlog
+
+from relay import control, link
+from relay import messages as m
+from relay.host import HostSession
+from relay.protocol import RelayDecoder, encode_host
+from relay.session import Session
+from relay.terminal import TerminalModel
+
+
+class SocketChannel:
+    """The part of a paramiko Channel that HostSession uses, over a plain socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self, n: int) -> bytes:
+        return self.sock.recv(n)
+
+    def recv_ready(self) -> bool:
+        return bool(select.select([self.sock], [], [], 0)[0])
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
+class Conn:
+    def __init__(self, ctl: socket.socket):
+        self.ctl = ctl
+        self.peer_ip = "192.0.2.1"
+        self.log = structlog.get_logger()
+
+
+def test_stalled_viewer_never_blocks_the_host_and_catches_up():
+    host_end, relay_end = socket.socketpair()
+    ctl_master, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    session = Session(rw_token="a" * 25, ro_token="ro-" + "b" * 25, ssh_host="h", ssh_port=22)
+    hs = HostSession(Conn(ctl_child), SocketChannel(relay_end), session)
+    result = {}
+    loop = threading.Thread(target=lambda: result.setdefault("reason", hs.run()), daemon=True)
+    loop.start()
+
+    # The host starts its session, then a viewer joins through the control socket.
+    host_end.sendall(encode_host(m.Header(6, "2.4.0")))
+    host_end.sendall(encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0)))
+    viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    control.send_with_fd(ctl_master, control.pack("viewer", False, "192.0.2.2", None), session_end.fileno())
+    session_end.close()
+    viewer_end.send(link.resize(80, 24))
+    replies = RelayDecoder()
+    host_end.settimeout(5)
+    got = []
+    while not any(isinstance(x, m.Resize) for x in got):        # the session took the viewer's size
+        got += replies.feed(host_end.recv(65536))
+    assert m.Resize(80, 23) in got
+
+    # 20 MB of output while the viewer reads nothing: the host's writes never wait on it.
+    line = b"0123456789" * 7 + b"\r\n"
+    chunk = b"".join(b"%08d " % i + line for i in range(200))
+    t0 = time.monotonic()
+    sent = 0
+    n = 0
+    while sent < 20_000_000:
+        data = chunk.replace(b"00000", b"%05d" % (n % 100000), 1)
+        for i in range(0, len(data), 16000):
+            host_end.sendall(encode_host(m.PtyData(0, data[i:i + 16000])))
+        sent += len(data)
+        n += 1
+    host_end.sendall(encode_host(m.PtyData(0, b"\x1b[2J\x1b[HFINAL-SCREEN\r\nsecond line")))
+    host_elapsed = time.monotonic() - t0
+    assert host_elapsed < 30, host_elapsed
+
+    # What waits for the viewer is bounded by the link's socket buffers, not by the output.
+    time.sleep(0.5)
+    pending = 0
+    viewer_end.setblocking(False)
+    records = []
+    try:
+        while True:
+            rec = viewer_end.recv(link.MAX_RECORD)
+            records.append(rec)
+            pending += len(rec)
+    except BlockingIOError:
+        pass
+    assert pending < 4 * link.SOCKET_BUFFER, pending
+
+    # Reading again, the viewer converges on the current screen.
+    screen = TerminalModel(80, 24)
+    for rec in records:
+        kind, payload = link.parse(rec)
+        assert kind == link.OUTPUT
+        screen.feed(payload)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not screen.rows_text()[0].startswith("FINAL-SCREEN"):
+        if select.select([viewer_end], [], [], 0.1)[0]:
+            kind, payload = link.parse(viewer_end.recv(link.MAX_RECORD))
+            screen.feed(payload)
+    rows = screen.rows_text()
+    assert rows[0] == "FINAL-SCREEN" and rows[1] == "second line", rows[:3]
+    assert "0:sh*" in rows[23]
+
+    host_end.sendall(encode_host(m.Fin()))
+    loop.join(5)
+    assert result.get("reason") == "host finished the session"
+    for s in (host_end, relay_end, ctl_master, ctl_child, viewer_end):
+        s.close()
