@@ -24,6 +24,7 @@ from jail import set_process_title
 from relay import control, link
 from relay import messages as m
 from relay.input import InputParser, KeyDispatcher, Local, Notice
+from relay.prompt import Done, Failed, ViewerPrompt, expand_formats
 from relay.protocol import HostDecoder, ProtocolError, encode
 from relay.render import ViewerScreen, failed_cmd_message
 from relay.session import Session, SessionError
@@ -57,7 +58,7 @@ class Viewer:
     last_frame: float = 0.0
     message: str | None = None
     message_until: float = 0.0
-    closing: bool = False
+    prompt: ViewerPrompt | None = None
 
 
 class HostSession:
@@ -189,21 +190,58 @@ class HostSession:
 
     def _keys(self, v: Viewer, codes: list[int], now: float) -> None:
         for code in codes:
-            for action in v.dispatcher.key(code, now):
-                if isinstance(action, Local):
-                    self._local(v, action)
-                    if v.id not in self.viewers:
-                        return
-                elif isinstance(action, Notice):
-                    self._show(v, action.text)
-                else:
-                    self.send_host(action)
+            if v.id not in self.viewers:
+                return
+            if v.prompt is not None:               # an open prompt takes every key
+                self._prompt_key(v, code)
+            else:
+                self._act(v, v.dispatcher.key(code, now))
+
+    def _act(self, v: Viewer, actions: list) -> None:
+        for action in actions:
+            if v.id not in self.viewers:
+                return
+            if isinstance(action, Local):
+                self._local(v, action)
+            elif isinstance(action, Notice):
+                self._show(v, action.text)
+            else:
+                self.send_host(action)
+
+    def _prompt_key(self, v: Viewer, code: int) -> None:
+        outcome = v.prompt.key(code)
+        v.dirty = True
+        if outcome is None:
+            return
+        v.prompt = None
+        if isinstance(outcome, Failed):
+            self._show(v, outcome.message)
+        elif isinstance(outcome, Done):
+            for argv in outcome.commands:
+                self._act(v, v.dispatcher.run_command(argv))
 
     def _local(self, v: Viewer, action: Local) -> None:
-        if action.name == "detach-client":
+        """Commands that act on the viewer's own client rather than on the host."""
+        name, argv = action.name, action.argv
+        if name == "detach-client":
             self._remove_viewer(v, DETACHED)
+        elif name in ("command-prompt", "confirm-before"):
+            if v.prompt is None:
+                make = ViewerPrompt.command_prompt if name == "command-prompt" else ViewerPrompt.confirm_before
+                v.prompt = make(argv, self.session)
+                v.dirty = True
+        elif name == "display-message":
+            words = [a for a in argv[1:] if not a.startswith("-")]
+            if words:
+                self._show(v, expand_formats(words[-1], self.session))
+        elif name == "refresh-client":
+            if v.screen is not None:
+                v.screen.invalidate()
+            v.dirty = True
+        elif name in ("suspend-client", "lock-client"):
+            pass                                   # a remote viewer is never suspended or locked
         else:
-            self._show(v, f"{action.name}: not available to viewers on this relay")
+            self._show(v, f"{name}: not available to viewers on this relay")
 
     def _send_raw(self, v: Viewer, data: bytes) -> bool:
         for record in link.output_records(data):
@@ -218,7 +256,8 @@ class HostSession:
         return True
 
     def _render(self, v: Viewer, now: float) -> None:
-        frame = v.screen.frame(self.session, message=v.message, readonly=v.readonly)
+        prompt = v.prompt.display(v.cols) if v.prompt is not None else None
+        frame = v.screen.frame(self.session, message=v.message, readonly=v.readonly, prompt=prompt)
         v.dirty = False
         v.last_frame = now
         if frame:

@@ -707,10 +707,14 @@ class ViewerScreen:
         self._status_key = None
 
     # ------------------------------------------------------------------ frame
-    def frame(self, session, *, message: str | None = None, readonly: bool = False) -> bytes:
+    def frame(self, session, *, message: str | None = None, readonly: bool = False,
+              prompt: tuple[str, int] | None = None) -> bytes:
         """Bytes that bring the viewer's terminal from what it last showed to `session` now;
         b"" when nothing changed. (`readonly` changes nothing drawn: tmux shows read-only
-        clients the same screen.)"""
+        clients the same screen.) `prompt` is a status-line prompt, (text, cursor column): drawn
+        like a message, with the cursor shown at that column."""
+        if prompt is not None:
+            message = prompt[0]
         cols, rows = self.cols, self.rows
         status_on = _flag(session.option("status"), True)
         status = 1 if (status_on or message is not None) else 0
@@ -735,6 +739,8 @@ class ViewerScreen:
                 new_lines[srow] = self._message_row(session, message, srow)
             else:
                 new_lines[srow] = self._status_line(session, srow)
+            if prompt is not None:
+                cursor = (max(0, min(prompt[1], cols - 1)), srow, True)
 
         # ---- diff
         out: list[str] = []

@@ -235,3 +235,39 @@ def test_stalled_viewer_slows_nobody_and_catches_up(shared):
     # Thawed, it catches up with the current screen in one step.
     stalled.wait_screen("SEQ-DONE-42", timeout=10)
     assert "399999" in stalled.screen() or "400000" in stalled.screen()
+
+
+def test_viewer_prompts_rename_run_and_confirm(shared):
+    v = shared.viewer()
+    v.wait_screen("0:")
+    # C-b , : rename the window from the viewer's own status-line prompt.
+    v.send("C-b", ",")
+    v.wait_screen("(rename-window)")
+    v.send("C-u")
+    v.send("renamed-by-mate", literal=True)
+    v.send("Enter")
+    wait_for(lambda: "renamed-by-mate" in shared.host.cmd("list-windows").stdout, 5, "the rename on the host")
+    v.wait_screen("0:renamed-by-mate*")
+    # C-b : runs a typed command on the host.
+    v.send("C-b", ":")
+    v.send("new-window -n typed", literal=True)
+    v.send("Enter")
+    wait_for(lambda: "typed" in shared.host.cmd("list-windows").stdout, 5, "the typed command on the host")
+    # C-b & asks first; n keeps the window, y kills it.
+    v.wait_screen("typed*")
+    v.send("C-b", "&")
+    v.wait_screen("kill-window typed? (y/n)")
+    v.send("n")
+    time.sleep(0.3)
+    assert "typed" in shared.host.cmd("list-windows").stdout
+    v.send("C-b", "&")
+    v.wait_screen("? (y/n)")
+    v.send("y")
+    wait_for(lambda: "typed" not in shared.host.cmd("list-windows").stdout, 5, "the window to go")
+
+
+def test_readonly_viewer_gets_no_prompt(shared):
+    ro = shared.viewer(shared.ro)
+    ro.wait_screen("0:")
+    ro.send("C-b", ":")
+    ro.wait_screen("read-only")
