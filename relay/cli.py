@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: 100000:50000; ignored in rootless mode)")
     p.add_argument("--grace-period", type=float, default=20.0, metavar="SECONDS",
                    help="seconds a connection has to take a role (default: 20)")
+    p.add_argument("--max-connections", type=int, default=1000, metavar="N",
+                   help="connections served at once; more are refused and logged (default: 1000)")
     return p
 
 
@@ -52,6 +54,8 @@ def serve_main(argv: list[str]) -> int:
         parser.error("--uid-range must look like START:COUNT")
     if args.grace_period <= 0:
         parser.error("--grace-period must be positive")
+    if args.max_connections < 1:
+        parser.error("--max-connections must be at least 1")
 
     # Heavy imports happen here, once, in the master: the jailed children cannot import.
     from jail import JailConfig, JailError
@@ -69,6 +73,7 @@ def serve_main(argv: list[str]) -> int:
     cfg = RelayConfig(host_keys=tuple(host_keys), port=args.port, bind=args.bind,
                       ssh_host=ssh_host, ssh_port=args.ssh_port or args.port,
                       grace_period=args.grace_period, verbose=args.verbose,
+                      max_connections=args.max_connections,
                       jail=JailConfig(uid_base=uid_start, uid_count=uid_count))
     try:
         master = Master(cfg)

@@ -25,6 +25,8 @@ from relay.warmup import warm_up
 
 CONTROL_BACKSTOP = 5.0     # seconds past the grace period before the master kills a role-less child
 SHUTDOWN_WAIT = 2.0
+LOG_BURST = 200            # log events a connection may send at once ...
+LOG_RATE = 20.0            # ... and per second after that; the excess is dropped and counted
 
 
 @dataclass
@@ -38,6 +40,7 @@ class RelayConfig:
     verbose: bool = False
     jail: JailConfig = field(default_factory=JailConfig)
     backlog: int = 128
+    max_connections: int = 1000
 
 
 @dataclass
@@ -48,6 +51,9 @@ class Child:
     started: float
     role: str | None = None
     tokens: tuple[str, ...] = ()
+    log_allowance: float = LOG_BURST
+    log_stamp: float = 0.0
+    logs_dropped: int = 0
 
 
 def _tcp_keepalive(sock: socket.socket) -> None:
@@ -149,6 +155,11 @@ class Master:
                     self.log.error("accept failed", reason=os.strerror(e.errno))
                     return
                 raise
+            if len(self.children) >= self.cfg.max_connections:
+                self.log.warning("connection refused", ip=addr[0],
+                                 reason=f"too many connections (limit {self.cfg.max_connections})")
+                conn.close()
+                continue
             self._spawn(conn, addr[0])
 
     def _spawn(self, conn: socket.socket, ip: str) -> None:
@@ -170,7 +181,8 @@ class Master:
             conn.close()
             ctl_child.close()
         ctl_master.setblocking(False)
-        child = Child(proc=proc, ip=ip, ctl=ctl_master, started=time.monotonic())
+        now = time.monotonic()
+        child = Child(proc=proc, ip=ip, ctl=ctl_master, started=now, log_stamp=now)
         self.children[proc.pid] = child
         self.by_ctl[ctl_master.fileno()] = child
         self.sel.register(ctl_master, selectors.EVENT_READ, child)
@@ -193,6 +205,8 @@ class Master:
     def _handle(self, child: Child, msg: list) -> None:
         kind = msg[0]
         if kind == "log" and len(msg) == 4 and isinstance(msg[1], str) and isinstance(msg[2], str):
+            if not self._log_allowed(child):
+                return
             level = msg[1] if msg[1] in control.LOG_LEVELS else "info"
             fields = control.log_fields(msg[3])
             fields.update(pid=child.proc.pid, ip=child.ip)
@@ -212,6 +226,21 @@ class Master:
             self._join(child, msg[1][:128], msg[2])
         else:
             self._kill(child, f"unexpected control message {kind[:32]!r}")
+
+    def _log_allowed(self, child: Child) -> bool:
+        """A token bucket per connection, so no process can flood the relay's log."""
+        now = time.monotonic()
+        child.log_allowance = min(LOG_BURST, child.log_allowance + (now - child.log_stamp) * LOG_RATE)
+        child.log_stamp = now
+        if child.log_allowance >= 1:
+            child.log_allowance -= 1
+            if child.logs_dropped:
+                self.log.warning("log events dropped", pid=child.proc.pid, ip=child.ip,
+                                 count=child.logs_dropped, reason="connection logged too fast")
+                child.logs_dropped = 0
+            return True
+        child.logs_dropped += 1
+        return False
 
     def _join(self, viewer: Child, token: str, pubkey: str | None) -> None:
         """Link a viewer to the session its token names, then step out of the data path."""

@@ -233,3 +233,23 @@ def test_header_reply_over_raw_protocol(relay):
         assert got[3].message == f"ssh session: {got[4].value}"
     finally:
         t.close()
+
+
+def test_connections_beyond_the_limit_are_refused_and_logged(keys_dir, make_host):
+    with Relay(keys_dir, extra=["--max-connections", "2"]) as relay:
+        idle = [socket.create_connection(("127.0.0.1", relay.port)) for _ in range(2)]
+        try:
+            wait_for(lambda: len(relay.children()) == 2, 5, "two connection processes")
+            extra = socket.create_connection(("127.0.0.1", relay.port))
+            extra.settimeout(5)
+            assert extra.recv(100) == b""          # closed without a banner
+            extra.close()
+            relay.wait_log("too many connections (limit 2)")
+            assert len(relay.children()) == 2
+        finally:
+            for s in idle:
+                s.close()
+        # Once the others are gone, a host is served again.
+        wait_for(lambda: not relay.children(), 25, "the idle connections to end")
+        host = make_host(relay)
+        host.wait_ready()
