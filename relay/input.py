@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import messages as m
+from .tmuxargs import getopt
 
 __all__ = [
     "KEYC_NONE", "KEYC_UNKNOWN", "KEYC_BASE", "KEYC_ESCAPE", "KEYC_CTRL", "KEYC_SHIFT",
@@ -771,29 +772,8 @@ HOST_MESSAGES = (m.PaneKey, m.LegacyPaneKey, m.ViewerExecCmd, m.ViewerExecCmdStr
 
 
 def _getopt(args, flags_with_value: str) -> dict[str, str | bool]:
-    """Flags of a tmux command's words (for send-prefix and switch-client)."""
-    out: dict[str, str | bool] = {}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--" or len(a) < 2 or a[0] != "-":
-            break
-        j = 1
-        while j < len(a):
-            c = a[j]
-            if c in flags_with_value:
-                if j + 1 < len(a):
-                    out[c] = a[j + 1:]
-                elif i + 1 < len(args):
-                    i += 1
-                    out[c] = args[i]
-                else:
-                    out[c] = ""
-                break
-            out[c] = True
-            j += 1
-        i += 1
-    return out
+    """Flags of a tmux command's words (for send-prefix and switch-client), leniently."""
+    return getopt(args, flags_with_value)[0]
 
 
 def _int_option(session, name: str, default: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relay.tmuxargs import getopt
 from relay.input import (KEY_ENTER, KEY_ESCAPE, KEY_PASTE_END, KEY_PASTE_START, KEYC_BASE,
                          KEYC_BSPACE, KEYC_DC, KEYC_END, KEYC_HOME, KEYC_LEFT, KEYC_MASK_MOD,
                          KEYC_RIGHT, KEY_TAB)
@@ -132,35 +133,6 @@ def parse_commands(line: str) -> list[tuple[str, ...]]:
     return commands
 
 
-def _flags(args: tuple[str, ...], with_value: str) -> tuple[dict, list[str]]:
-    """tmux-style flags: single letters, values attached or as the next word."""
-    flags: dict[str, str | bool] = {}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            i += 1
-            break
-        if len(a) < 2 or a[0] != "-":
-            break
-        j = 1
-        while j < len(a):
-            c = a[j]
-            if c in with_value:
-                if j + 1 < len(a):
-                    flags[c] = a[j + 1:]
-                elif i + 1 < len(args):
-                    i += 1
-                    flags[c] = args[i]
-                else:
-                    flags[c] = ""
-                break
-            flags[c] = True
-            j += 1
-        i += 1
-    return flags, list(args[i:])
-
-
 def expand_formats(text: str, session) -> str:
     """The few formats prompts use: #W window name, #I window index, #S session name (the
     relay does not know the host's session name: empty), ## a '#'."""
@@ -198,7 +170,7 @@ class ViewerPrompt:
     @classmethod
     def command_prompt(cls, argv: tuple[str, ...], session) -> "ViewerPrompt":
         """From `command-prompt [-1] [-I inputs] [-p prompts] [-t client] [template]`."""
-        flags, rest = _flags(argv[1:], "Ipt")
+        flags, rest = getopt(argv[1:], "Ipt")
         template = rest[0] if rest else "%1"
         if "p" in flags:
             labels = [expand_formats(p, session) + " " for p in str(flags["p"]).split(",")]
@@ -213,7 +185,7 @@ class ViewerPrompt:
     @classmethod
     def confirm_before(cls, argv: tuple[str, ...], session) -> "ViewerPrompt":
         """From `confirm-before [-p prompt] [-t client] command`."""
-        flags, rest = _flags(argv[1:], "pt")
+        flags, rest = getopt(argv[1:], "pt")
         command = rest[0] if rest else ""
         if "p" in flags:
             label = expand_formats(str(flags["p"]), session) + " "

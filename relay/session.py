@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from . import messages as m
 from .terminal import TerminalModel
+from .tmuxargs import UsageError, getopt
 
 __all__ = ["SessionError", "Session", "PaneState", "WindowState", "Binding",
            "ssh_connection_string", "MAX_PANE_DIM", "MAX_BINDINGS", "MAX_OPTIONS"]
@@ -468,39 +469,12 @@ class Session:
     }
 
 
-class _Usage(Exception):
-    pass
+_Usage = UsageError
 
 
 def _getopt(args: tuple[str, ...], bool_flags: str, arg_flags: str) -> tuple[dict, list[str]]:
-    """tmux-style getopt: flags until the first non-flag or `--`; `-nr` and `-Tname` forms."""
-    flags: dict[str, str | bool] = {}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            i += 1
-            break
-        if len(a) < 2 or a[0] != "-":
-            break
-        j = 1
-        while j < len(a):
-            c = a[j]
-            if c in arg_flags:
-                if j + 1 < len(a):
-                    flags[c] = a[j + 1:]
-                elif i + 1 < len(args):
-                    i += 1
-                    flags[c] = args[i]
-                else:
-                    raise _Usage(f"-{c} needs an argument")
-                break
-            if c not in bool_flags:
-                raise _Usage(f"unknown flag -{c}")
-            flags[c] = True
-            j += 1
-        i += 1
-    return flags, list(args[i:])
+    """Strict tmux getopt for replicated commands: an unknown flag or missing value is _Usage."""
+    return getopt(args, arg_flags, known=bool_flags)
 
 
 # ---------------------------------------------------------------------- snapshot restore
