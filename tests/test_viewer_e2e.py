@@ -70,9 +70,10 @@ def test_special_keys_arrive_as_the_host_expects(shared):
     v.send("Tab")
     v.send("C-a")
     v.send("Enter")
-    screen = wait_for(lambda: (lambda s: s if "^A" in s else None)(host_screen(shared.host)), 5,
+    # cat -A's own line ends in '$' (the tty's echo of the typed line shows ^A too, not '$').
+    screen = wait_for(lambda: (lambda s: s if "^A$" in s else None)(host_screen(shared.host)), 5,
                       "the keys to reach cat")
-    line = [l for l in screen.splitlines() if "^A" in l][-1]
+    line = [l for l in screen.splitlines() if "^A$" in l][-1]
     for seq in ("^[[A", "^[[B", "^[[D", "^[[C", "^[[1~", "^[[4~", "^[OP", "^[[15~", "^[[24~", "^[[Z",
                 "^[[2~", "^[[3~", "^[[6~", "^[[5~"):
         assert seq in line, (seq, line)
