@@ -99,9 +99,8 @@ def test_split_and_second_window_show_on_the_viewer(shared):
     host_run(shared.host, "echo left-pane")
     shared.host.cmd("split-window", "-h")
     host_run(shared.host, "echo right-pane")
-    screen = v.wait_screen("right-pane")
-    assert "left-pane" in screen
-    assert "│" in screen
+    wait_for(lambda: (lambda s: "right-pane" in s and "left-pane" in s and "│" in s)(v.screen()), 5,
+             "both panes and the border between them")
     shared.host.cmd("new-window")
     wait_for(lambda: re.search(r"0:\S+-? .*1:\S+\*", v.lines()[23]), 5, "both windows in the status line")
 
@@ -235,8 +234,8 @@ def test_stalled_viewer_slows_nobody_and_catches_up(shared):
     finally:
         os.kill(ssh, signal.SIGCONT)
     # Thawed, it catches up with the current screen in one step.
-    stalled.wait_screen("SEQ-DONE-42", timeout=10)
-    assert "399999" in stalled.screen() or "400000" in stalled.screen()
+    wait_for(lambda: (lambda s: "SEQ-DONE-42" in s and ("399999" in s or "400000" in s))(stalled.screen()),
+             10, "the thawed viewer to show the final screen")
 
 
 def test_viewer_prompts_rename_run_and_confirm(shared):
