@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Relay, wait_for
+from tests.e2e import SSH_LINE, Relay, SshViewer, wait_for
 
 NOBODY = 65534
 
@@ -66,6 +66,15 @@ def test_live_host_sessions_are_jailed(relay, make_host):
     tokens = {a.display("#{tmate_ssh}").split()[-1][:4], b.display("#{tmate_ssh}").split()[-1][:4]}
     titles = {title(p) for p in pids}
     assert titles == {f"pymate [{t}...] host 127.0.0.1" for t in tokens}
+    # A viewer's connection is jailed too, under a uid of its own.
+    token = SSH_LINE.match(a.display("#{tmate_ssh}")).group(2)
+    with SshViewer(a.dir / "viewer", relay.port, token) as viewer:
+        viewer.wait_screen("0:")
+        [viewer_pid] = [p for p in _host_pids(relay, 3) if p not in pids]
+        viewer_uid = int(status(viewer_pid)["Uid"].split()[0])
+        assert viewer_uid not in uids
+        assert_jailed(viewer_pid, relay.proc.pid, viewer_uid)
+        assert title(viewer_pid) == f"pymate [{token[:4]}...] viewer 127.0.0.1"
 
 
 def test_connection_is_jailed_before_the_first_byte(keys_dir):
@@ -117,3 +126,15 @@ def _rootless_session(keys: Path, make_host) -> None:
         assert host.display("#{tmate_ssh}").startswith(f"ssh -p{relay.port} ")
         [pid] = _host_pids(relay, 1)
         assert_jailed(pid, relay.proc.pid, NOBODY)
+        # A viewer joins through the rootless relay, and its connection is jailed the same way.
+        token = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
+        host.cmd("send-keys", "q")
+        with SshViewer(host.dir / "viewer", relay.port, token) as viewer:
+            viewer.wait_screen("0:")
+            host.cmd("send-keys", "-l", "echo rootless-$((6*7))")
+            host.cmd("send-keys", "Enter")
+            viewer.wait_screen("rootless-42")
+            pids = _host_pids(relay, 2)
+            [viewer_pid] = [p for p in pids if p != pid]
+            assert title(viewer_pid).startswith("pymate [") and " viewer " in title(viewer_pid)
+            assert_jailed(viewer_pid, relay.proc.pid, NOBODY)
