@@ -46,7 +46,11 @@ def _dimension(value: int, default: int) -> int:
 class _Server(paramiko.ServerInterface):
     """Auth and channel policy. Runs on paramiko's transport thread."""
 
-    def __init__(self):
+    def __init__(self, authorize=None):
+        # authorize(user, key fingerprint or None) -> bool: may this user (a token, for a viewer)
+        # log in with this key? Asked of the master; None allows everything (warm-up).
+        self.authorize = authorize
+        self.fingerprint: str | None = None
         self.size = (80, 24)           # the viewer's terminal, from pty-req / window-change
         self.term = "xterm"
         self.on_resize = None          # set by the viewer loop once it is linked to a session
@@ -57,17 +61,29 @@ class _Server(paramiko.ServerInterface):
         self.pubkey: str | None = None
         self.refusal: str | None = None
 
-    # --- auth: like the C server, `none` is accepted; a key, when offered, is recorded.
+    # --- auth: like the C server, `none` is accepted and a key, when offered, is recorded;
+    # unless the session the user name (token) names restricts its viewers to the host's
+    # authorized keys (`tmate -a`): then `none` and unlisted keys are denied, and the client
+    # goes on to its next key. A token that matches no session is never denied here.
     def get_allowed_auths(self, username):
         return "none,publickey"
 
+    def _allowed(self, username, fp) -> bool:
+        return self.authorize is None or self.authorize(username, fp)
+
     def check_auth_none(self, username):
+        if not self._allowed(username, None):
+            return paramiko.AUTH_FAILED
         self.username = username
         return paramiko.AUTH_SUCCESSFUL
 
     def check_auth_publickey(self, username, key):
+        fp = key.fingerprint
+        if not self._allowed(username, fp):
+            return paramiko.AUTH_FAILED
         self.username = username
         self.pubkey = f"{key.get_name()} {key.get_base64()}"
+        self.fingerprint = fp
         return paramiko.AUTH_SUCCESSFUL
 
     # --- channels: one session channel, one role.
@@ -177,6 +193,15 @@ class Connection:
             raise ConnectionError(f"unexpected answer from the master: {reply and reply[0]!r}")
         return reply, fds
 
+    def authorize(self, user: str, fp: str | None) -> bool:
+        """Ask the master whether `user` may log in with key `fp` (runs on paramiko's thread
+        while the main thread waits for a role; fails closed)."""
+        try:
+            reply = self.request("auth", str(user)[:128], fp, expect="auth")
+        except (OSError, ConnectionError, control.ControlError):
+            return False
+        return len(reply) == 2 and reply[1] is True
+
     def request(self, *msg, expect: str, timeout: float = 5.0) -> list:
         reply, fds = self.request_with_fds(*msg, expect=(expect,), timeout=timeout)
         for fd in fds:
@@ -194,7 +219,7 @@ class Connection:
         transport.auth_timeout = self.cfg.grace_period
         for key in self.cfg.host_keys:
             transport.add_server_key(key)
-        server = _Server()
+        server = _Server(authorize=self.authorize)
         try:
             try:
                 transport.start_server(server=server)

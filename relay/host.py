@@ -12,6 +12,8 @@ frame it gets is a diff against what it last received, so it catches up in one s
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import select
 import socket
@@ -22,6 +24,7 @@ import paramiko
 
 from jail import set_process_title
 from relay import control, link
+from relay.keys import blob_fingerprint
 from relay import messages as m
 from relay.input import InputParser, KeyDispatcher, Local, Notice
 from relay.prompt import Done, Failed, ViewerPrompt, expand_formats
@@ -35,6 +38,7 @@ FRAME_INTERVAL = 1 / 60           # at most this many frames a second per viewer
 MESSAGE_TIME = 3.0                # seconds a status-line message stays
 MAX_VIEWERS = 64
 MAX_INPUT_RECORD = 64 * 1024
+MAX_AUTHORIZED_KEYS = 100          # keys of `tmate -a` the relay checks viewers against
 
 ENTER_TERMINAL = b"\x1b[?1049h\x1b[H\x1b[2J"                 # alternate screen, as tmux does
 LEAVE_TERMINAL = b"\x1b[0m\x1b[?25h\x1b[?1049l"
@@ -71,6 +75,7 @@ class HostSession:
         self.by_fd: dict[int, Viewer] = {}
         self.next_client_id = 1
         self.host_size: tuple[int, int] | None = None   # last RESIZE sent
+        self.access_sent: tuple | None = None            # last access state told to the master
         self.log = conn.log
 
     # ------------------------------------------------------------------ host
@@ -96,7 +101,35 @@ class HostSession:
                 break
         for v in self.viewers.values():
             v.dirty = True
+        self._publish_access()
         return not self.session.finished
+
+    def _publish_access(self) -> None:
+        """Tell the master once the host is ready (viewers may join from then on, as with the C
+        server, so `tmate -a` keys are loaded first), and which keys viewers must hold, if any."""
+        if not self.session.host_ready:
+            return
+        keys = self.session.authorized_keys
+        fps = None
+        if keys is not None:
+            found = []
+            for _type, b64 in keys:
+                try:
+                    found.append(blob_fingerprint(base64.b64decode(b64, validate=True)))
+                except (binascii.Error, ValueError):
+                    continue
+            fps = sorted(set(found))
+            if len(fps) > MAX_AUTHORIZED_KEYS:
+                self.log.warning("authorized keys cut", reason=f"more than {MAX_AUTHORIZED_KEYS} keys",
+                                 keys=len(fps))
+                fps = fps[:MAX_AUTHORIZED_KEYS]
+        state = (True, tuple(fps) if fps is not None else None)
+        if state == self.access_sent:
+            return
+        self.conn.ctl.send(control.pack("access", list(fps) if fps is not None else None))
+        if fps is not None:
+            self.log.info("viewer access restricted to authorized keys", keys=len(fps))
+        self.access_sent = state
 
     # ------------------------------------------------------------------ viewers
     def _add_viewer(self, fd: int, readonly: bool, ip: str) -> None:

@@ -107,7 +107,12 @@ class HostKeyInfo:
 
 def fingerprint(pkey: paramiko.PKey) -> str:
     """OpenSSH SHA256 fingerprint of a key: ``SHA256:`` + unpadded base64."""
-    digest = hashlib.sha256(pkey.asbytes()).digest()
+    return blob_fingerprint(pkey.asbytes())
+
+
+def blob_fingerprint(blob: bytes) -> str:
+    """OpenSSH SHA256 fingerprint of a public key blob (the base64 part of a .pub line, decoded)."""
+    digest = hashlib.sha256(blob).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 

@@ -21,6 +21,7 @@ import paramiko
 from jail import JailConfig, JailedProcess, JailError, Jailer
 from relay import control, log, tokens
 from relay.connection import Connection, ConnectionConfig
+from relay.host import MAX_AUTHORIZED_KEYS
 from relay.warmup import warm_up
 
 CONTROL_BACKSTOP = 5.0     # seconds past the grace period before the master kills a role-less child
@@ -51,9 +52,18 @@ class Child:
     started: float
     role: str | None = None
     tokens: tuple[str, ...] = ()
+    joinable: bool = False                   # a host: ready, viewers may join
+    authorized: frozenset[str] | None = None # a host: key fingerprints viewers must hold, or None
     log_allowance: float = LOG_BURST
     log_stamp: float = 0.0
     logs_dropped: int = 0
+
+
+def _fingerprints(value) -> bool:
+    """None, or a bounded list of SHA256 key fingerprints (as a session reports them)."""
+    return value is None or (isinstance(value, list) and len(value) <= MAX_AUTHORIZED_KEYS
+                             and all(isinstance(x, str) and x.startswith("SHA256:") and len(x) <= 64
+                                     for x in value))
 
 
 def _tcp_keepalive(sock: socket.socket) -> None:
@@ -220,10 +230,16 @@ class Master:
             self.registry[rw] = child
             self.registry[ro] = child
             child.ctl.send(control.pack("tokens", rw, ro))
-        elif kind == "viewer" and child.role is None and len(msg) == 3 and isinstance(msg[1], str) \
-                and (msg[2] is None or isinstance(msg[2], str)):
+        elif kind == "viewer" and child.role is None and len(msg) == 4 and isinstance(msg[1], str) \
+                and all(x is None or isinstance(x, str) for x in msg[2:]):
             child.role = "viewer"
-            self._join(child, msg[1][:128], msg[2])
+            self._join(child, msg[1][:128], msg[2], msg[3])
+        elif kind == "auth" and child.role is None and len(msg) == 3 and isinstance(msg[1], str) \
+                and (msg[2] is None or isinstance(msg[2], str)):
+            child.ctl.send(control.pack("auth", self._may_log_in(msg[1][:128], msg[2])))
+        elif kind == "access" and child.role == "host" and len(msg) == 2 and _fingerprints(msg[1]):
+            child.joinable = True
+            child.authorized = None if msg[1] is None else frozenset(msg[1])
         else:
             self._kill(child, f"unexpected control message {kind[:32]!r}")
 
@@ -242,10 +258,19 @@ class Master:
         child.logs_dropped += 1
         return False
 
-    def _join(self, viewer: Child, token: str, pubkey: str | None) -> None:
+    def _may_log_in(self, token: str, fp: str | None) -> bool:
+        """SSH auth for a user name: denied only when it names a session that restricts its
+        viewers to authorized keys and `fp` is not one of them (so auth reveals nothing about
+        tokens that match no session)."""
+        session = self.registry.get(token)
+        if session is None or session.authorized is None:
+            return True
+        return fp is not None and fp in session.authorized
+
+    def _join(self, viewer: Child, token: str, pubkey: str | None, fp: str | None) -> None:
         """Link a viewer to the session its token names, then step out of the data path."""
         session = self.registry.get(token)
-        if session is None:
+        if session is None or not session.joinable or not self._may_log_in(token, fp):
             viewer.ctl.send(control.pack("no-session"))
             return
         readonly = token.startswith(tokens.RO_PREFIX)

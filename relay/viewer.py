@@ -41,7 +41,7 @@ def run_viewer(conn, transport: paramiko.Transport, chan: paramiko.Channel, serv
         chan.sendall(INVALID_TOKEN)
         log.info("viewer refused", reason="malformed token")
         return 0
-    reply, fds = conn.request_with_fds("viewer", token, server.pubkey,
+    reply, fds = conn.request_with_fds("viewer", token, server.pubkey, server.fingerprint,
                                        expect=("joined", "no-session"))
     if reply[0] == "no-session":
         time.sleep(refusal_delay())

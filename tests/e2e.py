@@ -226,7 +226,9 @@ def tmate_available() -> bool:
 class SshViewer:
     """A real OpenSSH client joining a session, running in a real tmux terminal of fixed size."""
 
-    def __init__(self, workdir: Path, port: int, token: str, cols: int = 80, rows: int = 24):
+    def __init__(self, workdir: Path, port: int, token: str, cols: int = 80, rows: int = 24,
+                 ssh_opts: list[str] = ()):
+        self.ssh_opts = list(ssh_opts)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "home").mkdir(exist_ok=True)
@@ -237,7 +239,7 @@ class SshViewer:
 
     def ssh_command(self) -> str:
         return (f"ssh -p {self.port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                f"-o LogLevel=ERROR -o BatchMode=yes {self.token}@127.0.0.1")
+                f"-o LogLevel=ERROR -o BatchMode=yes {' '.join(self.ssh_opts)} {self.token}@127.0.0.1")
 
     def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["tmux", "-S", str(self.sock), *args], env=self.env, capture_output=True,

@@ -8,6 +8,7 @@ import signal
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +274,40 @@ def test_readonly_viewer_gets_no_prompt(shared):
     ro.wait_screen("0:")
     ro.send("C-b", ":")
     ro.wait_screen("read-only")
+
+
+def _keypair(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def test_authorized_keys_restrict_who_may_join(relay, make_host, tmp_path):
+    allowed_pub = _keypair(tmp_path / "mate_key")
+    _keypair(tmp_path / "stranger_key")
+    (tmp_path / "authorized_keys").write_text(f"# mates\n{allowed_pub}\n")
+    host = make_host(relay, extra_conf=f'set -g tmate-authorized-keys "{tmp_path / "authorized_keys"}"\n')
+    host.wait_ready()
+    host.cmd("send-keys", "q")
+    rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
+    ro = SSH_LINE.match(host.display("#{tmate_ssh_ro}")).group(2)
+    relay.wait_log("viewer access restricted to authorized keys")
+    key = lambda name: ["-i", str(tmp_path / name), "-o", "IdentitiesOnly=yes"]
+    viewers = []
+    try:
+        for token in (rw, ro):
+            mate = SshViewer(tmp_path / f"mate-{token[:3]}", relay.port, token, ssh_opts=key("mate_key"))
+            viewers.append(mate.start())
+            mate.wait_screen("0:")
+            for who, opts in (("stranger", key("stranger_key")), ("keyless", ["-o", "PubkeyAuthentication=no"])):
+                v = SshViewer(tmp_path / f"{who}-{token[:3]}", relay.port, token, ssh_opts=opts)
+                viewers.append(v.start())
+                wait_for(v.exited, 5, f"the {who} viewer to be turned away")
+                assert "Permission denied" in v.screen()
+        # A token that matches no session is not denied at auth: nothing is revealed there.
+        v = SshViewer(tmp_path / "nosession", relay.port, "x" * 25, ssh_opts=["-o", "PubkeyAuthentication=no"])
+        viewers.append(v.start())
+        wait_for(v.exited, 5, "the refusal")
+        assert "Invalid or expired session token" in v.screen()
+    finally:
+        for v in viewers:
+            v.stop()
