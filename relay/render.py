@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import weakref
 from dataclasses import dataclass
 
 __all__ = ["ViewerScreen", "parse_style", "Style", "failed_cmd_message", "display_width",
@@ -642,38 +641,9 @@ def _border_rows(panes: list[_Geom], want: _Geom | None, npanes: int, wsx: int, 
 
 
 # ---------------------------------------------------------------------------- last window
-class _LastWindow:
-    __slots__ = ("seen", "stack")
-
-    def __init__(self):
-        self.seen: int | None = None
-        self.stack: list[int] = []
-
-
-_last_windows: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def last_window(session) -> int | None:
-    """The window tmux flags `-`: the one current before the current one (a stack, so closing
-    it falls back to the one before). Taken from `session.last_window` when the session keeps
-    it; otherwise followed here, per session object, from the active window each frame sees."""
-    if hasattr(session, "last_window"):
-        last = session.last_window
-        return last if last in session.windows and last != session.active_window else None
-    t = _last_windows.get(session)
-    if t is None:
-        t = _last_windows[session] = _LastWindow()
-    cur = session.active_window
-    if cur is not None and cur != t.seen:
-        if t.seen is not None:
-            t.stack = [t.seen] + [w for w in t.stack if w != cur and w != t.seen][:31]
-        else:
-            t.stack = [w for w in t.stack if w != cur]
-        t.seen = cur
-    for w in t.stack:
-        if w in session.windows and w != cur:
-            return w
-    return None
+    """The window tmux flags `-`: the session's last window (kept from the host's layouts)."""
+    return session.last_window
 
 
 # ---------------------------------------------------------------------------- the viewer

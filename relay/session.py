@@ -30,6 +30,7 @@ MAX_BINDINGS = 10000
 MAX_OPTIONS = 10000
 # Bound on the message-view lines kept per pane (tmate shows its notices there).
 MAX_MESSAGE_LINES = 1000
+MAX_WINDOW_STACK = 32            # previously current windows remembered for last-window
 # Notice the C server sends once when the host asks for a named session (needs a websocket server).
 NAMED_SESSION_OPTIONS = ("tmate-api-key", "tmate-session-name", "tmate-session-name-ro")
 NAMED_SESSIONS_UNSUPPORTED = "Named sessions are not supported (no websocket server)"
@@ -105,6 +106,7 @@ class Session:
         self.panes: dict[int, PaneState] = {}
         self.active_window: int | None = None
         self.status: m.Status = m.Status("", "")
+        self._window_stack: list[int] = []        # previously current windows, most recent first
 
         # Replicated host configuration.
         self.key_tables: dict[str, dict[str, Binding]] = {"prefix": {}, "root": {}}
@@ -230,6 +232,11 @@ class Session:
             if (pane.sx, pane.sy) != (g.sx, g.sy):
                 pane.sx, pane.sy = g.sx, g.sy
                 pane.model.resize(cols, rows)
+        if self.active_window is not None and msg.active_window != self.active_window:
+            # tmux's last-window stack: the previously current window goes on top.
+            prev = self.active_window
+            self._window_stack = [prev] + [w for w in self._window_stack
+                                           if w not in (prev, msg.active_window)][:MAX_WINDOW_STACK - 1]
         self.windows = new_windows
         self.sx, self.sy = msg.sx, msg.sy
         self.active_window = msg.active_window
@@ -433,6 +440,15 @@ class Session:
             if name in store:
                 return store[name]
         return default
+
+    @property
+    def last_window(self) -> int | None:
+        """The window tmux marks `-` in the window list: the most recent previously current
+        window that still exists."""
+        for idx in self._window_stack:
+            if idx in self.windows and idx != self.active_window:
+                return idx
+        return None
 
     @property
     def current_window(self) -> WindowState | None:

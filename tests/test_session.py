@@ -490,3 +490,26 @@ def test_snapshot_on_alternate_screen(s):
     assert model.alt_screen and model.rows_text()[0] == "~ file" and model.cursor == (3, 0)
     model.feed(b"\x1b[?1049l")                 # vim exits: the normal screen is back
     assert model.rows_text()[:2] == ["$ vim", "$"]
+
+
+def test_last_window_follows_the_hosts_layouts():
+    from relay import messages as msgs
+    s = Session(rw_token="a" * 25, ro_token="ro-" + "b" * 25, ssh_host="h", ssh_port=22)
+    s.handle(msgs.Header(6, "2.4.0"))
+
+    def layout(active, *idxs):
+        wins = tuple(msgs.Window(i, f"w{i}", (msgs.PaneGeom(i, 80, 23, 0, 0),), i) for i in idxs)
+        s.handle(msgs.SyncLayout(80, 23, wins, active))
+
+    layout(0, 0)
+    assert s.last_window is None
+    layout(1, 0, 1)                     # new-window: 0 becomes the last window
+    assert s.last_window == 0
+    layout(0, 0, 1)                     # previous-window: now 1 is
+    assert s.last_window == 1
+    layout(2, 0, 1, 2)
+    assert s.last_window == 0
+    layout(2, 1, 2)                     # the last window closes: the one before it takes over
+    assert s.last_window == 1
+    layout(2, 2)
+    assert s.last_window is None

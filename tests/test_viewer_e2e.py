@@ -103,7 +103,9 @@ def test_split_and_second_window_show_on_the_viewer(shared):
     wait_for(lambda: (lambda s: "right-pane" in s and "left-pane" in s and "│" in s)(v.screen()), 5,
              "both panes and the border between them")
     shared.host.cmd("new-window")
-    wait_for(lambda: re.search(r"0:\S+-? .*1:\S+\*", v.lines()[23]), 5, "both windows in the status line")
+    wait_for(lambda: re.search(r"0:\S+- .*1:\S+\*", v.lines()[23]), 5, "both windows in the status line")
+    shared.host.cmd("previous-window")            # window 1 becomes the last window: flagged '-'
+    wait_for(lambda: re.search(r"0:\S+\* .*1:\S+-", v.lines()[23]), 5, "the window flags to follow")
 
 
 def test_viewer_prefix_commands(shared):
