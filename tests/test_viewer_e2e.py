@@ -313,3 +313,31 @@ def test_authorized_keys_restrict_who_may_join(relay, make_host, tmp_path):
     finally:
         for v in viewers:
             v.stop()
+
+
+def test_a_failed_command_is_shown_to_the_viewer_who_ran_it(shared):
+    v, other = shared.viewer(), shared.viewer()
+    v.wait_screen("0:")
+    other.wait_screen("0:")
+    v.send("C-b", ":")
+    v.send("select-window -t :42", literal=True)
+    v.send("Enter")
+    # The host's FAILED_CMD comes back for this viewer's client id, capitalised, in its status line.
+    screen = v.wait_screen("an't find window")
+    assert "42" in screen
+    time.sleep(0.3)
+    assert "find window" not in other.screen()
+
+
+def test_extra_channels_are_refused(shared):
+    import paramiko
+    t = paramiko.Transport(("127.0.0.1", shared.relay.port))
+    try:
+        t.connect()
+        t.auth_none(shared.rw)
+        first = t.open_session()
+        with pytest.raises(paramiko.ChannelException):
+            t.open_session()
+        first.close()
+    finally:
+        t.close()
