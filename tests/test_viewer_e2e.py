@@ -305,6 +305,22 @@ def test_authorized_keys_restrict_who_may_join(relay, make_host, tmp_path):
                 viewers.append(v.start())
                 wait_for(v.exited, 5, f"the {who} viewer to be turned away")
                 assert "Permission denied" in v.screen()
+        # Failed attempts are limited per connection (paramiko's server drops the connection after
+        # 10), which also bounds how often one connection can make the master check a key.
+        import paramiko
+        t = paramiko.Transport(("127.0.0.1", relay.port))
+        try:
+            t.connect()
+            attempts = 0
+            while t.is_active() and attempts < 20:
+                attempts += 1
+                try:
+                    t.auth_none(rw)
+                except (paramiko.AuthenticationException, paramiko.SSHException):
+                    pass
+            assert not t.is_active() and attempts <= 11, attempts
+        finally:
+            t.close()
         # A token that matches no session is not denied at auth: nothing is revealed there.
         v = SshViewer(tmp_path / "nosession", relay.port, "x" * 25, ssh_opts=["-o", "PubkeyAuthentication=no"])
         viewers.append(v.start())
