@@ -76,6 +76,7 @@ class HostSession:
         self.next_client_id = 1
         self.host_size: tuple[int, int] | None = None   # last RESIZE sent
         self.access_sent: tuple | None = None            # last access state told to the master
+        self.access_generation: int | None = None        # session.generation it was computed at
         self.log = conn.log
 
     # ------------------------------------------------------------------ host
@@ -107,8 +108,9 @@ class HostSession:
     def _publish_access(self) -> None:
         """Tell the master once the host is ready (viewers may join from then on, as with the C
         server, so `tmate -a` keys are loaded first), and which keys viewers must hold, if any."""
-        if not self.session.host_ready:
-            return
+        if not self.session.host_ready or self.session.generation == self.access_generation:
+            return                                 # pane output changes nothing here
+        self.access_generation = self.session.generation
         keys = self.session.authorized_keys
         fps = None
         if keys is not None:

@@ -166,6 +166,7 @@ class Session:
 
     def _ready(self, msg: m.HostReady) -> None:
         self.host_ready = True
+        self.generation += 1
 
     def _fin(self, msg: m.Fin) -> None:
         self.finished = True
