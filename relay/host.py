@@ -164,9 +164,7 @@ class HostSession:
         self.by_fd.pop(v.sock.fileno(), None)
         if last is not None:
             try:
-                v.sock.setblocking(True)
-                v.sock.settimeout(0.5)
-                v.sock.send(link.EXIT + last)
+                v.sock.send(link.EXIT + last)     # never waits: a stalled viewer just sees the end
             except OSError:
                 pass
         v.sock.close()
@@ -206,7 +204,15 @@ class HostSession:
         if not record:
             self._remove_viewer(v)
             return
-        kind, payload = link.parse(record)
+        try:
+            kind, payload = link.parse(record)
+            if kind not in (link.RESIZE, link.INPUT):
+                raise link.LinkError(f"unexpected record {kind!r}")
+        except link.LinkError as e:
+            # A misbehaving viewer process loses its own link, never the session.
+            self.log.warning("viewer dropped", client=v.id, reason=f"bad link record: {e}")
+            self._remove_viewer(v)
+            return
         if kind == link.RESIZE:
             cols, rows = payload
             cols, rows = max(1, cols), max(1, rows)
@@ -218,10 +224,8 @@ class HostSession:
             v.cols, v.rows = cols, rows
             v.dirty = True
             self._update_host_size()
-        elif kind == link.INPUT:
-            self._keys(v, v.parser.feed(payload, now), now)
         else:
-            raise link.LinkError(f"unexpected record from a viewer: {kind!r}")
+            self._keys(v, v.parser.feed(payload, now), now)
 
     def _keys(self, v: Viewer, codes: list[int], now: float) -> None:
         for code in codes:

@@ -117,3 +117,39 @@ def test_stalled_viewer_never_blocks_the_host_and_catches_up():
     assert result.get("reason") == "host finished the session"
     for s in (host_end, relay_end, ctl_master, ctl_child, viewer_end):
         s.close()
+
+
+def test_a_bad_viewer_record_drops_that_viewer_only():
+    host_end, relay_end = socket.socketpair()
+    ctl_master, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    session = Session(rw_token="a" * 25, ro_token="ro-" + "b" * 25, ssh_host="h", ssh_port=22)
+    hs = HostSession(Conn(ctl_child), SocketChannel(relay_end), session)
+    result = {}
+    loop = threading.Thread(target=lambda: result.setdefault("reason", hs.run()), daemon=True)
+    loop.start()
+    host_end.sendall(encode_host(m.Header(6, "2.4.0")))
+    host_end.sendall(encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0)))
+    ends = []
+    for _ in range(2):
+        viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control.send_with_fd(ctl_master, control.pack("viewer", False, "192.0.2.2", None), session_end.fileno())
+        session_end.close()
+        viewer_end.send(link.resize(80, 24))
+        ends.append(viewer_end)
+    bad, good = ends
+    bad.send(b"Zgarbage")                       # not a record kind a viewer may send
+    bad.settimeout(5)
+    while bad.recv(link.MAX_RECORD):            # the session closes that link ...
+        pass
+    host_end.sendall(encode_host(m.PtyData(0, b"still-serving")))
+    screen = TerminalModel(80, 24)
+    good.settimeout(5)
+    while "still-serving" not in screen.rows_text()[0]:   # ... and goes on serving the other viewer
+        kind, payload = link.parse(good.recv(link.MAX_RECORD))
+        screen.feed(payload)
+    assert loop.is_alive() and "reason" not in result
+    host_end.sendall(encode_host(m.Fin()))
+    loop.join(5)
+    assert result["reason"] == "host finished the session"
+    for s in (host_end, relay_end, ctl_master, ctl_child, bad, good):
+        s.close()
