@@ -25,6 +25,7 @@ import msgpack
 
 MAX_CONTROL_MESSAGE = 8192
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+RESERVED_LOG_KEYS = frozenset({"event", "level", "timestamp", "pid", "ip", "self"})
 
 
 class ControlError(Exception):
@@ -71,7 +72,7 @@ def log_fields(fields) -> dict[str, str | int | float | bool | None]:
         return {}
     out: dict[str, str | int | float | bool | None] = {}
     for k, v in list(fields.items())[:32]:
-        if not isinstance(k, str) or not k.isidentifier() or len(k) > 64:
+        if not isinstance(k, str) or not k.isidentifier() or len(k) > 64 or k in RESERVED_LOG_KEYS:
             continue
         if isinstance(v, (int, float, bool)) or v is None:
             out[k] = v

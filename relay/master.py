@@ -210,7 +210,13 @@ class Master:
             if msg is None:
                 self._forget(child)
                 return
-            self._handle(child, msg)
+            try:
+                self._handle(child, msg)
+            except Exception as e:  # noqa: BLE001 - nothing a child sends may stop the master
+                self._kill(child, f"control message failed: {type(e).__name__}: {e}"[:200])
+                return
+            if child.ctl.fileno() < 0:
+                return
 
     def _handle(self, child: Child, msg: list) -> None:
         kind = msg[0]
@@ -229,19 +235,26 @@ class Master:
             child.tokens = (rw, ro)
             self.registry[rw] = child
             self.registry[ro] = child
-            child.ctl.send(control.pack("tokens", rw, ro))
+            self._send(child, "tokens", rw, ro)
         elif kind == "viewer" and child.role is None and len(msg) == 4 and isinstance(msg[1], str) \
                 and all(x is None or isinstance(x, str) for x in msg[2:]):
             child.role = "viewer"
             self._join(child, msg[1][:128], msg[2], msg[3])
         elif kind == "auth" and child.role is None and len(msg) == 3 and isinstance(msg[1], str) \
                 and (msg[2] is None or isinstance(msg[2], str)):
-            child.ctl.send(control.pack("auth", self._may_log_in(msg[1][:128], msg[2])))
+            self._send(child, "auth", self._may_log_in(msg[1][:128], msg[2]))
         elif kind == "access" and child.role == "host" and len(msg) == 2 and _fingerprints(msg[1]):
             child.joinable = True
             child.authorized = None if msg[1] is None else frozenset(msg[1])
         else:
             self._kill(child, f"unexpected control message {kind[:32]!r}")
+
+    def _send(self, child: Child, *msg) -> None:
+        """A control message to a child; one that cannot take it (its buffer full) is killed."""
+        try:
+            child.ctl.send(control.pack(*msg))
+        except OSError as e:
+            self._kill(child, f"control socket not writable: {e}")
 
     def _log_allowed(self, child: Child) -> bool:
         """A token bucket per connection, so no process can flood the relay's log."""
@@ -271,7 +284,7 @@ class Master:
         """Link a viewer to the session its token names, then step out of the data path."""
         session = self.registry.get(token)
         if session is None or not session.joinable or not self._may_log_in(token, fp):
-            viewer.ctl.send(control.pack("no-session"))
+            self._send(viewer, "no-session")
             return
         readonly = token.startswith(tokens.RO_PREFIX)
         ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -280,12 +293,15 @@ class Master:
                                  ends[0].fileno())
         except OSError as e:
             self.log.warning("viewer refused", ip=viewer.ip, reason=f"session did not take the viewer: {e}")
-            viewer.ctl.send(control.pack("no-session"))
+            self._send(viewer, "no-session")
             return
         finally:
             ends[0].close()
         try:
             control.send_with_fd(viewer.ctl, control.pack("joined", readonly), ends[1].fileno())
+        except OSError as e:
+            self._kill(viewer, f"cannot hand the link to the viewer: {e}")
+            return
         finally:
             ends[1].close()
         self.log.info("viewer linked", ip=viewer.ip, pid=viewer.proc.pid,
