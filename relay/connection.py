@@ -239,6 +239,9 @@ class Connection:
             if server.role == "host":
                 return run_host(self, transport, chan, server)
             return run_viewer(self, transport, chan, server)
+        except Exception as e:  # noqa: BLE001 - the last word of a connection is a logged reason
+            self.log.error("connection failed", reason=f"{type(e).__name__}: {e}"[:300])
+            return 1
         finally:
             transport.close()
 
