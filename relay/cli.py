@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 import sys
 
@@ -82,7 +83,10 @@ def serve_main(argv: list[str]) -> int:
         print(f"pymate-relay: error: cannot jail connections: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"pymate-relay: error: cannot listen on {args.bind}:{args.port}: {e.strerror}",
+        hint = ""
+        if e.errno == errno.EACCES and args.port < 1024:
+            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or use -p 2222)"
+        print(f"pymate-relay: error: cannot listen on {args.bind}:{args.port}: {e.strerror}{hint}",
               file=sys.stderr)
         return 1
     for k in host_keys:
