@@ -357,3 +357,16 @@ def test_extra_channels_are_refused(shared):
         first.close()
     finally:
         t.close()
+
+
+def test_menus_say_they_are_not_available_and_the_viewer_stays(shared):
+    v = shared.viewer()
+    v.wait_screen("0:")
+    for key, name in (("w", "choose-"), ("?", "list-keys")):
+        v.send("C-b", key)
+        screen = v.wait_screen("not available to viewers on this relay")
+        assert name in screen
+        wait_for(lambda: "not available" not in v.screen(), 6, "the message to go")
+    host_run(shared.host, "echo after-menus")
+    v.wait_screen("after-menus")
+    assert not v.exited()
