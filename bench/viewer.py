@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import SSH_LINE, Relay, TmateHost, ssh_fingerprint, wait_for  # noqa: E402
+from tests.e2e import SSH_LINE, Relay, TmateHost, ssh_fingerprint  # noqa: E402
 
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "BatchMode=yes"]
@@ -64,8 +64,7 @@ class PtySsh:
                     data = os.read(self.fd, 1 << 16)
                 except OSError:
                     raise TimeoutError("ssh ended")
-                if not keep:
-                    start = 0
+                if not keep:                        # only the tail can still hold the needle
                     self.buf = bytearray(self.buf[-len(needle):])
                     start = 0
                 self.buf += data

@@ -11,10 +11,6 @@ import sys
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR, "critical": logging.CRITICAL}
-
-
 def configure_master(verbose: bool = False) -> None:
     structlog.configure(
         processors=[
@@ -43,10 +39,6 @@ def configure_child(send, verbose: bool = False) -> None:
         logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=False,
     )
-
-
-def level_number(name: str) -> int:
-    return _LEVELS.get(name, logging.INFO)
 
 
 def get_logger(**bind):

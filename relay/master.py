@@ -81,7 +81,6 @@ class Master:
         self.log = log.get_logger()
         self.jailer = jailer or Jailer(cfg.jail)
         self.children: dict[int, Child] = {}        # by pid
-        self.by_ctl: dict[int, Child] = {}          # by control socket fd
         self.registry: dict[str, Child] = {}        # token -> session
         self.conn_cfg = ConnectionConfig(host_keys=cfg.host_keys, ssh_host=cfg.ssh_host,
                                          ssh_port=cfg.ssh_port, grace_period=cfg.grace_period,
@@ -118,6 +117,8 @@ class Master:
         if self.listener is None:
             self.bind()
         warm_up(self.cfg.host_keys)
+        # Free the warm-up's garbage now: prepare() freezes the heap the children will share.
+        gc.collect()
         self.jailer.prepare()
         self._install_signals()
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
@@ -128,10 +129,6 @@ class Master:
         addr = self.listener.getsockname()
         self.log.info("listening", address=addr[0], port=addr[1],
                       ssh_host=self.cfg.ssh_host, ssh_port=self.cfg.ssh_port)
-        # Everything allocated so far is shared with the children: keep the collector's hands
-        # off it so their copy-on-write pages stay shared.
-        gc.collect()
-        gc.freeze()
         try:
             while not self._stopping:
                 for key, _ in self.sel.select(timeout=1.0):
@@ -194,7 +191,6 @@ class Master:
         now = time.monotonic()
         child = Child(proc=proc, ip=ip, ctl=ctl_master, started=now, log_stamp=now)
         self.children[proc.pid] = child
-        self.by_ctl[ctl_master.fileno()] = child
         self.sel.register(ctl_master, selectors.EVENT_READ, child)
         self.log.debug("connection accepted", ip=ip, pid=proc.pid, uid=proc.uid)
 
@@ -327,9 +323,7 @@ class Master:
             if self.registry.get(t) is child:
                 del self.registry[t]
         child.tokens = ()
-        fd = child.ctl.fileno()
-        if fd >= 0:
-            self.by_ctl.pop(fd, None)
+        if child.ctl.fileno() >= 0:
             try:
                 self.sel.unregister(child.ctl)
             except (KeyError, ValueError):

@@ -165,7 +165,7 @@ def test_hostile_messages_end_the_session_with_a_reason(relay, payload, reason):
         assert _closed(ch)
     finally:
         t.close()
-    relay.wait_log(f"reason='protocol violation: ", timeout=5)
+    relay.wait_log("reason='protocol violation: ", timeout=5)
     wait_for(lambda: any("protocol violation" in l and reason in l
                          for l in relay.log_text().splitlines()), 5, f"a refusal naming {reason!r}")
 

@@ -7,7 +7,6 @@ the rootless test runs this file as a helper under `setpriv` as nobody (uid 6553
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import io

@@ -41,7 +41,6 @@ def _registered_child(m: Master):
     child = Child(proc=JailedProcess(pid=proc.pid, uid=100000), ip="192.0.2.9", ctl=theirs,
                   started=0.0, log_stamp=0.0)
     m.children[proc.pid] = child
-    m.by_ctl[theirs.fileno()] = child
     return proc, ours, child
 
 
