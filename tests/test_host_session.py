@@ -44,22 +44,45 @@ class Conn:
         self.log = structlog.get_logger()
 
 
-def test_stalled_viewer_never_blocks_the_host_and_catches_up():
-    host_end, relay_end = socket.socketpair()
-    ctl_master, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    session = Session(rw_token="a" * 25, ro_token="ro-" + "b" * 25, ssh_host="h", ssh_port=22)
-    hs = HostSession(Conn(ctl_child), SocketChannel(relay_end), session)
-    result = {}
-    loop = threading.Thread(target=lambda: result.setdefault("reason", hs.run()), daemon=True)
-    loop.start()
+class RunningSession:
+    """A HostSession running on a thread, with the test playing the host (`host`) and the
+    master (`join` hands a viewer link over the control socket)."""
 
-    # The host starts its session, then a viewer joins through the control socket.
-    host_end.sendall(encode_host(m.Header(6, "2.4.0")))
-    host_end.sendall(encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0)))
-    viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    control.send_with_fd(ctl_master, control.pack("viewer", False, "192.0.2.2", None), session_end.fileno())
-    session_end.close()
-    viewer_end.send(link.resize(80, 24))
+    def __init__(self):
+        self.host, relay_end = socket.socketpair()
+        self.ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        session = Session(rw_token="a" * 25, ro_token="ro-" + "b" * 25, ssh_host="h", ssh_port=22)
+        hs = HostSession(Conn(ctl_child), SocketChannel(relay_end), session)
+        self.result: dict = {}
+        self.loop = threading.Thread(target=lambda: self.result.setdefault("reason", hs.run()), daemon=True)
+        self.sockets = [self.host, relay_end, self.ctl, ctl_child]
+        self.loop.start()
+        self.host.sendall(encode_host(m.Header(6, "2.4.0")))
+        self.host.sendall(encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0)))
+
+    def join(self) -> socket.socket:
+        """A viewer joins (80x24); returns its end of the link."""
+        viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control.send_with_fd(self.ctl, control.pack("viewer", False, "192.0.2.2", None), session_end.fileno())
+        session_end.close()
+        viewer_end.send(link.resize(80, 24))
+        self.sockets.append(viewer_end)
+        return viewer_end
+
+    def finish(self) -> str | None:
+        """The host ends the session; the loop's reason for stopping."""
+        self.host.sendall(encode_host(m.Fin()))
+        self.loop.join(5)
+        for s in self.sockets:
+            s.close()
+        return self.result.get("reason")
+
+
+def test_stalled_viewer_never_blocks_the_host_and_catches_up():
+    rs = RunningSession()
+    host_end = rs.host
+    # The host has started its session; a viewer joins through the control socket.
+    viewer_end = rs.join()
     replies = RelayDecoder()
     host_end.settimeout(5)
     got = []
@@ -112,31 +135,13 @@ def test_stalled_viewer_never_blocks_the_host_and_catches_up():
     assert rows[0] == "FINAL-SCREEN" and rows[1] == "second line", rows[:3]
     assert "0:sh*" in rows[23]
 
-    host_end.sendall(encode_host(m.Fin()))
-    loop.join(5)
-    assert result.get("reason") == "host finished the session"
-    for s in (host_end, relay_end, ctl_master, ctl_child, viewer_end):
-        s.close()
+    assert rs.finish() == "host finished the session"
 
 
 def test_a_bad_viewer_record_drops_that_viewer_only():
-    host_end, relay_end = socket.socketpair()
-    ctl_master, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    session = Session(rw_token="a" * 25, ro_token="ro-" + "b" * 25, ssh_host="h", ssh_port=22)
-    hs = HostSession(Conn(ctl_child), SocketChannel(relay_end), session)
-    result = {}
-    loop = threading.Thread(target=lambda: result.setdefault("reason", hs.run()), daemon=True)
-    loop.start()
-    host_end.sendall(encode_host(m.Header(6, "2.4.0")))
-    host_end.sendall(encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0)))
-    ends = []
-    for _ in range(2):
-        viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        control.send_with_fd(ctl_master, control.pack("viewer", False, "192.0.2.2", None), session_end.fileno())
-        session_end.close()
-        viewer_end.send(link.resize(80, 24))
-        ends.append(viewer_end)
-    bad, good = ends
+    rs = RunningSession()
+    host_end = rs.host
+    bad, good = rs.join(), rs.join()
     bad.send(b"Zgarbage")                       # not a record kind a viewer may send
     bad.settimeout(5)
     while bad.recv(link.MAX_RECORD):            # the session closes that link ...
@@ -147,9 +152,5 @@ def test_a_bad_viewer_record_drops_that_viewer_only():
     while "still-serving" not in screen.rows_text()[0]:   # ... and goes on serving the other viewer
         kind, payload = link.parse(good.recv(link.MAX_RECORD))
         screen.feed(payload)
-    assert loop.is_alive() and "reason" not in result
-    host_end.sendall(encode_host(m.Fin()))
-    loop.join(5)
-    assert result["reason"] == "host finished the session"
-    for s in (host_end, relay_end, ctl_master, ctl_child, bad, good):
-        s.close()
+    assert rs.loop.is_alive() and "reason" not in rs.result
+    assert rs.finish() == "host finished the session"
