@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import Relay, TmateHost, ssh_fingerprint, wait_for  # noqa: E402
+from tests.e2e import Relay, TmateHost, make_host_keys, wait_for  # noqa: E402
 
 
 def uss_kib(pid: int) -> int:
@@ -46,10 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pymate-bench-") as tmp:
         tmp = Path(tmp)
         keys = tmp / "keys"
-        subprocess.run([sys.executable, "-m", "relay", "keygen", "-k", str(keys)], check=True,
-                       capture_output=True)
-        fps = (ssh_fingerprint(keys / "ssh_host_rsa_key.pub"),
-               ssh_fingerprint(keys / "ssh_host_ed25519_key.pub"))
+        fps = make_host_keys(keys)
         with Relay(keys) as relay:
             # Warm-up session (first spawn pays one-time costs).
             h = TmateHost(tmp / "warm", relay.port, *fps).start()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import SSH_LINE, Relay, TmateHost, ssh_fingerprint  # noqa: E402
+from tests.e2e import SSH_LINE, Relay, TmateHost, make_host_keys  # noqa: E402
 
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "BatchMode=yes"]
@@ -106,8 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pymate-bench-") as tmp:
         tmp = Path(tmp)
         keys = tmp / "keys"
-        subprocess.run([sys.executable, "-m", "relay", "keygen", "-k", str(keys)], check=True, capture_output=True)
-        fps = (ssh_fingerprint(keys / "ssh_host_rsa_key.pub"), ssh_fingerprint(keys / "ssh_host_ed25519_key.pub"))
+        fps = make_host_keys(keys)
         with Relay(keys) as relay:
             host = TmateHost(tmp / "host", relay.port, *fps).start()
             try:

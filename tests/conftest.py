@@ -1,28 +1,29 @@
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import Relay, TmateHost, ssh_fingerprint
+from tests.e2e import Relay, TmateHost, make_host_keys
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def keys_dir(tmp_path_factory) -> Path:
-    """Host keys made once per test run with the project's own keygen."""
+def host_keys(tmp_path_factory) -> tuple[Path, tuple[str, str]]:
+    """Host keys made once per test run with the project's own keygen, and their fingerprints."""
     d = tmp_path_factory.mktemp("keys")
-    subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "relay", "keygen", "-k", str(d),
-                    "-h", "127.0.0.1", "-p", "2222"], check=True, capture_output=True, cwd=ROOT)
+    fps = make_host_keys(d)
     os.chmod(d, 0o755)  # readable by an unprivileged relay in rootless tests (keys stay 0600)
-    return d
+    return d, fps
 
 
 @pytest.fixture(scope="session")
-def fingerprints(keys_dir) -> tuple[str, str]:
-    return (ssh_fingerprint(keys_dir / "ssh_host_rsa_key.pub"),
-            ssh_fingerprint(keys_dir / "ssh_host_ed25519_key.pub"))
+def keys_dir(host_keys) -> Path:
+    return host_keys[0]
+
+
+@pytest.fixture(scope="session")
+def fingerprints(host_keys) -> tuple[str, str]:
+    return host_keys[1]
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,15 @@ def ssh_fingerprint(path: Path) -> str:
     return out.split()[1]
 
 
+def make_host_keys(directory: Path) -> tuple[str, str]:
+    """Host keys made with the project's own keygen (a real subprocess); returns the RSA and
+    ed25519 fingerprints as ssh-keygen prints them."""
+    subprocess.run([sys.executable, "-m", "relay", "keygen", "-k", str(directory), "-h", "127.0.0.1",
+                    "-p", "2222"], check=True, capture_output=True, cwd=ROOT)
+    return (ssh_fingerprint(directory / "ssh_host_rsa_key.pub"),
+            ssh_fingerprint(directory / "ssh_host_ed25519_key.pub"))
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while True:
