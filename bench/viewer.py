@@ -111,7 +111,7 @@ def main() -> None:
             host = TmateHost(tmp / "host", relay.port, *fps).start()
             try:
                 host.wait_ready()
-                host.cmd("send-keys", "q")
+                host.leave_messages()
                 rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
 
                 # 1. throughput

@@ -187,6 +187,15 @@ class TmateHost:
     def display(self, fmt: str) -> str:
         return self.cmd("display", "-p", fmt).stdout.rstrip("\n")
 
+    def leave_messages(self, timeout: float = 10) -> None:
+        """Dismiss tmate's message view (shown from tmate-ready on) and wait for the shell's
+        prompt, so that keys sent next reach a shell that reads them."""
+        if self.display("#{pane_in_mode}") == "1":
+            self.cmd("send-keys", "q")
+            wait_for(lambda: self.display("#{pane_in_mode}") == "0", timeout, "tmate's message view to close")
+        wait_for(lambda: self.cmd("capture-pane", "-p").stdout.rstrip().endswith(("$", "#")),
+                 timeout, "the host's shell prompt")
+
     def messages(self) -> str:
         """The attached client's message log (`show-messages`); needs start(attached=True)."""
         return self.cmd("show-messages", "-t", self.client()).stdout
@@ -269,8 +278,11 @@ class SshViewer:
         return self.screen().split("\n")[:self.rows]
 
     def wait_screen(self, text: str, timeout: float = 5) -> str:
-        return wait_for(lambda: (lambda s: s if text in s else None)(self.screen()), timeout,
-                        f"{text!r} on the viewer's screen")
+        try:
+            return wait_for(lambda: (lambda s: s if text in s else None)(self.screen()), timeout,
+                            f"{text!r} on the viewer's screen")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; it shows:\n{self.screen()}") from None
 
     def send(self, *keys: str, literal: bool = False) -> None:
         self.tmux("send-keys", *(["-l"] if literal else []), *keys)

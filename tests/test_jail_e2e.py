@@ -128,7 +128,7 @@ def _rootless_session(keys: Path, make_host) -> None:
         assert_jailed(pid, relay.proc.pid, NOBODY)
         # A viewer joins through the rootless relay, and its connection is jailed the same way.
         token = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
-        host.cmd("send-keys", "q")
+        host.leave_messages()
         with SshViewer(host.dir / "viewer", relay.port, token) as viewer:
             viewer.wait_screen("0:")
             host.cmd("send-keys", "-l", "echo rootless-$((6*7))")

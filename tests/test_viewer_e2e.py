@@ -20,7 +20,7 @@ def shared(relay, make_host, tmp_path):
     """A ready host session (message view dismissed, plain sh prompt) and a viewer factory."""
     host = make_host(relay)
     host.wait_ready()
-    host.cmd("send-keys", "q")                     # leave tmate's message view
+    host.leave_messages()
     rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
     ro = SSH_LINE.match(host.display("#{tmate_ssh_ro}")).group(2)
     viewers = []
@@ -289,7 +289,7 @@ def test_authorized_keys_restrict_who_may_join(relay, make_host, tmp_path):
     (tmp_path / "authorized_keys").write_text(f"# mates\n{allowed_pub}\n")
     host = make_host(relay, extra_conf=f'set -g tmate-authorized-keys "{tmp_path / "authorized_keys"}"\n')
     host.wait_ready()
-    host.cmd("send-keys", "q")
+    host.leave_messages()
     rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
     ro = SSH_LINE.match(host.display("#{tmate_ssh_ro}")).group(2)
     relay.wait_log("viewer access restricted to authorized keys")
