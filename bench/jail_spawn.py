@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import io
 import os
 import signal
 import socket
@@ -23,11 +22,10 @@ import time
 
 import msgpack  # noqa: F401  (warm, like the relay)
 import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jail import JailConfig, Jailer  # noqa: E402
+from tests.e2e import AcceptingSshServer, ed25519_host_key  # noqa: E402
 
 
 def smaps(pid: int) -> dict[str, int]:
@@ -51,22 +49,11 @@ def idle(fd: int) -> int:
     return 0
 
 
-class _Server(paramiko.ServerInterface):
-    def get_allowed_auths(self, username):
-        return "none"
-
-    def check_auth_none(self, username):
-        return paramiko.AUTH_SUCCESSFUL
-
-    def check_channel_request(self, kind, chanid):
-        return paramiko.OPEN_SUCCEEDED
-
-
 def ssh_idle(fd: int, key: paramiko.PKey) -> int:
     """Target: a paramiko server session, then idle in it."""
     t = paramiko.Transport(socket.socket(fileno=fd))
     t.add_server_key(key)
-    t.start_server(server=_Server())
+    t.start_server(server=AcceptingSshServer())
     chan = t.accept(10)
     if chan is None:
         return 2
@@ -152,10 +139,7 @@ def main() -> None:
     stop(j, p)
 
     # 4. USS of a jailed child that served an SSH handshake and idles in the session.
-    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption()).decode()
-    key = paramiko.Ed25519Key(file_obj=io.StringIO(pem))
+    key = ed25519_host_key()
     sessions = []
     for _ in range(3):
         a, b = socket.socketpair()

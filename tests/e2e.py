@@ -4,6 +4,7 @@ Every helper stops what it starts (context managers); tests use them through con
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -14,6 +15,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +42,27 @@ def make_host_keys(directory: Path) -> tuple[str, str]:
                     "-p", "2222"], check=True, capture_output=True, cwd=ROOT)
     return (ssh_fingerprint(directory / "ssh_host_rsa_key.pub"),
             ssh_fingerprint(directory / "ssh_host_ed25519_key.pub"))
+
+
+class AcceptingSshServer(paramiko.ServerInterface):
+    """Policy of a bare paramiko test server: auth `none` and any session channel."""
+
+    def get_allowed_auths(self, username):
+        return "none"
+
+    def check_auth_none(self, username):
+        return paramiko.AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind, chanid):
+        return paramiko.OPEN_SUCCEEDED
+
+
+def ed25519_host_key() -> paramiko.PKey:
+    """A fresh in-memory ed25519 host key for such a server."""
+    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()).decode()
+    return paramiko.Ed25519Key(file_obj=io.StringIO(pem))
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):

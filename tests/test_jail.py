@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import io
 import json
 import os
 import signal
@@ -25,11 +24,10 @@ import pytest
 paramiko = pytest.importorskip("paramiko")
 msgpack = pytest.importorskip("msgpack")
 pyghostty = pytest.importorskip("pyghostty")
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 
 from jail import JailConfig, JailedProcess, Jailer, JailError, set_process_title  # noqa: E402
 from jail import _core, _sys  # noqa: E402
+from tests.e2e import AcceptingSshServer, ed25519_host_key  # noqa: E402
 
 NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts")
 # A range far from the production default, so a relay running on the box never collides.
@@ -381,29 +379,11 @@ def test_set_process_title_truncates_to_argv_area():
 
 # ------------------------------------------------------------------ the real workload
 
-class _Server(paramiko.ServerInterface):
-    def get_allowed_auths(self, username):
-        return "none"
-
-    def check_auth_none(self, username):
-        return paramiko.AUTH_SUCCESSFUL
-
-    def check_channel_request(self, kind, chanid):
-        return paramiko.OPEN_SUCCEEDED
-
-
-def _ed25519_key() -> paramiko.PKey:
-    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption()).decode()
-    return paramiko.Ed25519Key(file_obj=io.StringIO(pem))
-
-
 def ssh_target(fd: int, host_key: paramiko.PKey) -> int:
     """Inside the jail: an SSH server (paramiko threads), msgpack and pyghostty."""
     t = paramiko.Transport(socket.socket(fileno=fd))
     t.add_server_key(host_key)
-    t.start_server(server=_Server())
+    t.start_server(server=AcceptingSshServer())
     chan = t.accept(10)
     if chan is None:
         return 2
@@ -425,7 +405,7 @@ def ssh_target(fd: int, host_key: paramiko.PKey) -> int:
 
 @needs_root
 def test_paramiko_msgpack_ghostty_inside_jail(jailer, no_leftovers):
-    host_key = _ed25519_key()
+    host_key = ed25519_host_key()
     ours, theirs = socket.socketpair()
     try:
         proc = jailer.spawn(functools.partial(ssh_target, theirs.fileno(), host_key),
@@ -632,7 +612,9 @@ def test_rootless_mode(no_leftovers, tmp_path):
         pytest.skip("setpriv (util-linux) not installed")
     cmd = ["/usr/bin/setpriv", f"--reuid={ROOTLESS_UID}", f"--regid={ROOTLESS_UID}",
            "--clear-groups", sys.executable, os.path.abspath(__file__), "--rootless-helper"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/", "TMPDIR": "/tmp"}
+    # The project root on the path: this file imports the shared test helpers (tests.e2e).
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/", "TMPDIR": "/tmp",
+           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     helper = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, cwd="/", env=env, text=True)
     try:
