@@ -21,7 +21,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import fcntl
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import SSH_LINE, Relay, TmateHost, make_host_keys  # noqa: E402
+from tests.e2e import SSH_LINE, TmateHost, scratch_relay  # noqa: E402
 
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "BatchMode=yes"]
@@ -103,78 +102,74 @@ def main() -> None:
     ap.add_argument("--echo", type=int, default=20)
     ap.add_argument("--joins", type=int, default=10)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pymate-bench-") as tmp:
-        tmp = Path(tmp)
-        keys = tmp / "keys"
-        fps = make_host_keys(keys)
-        with Relay(keys) as relay:
-            host = TmateHost(tmp / "host", relay.port, *fps).start()
-            try:
-                host.wait_ready()
-                host.leave_messages()
-                rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
+    with scratch_relay() as (tmp, relay, fps):
+        host = TmateHost(tmp / "host", relay.port, *fps).start()
+        try:
+            host.wait_ready()
+            host.leave_messages()
+            rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
 
-                # 1. throughput
-                data_size = len(subprocess.run(["seq", "1", str(args.lines)], capture_output=True).stdout)
-                v = PtySsh(relay.port, rw, 80, 24, str(tmp))
-                v.read_until(b"0:", 10)
-                v.drain()
-                before = cpu_seconds(relay.children() + [relay.proc.pid])
-                host.cmd("send-keys", "-l", f"clear; seq 1 {args.lines}; echo DONE-$((6*7))")
+            # 1. throughput
+            data_size = len(subprocess.run(["seq", "1", str(args.lines)], capture_output=True).stdout)
+            v = PtySsh(relay.port, rw, 80, 24, str(tmp))
+            v.read_until(b"0:", 10)
+            v.drain()
+            before = cpu_seconds(relay.children() + [relay.proc.pid])
+            host.cmd("send-keys", "-l", f"clear; seq 1 {args.lines}; echo DONE-$((6*7))")
+            t0 = time.perf_counter()
+            host.cmd("send-keys", "Enter")
+            t1 = v.read_until(b"DONE-42", 600, keep=False)
+            after = cpu_seconds(relay.children() + [relay.proc.pid])
+            secs = t1 - t0
+            mbs = data_size / secs / 1e6
+            cpu = after - before
+            print(f"throughput: seq 1 {args.lines} ({data_size / 1e6:.1f} MB, ~{data_size * 1.06 / 1e6:.1f} MB "
+                  f"with the pty's CRLF) shown in {secs:.2f} s = {mbs:.2f} MB/s "
+                  f"({mbs / 1.085:.1f}x the C server's 0.98-1.19); relay CPU {cpu:.2f} s "
+                  f"(C 11.5-12.5 s; goal <= 2.5 s)")
+            v.close()
+
+            # 2. keystroke echo on a raw pty
+            host.cmd("send-keys", "-l", "clear; stty raw -echo; while :; do dd bs=1 count=1 2>/dev/null; done")
+            host.cmd("send-keys", "Enter")
+            time.sleep(0.5)
+            v = PtySsh(relay.port, rw, 80, 24, str(tmp))
+            v.read_until(b"0:", 10)
+            time.sleep(0.3)
+            v.drain()
+            echoes = []
+            for i in range(args.echo + 3):
+                ch = bytes([ord("a") + i % 26])
+                v.buf.clear()
                 t0 = time.perf_counter()
-                host.cmd("send-keys", "Enter")
-                t1 = v.read_until(b"DONE-42", 600, keep=False)
-                after = cpu_seconds(relay.children() + [relay.proc.pid])
-                secs = t1 - t0
-                mbs = data_size / secs / 1e6
-                cpu = after - before
-                print(f"throughput: seq 1 {args.lines} ({data_size / 1e6:.1f} MB, ~{data_size * 1.06 / 1e6:.1f} MB "
-                      f"with the pty's CRLF) shown in {secs:.2f} s = {mbs:.2f} MB/s "
-                      f"({mbs / 1.085:.1f}x the C server's 0.98-1.19); relay CPU {cpu:.2f} s "
-                      f"(C 11.5-12.5 s; goal <= 2.5 s)")
-                v.close()
+                os.write(v.fd, ch)
+                t1 = v.read_until(ch, 5)
+                if i >= 3:                              # first few warm the path
+                    echoes.append((t1 - t0) * 1000)
+                time.sleep(0.05)
+            med = statistics.median(echoes)
+            print(f"keystroke echo: median {med:.2f} ms over {len(echoes)} (min {min(echoes):.2f}, "
+                  f"max {max(echoes):.2f}); C 0.83-0.92 ms; goal <= 0.9 ms; ratio {med / 0.875:.2f}x")
+            v.close()
+            host.cmd("send-keys", "C-c")
 
-                # 2. keystroke echo on a raw pty
-                host.cmd("send-keys", "-l", "clear; stty raw -echo; while :; do dd bs=1 count=1 2>/dev/null; done")
-                host.cmd("send-keys", "Enter")
-                time.sleep(0.5)
+            # 3. join
+            host.cmd("send-keys", "-l", "stty sane; clear; echo JOIN-MARK")
+            host.cmd("send-keys", "Enter")
+            time.sleep(0.3)
+            joins = []
+            for _ in range(args.joins):
                 v = PtySsh(relay.port, rw, 80, 24, str(tmp))
-                v.read_until(b"0:", 10)
-                time.sleep(0.3)
-                v.drain()
-                echoes = []
-                for i in range(args.echo + 3):
-                    ch = bytes([ord("a") + i % 26])
-                    v.buf.clear()
-                    t0 = time.perf_counter()
-                    os.write(v.fd, ch)
-                    t1 = v.read_until(ch, 5)
-                    if i >= 3:                              # first few warm the path
-                        echoes.append((t1 - t0) * 1000)
-                    time.sleep(0.05)
-                med = statistics.median(echoes)
-                print(f"keystroke echo: median {med:.2f} ms over {len(echoes)} (min {min(echoes):.2f}, "
-                      f"max {max(echoes):.2f}); C 0.83-0.92 ms; goal <= 0.9 ms; ratio {med / 0.875:.2f}x")
+                t1 = v.read_until(b"JOIN-MARK", 10)
+                joins.append((t1 - v.t0) * 1000)
                 v.close()
-                host.cmd("send-keys", "C-c")
-
-                # 3. join
-                host.cmd("send-keys", "-l", "stty sane; clear; echo JOIN-MARK")
-                host.cmd("send-keys", "Enter")
-                time.sleep(0.3)
-                joins = []
-                for _ in range(args.joins):
-                    v = PtySsh(relay.port, rw, 80, 24, str(tmp))
-                    t1 = v.read_until(b"JOIN-MARK", 10)
-                    joins.append((t1 - v.t0) * 1000)
-                    v.close()
-                    time.sleep(0.1)
-                med = statistics.median(joins)
-                print(f"join: ssh start -> host text, median {med:.1f} ms over {len(joins)} "
-                      f"(min {min(joins):.1f}, max {max(joins):.1f}); C 66-89 ms; goal <= 70 ms; "
-                      f"ratio {med / 77.5:.2f}x")
-            finally:
-                host.stop()
+                time.sleep(0.1)
+            med = statistics.median(joins)
+            print(f"join: ssh start -> host text, median {med:.1f} ms over {len(joins)} "
+                  f"(min {min(joins):.1f}, max {max(joins):.1f}); C 66-89 ms; goal <= 70 ms; "
+                  f"ratio {med / 77.5:.2f}x")
+        finally:
+            host.stop()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Every helper stops what it starts (context managers); tests use them through con
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -152,6 +154,17 @@ class Relay:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+@contextlib.contextmanager
+def scratch_relay(prefix: str = "pymate-bench-"):
+    """A relay serving fresh host keys from a temporary directory, for scripts outside pytest
+    (benches): yields (the directory, the relay, the RSA and ed25519 fingerprints)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        tmp = Path(tmp)
+        fps = make_host_keys(tmp / "keys")
+        with Relay(tmp / "keys") as relay:
+            yield tmp, relay, fps
 
 
 class TmateHost:
