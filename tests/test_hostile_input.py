@@ -17,6 +17,7 @@ from relay.prompt import ViewerPrompt
 from relay.protocol import HostDecoder, ProtocolError
 from relay.render import ViewerScreen
 from relay.session import Session, SessionError
+from tests.test_input import _session as session_from_fixture
 
 STREAMS = sorted((Path(__file__).parent / "fixtures").glob("host-stream-*.bin"))
 EDGE_INTS = [-1, 0, 1, 2, 255, 256, 999, 1000, 1001, 65535, 65536, 10**6,
@@ -119,9 +120,7 @@ KEY_PIECES = [b"\x02", b"\x1b", b"[", b"O", b"1;5", b"A", b"~", b"\x1b[200~", b"
 
 @pytest.mark.parametrize("readonly", [False, True])
 def test_random_viewer_input_never_breaks_keys_prompts_or_frames(readonly):
-    session = _session()
-    for msg in HostDecoder().feed(STREAMS[0].read_bytes()):
-        session.handle(msg)
+    session = session_from_fixture()               # a recorded host: its bindings and windows
     prompts = commands = 0
     now = 0.0
     try:

@@ -24,11 +24,12 @@ def _unit() -> configparser.ConfigParser:
 
 
 def test_exec_start_is_the_relay_with_options_it_accepts():
-    argv = shlex.split(_unit()["Service"]["ExecStart"])
+    service = _unit()["Service"]
+    argv = shlex.split(service["ExecStart"])
     assert Path(argv[0]).name == "pymate-relay"
     opts = _parser().parse_args(argv[1:])          # exits (SystemExit) on an unknown option
     assert opts.port == 22 and opts.keys.startswith("/")   # a fixed key directory, not the cwd's
-    assert _unit()["Service"]["KillMode"] == "mixed"        # SIGTERM to the master, which ends its children
+    assert service["KillMode"] == "mixed"          # SIGTERM to the master, which ends its children
 
 
 def test_systemd_accepts_the_unit(tmp_path):
@@ -36,10 +37,9 @@ def test_systemd_accepts_the_unit(tmp_path):
         pytest.skip("systemd-analyze is not installed")
     script = Path(sys.executable).parent / "pymate-relay"
     assert script.exists(), "the console script is installed by `make install`"
-    text = UNIT.read_text()
     argv0 = shlex.split(_unit()["Service"]["ExecStart"])[0]
     unit = tmp_path / UNIT.name
-    unit.write_text(text.replace(argv0, str(script)))
+    unit.write_text(UNIT.read_text().replace(argv0, str(script)))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in (done.stdout + done.stderr).splitlines()
                 if UNIT.name in line or "pymate" in line]
