@@ -6,7 +6,7 @@ KEYS   ?= keys
 HOST   ?= 127.0.0.1
 PORT   ?= 2222
 
-.PHONY: install run test bench clean
+.PHONY: install run lint test bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install-system-packages
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml scripts/install-system-packages
 run: install
 	$(BIN)/pymate-relay keygen -k $(KEYS) -h $(HOST) -p $(PORT)
 	$(BIN)/pymate-relay -k $(KEYS) -b $(HOST) -p $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,10 +1,11 @@
-"""Throughput of the tmate codec (relay.protocol): prints figures, asserts nothing.
+"""Throughput of the tmate codec (relay.tmate.codec): prints figures, asserts nothing.
 
     .venv/bin/python bench/codec.py [MB]
 
 PTY_DATA decoding is the hot path (a host running `cat` on a large log): the stream is fed in
 SSH-channel-sized reads, as the connection does.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from relay.messages import PaneKey, PtyData  # noqa: E402
-from relay.protocol import HostDecoder, encode, encode_host  # noqa: E402
+from relay.tmate.codec import HostDecoder, encode, encode_host  # noqa: E402
+from relay.tmate.messages import PaneKey, PtyData  # noqa: E402
 
 
 def log_bytes(n: int) -> bytes:
@@ -27,7 +28,7 @@ def bench_pty(total_mb: int, chunk: int, read: int) -> None:
     one = encode_host(PtyData(0, payload))
     count = max(1, total_mb * 1024 * 1024 // chunk)
     stream = one * count
-    reads = [stream[i:i + read] for i in range(0, len(stream), read)]
+    reads = [stream[i : i + read] for i in range(0, len(stream), read)]
     best = 0.0
     for _ in range(3):
         dec = HostDecoder()
@@ -39,8 +40,10 @@ def bench_pty(total_mb: int, chunk: int, read: int) -> None:
         dt = time.perf_counter() - t0
         assert got == count * chunk
         best = max(best, got / dt / 1e6)
-    print(f"decode PTY_DATA {chunk:>6} B/msg, reads of {read:>6} B: {best:8.1f} MB/s "
-          f"of pane output ({count / (got / best / 1e6) / 1e3:,.0f}k msg/s)")
+    print(
+        f"decode PTY_DATA {chunk:>6} B/msg, reads of {read:>6} B: {best:8.1f} MB/s "
+        f"of pane output ({count / (got / best / 1e6) / 1e3:,.0f}k msg/s)"
+    )
 
 
 def bench_keys(n: int = 200_000) -> None:

@@ -7,6 +7,7 @@
 
 Usage: .venv/bin/python bench/host_session.py [--ready-runs 10] [--sessions 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,10 @@ def main() -> None:
             times.append((time.perf_counter() - t0) * 1000)
             h.stop()
         med = statistics.median(times)
-        print(f"new-session -> tmate-ready: median {med:.1f} ms over {len(times)} "
-              f"(min {min(times):.1f}, max {max(times):.1f}); C server 37-77 ms; goal <= 40 ms")
+        print(
+            f"new-session -> tmate-ready: median {med:.1f} ms over {len(times)} "
+            f"(min {min(times):.1f}, max {max(times):.1f}); C server 37-77 ms; goal <= 40 ms"
+        )
 
         hosts = []
         try:
@@ -72,12 +75,16 @@ def main() -> None:
             uss = [uss_kib(p) for p in pids]
             pss = [pss_kib(p) for p in pids]
             master_uss = uss_kib(relay.proc.pid)
-            print(f"idle host sessions: {len(pids)}; USS per session: median "
-                  f"{statistics.median(uss) / 1024:.2f} MB, mean {statistics.mean(uss) / 1024:.2f} MB, "
-                  f"max {max(uss) / 1024:.2f} MB; PSS mean {statistics.mean(pss) / 1024:.2f} MB; "
-                  f"master USS {master_uss / 1024:.1f} MB; C server 0.63 MB; goal <= 2 MB")
-            print(f"ratio to C server: ready {med / 57:.2f}x (vs 57 ms, mid of 37-77); "
-                  f"memory {statistics.mean(uss) / 1024 / 0.63:.2f}x")
+            print(
+                f"idle host sessions: {len(pids)}; USS per session: median "
+                f"{statistics.median(uss) / 1024:.2f} MB, mean {statistics.mean(uss) / 1024:.2f} MB, "
+                f"max {max(uss) / 1024:.2f} MB; PSS mean {statistics.mean(pss) / 1024:.2f} MB; "
+                f"master USS {master_uss / 1024:.1f} MB; C server 0.63 MB; goal <= 2 MB"
+            )
+            print(
+                f"ratio to C server: ready {med / 57:.2f}x (vs 57 ms, mid of 37-77); "
+                f"memory {statistics.mean(uss) / 1024 / 0.63:.2f}x"
+            )
         finally:
             for h in hosts:
                 h.stop()

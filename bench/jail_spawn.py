@@ -81,38 +81,42 @@ def main() -> None:
 
     j = Jailer(JailConfig(uid_base=3_300_000, uid_count=1000))
     j.prepare()
-    print(f"mode: {'rootless' if j.rootless else 'root'}; python {sys.version.split()[0]}; "
-          f"master RSS {smaps(os.getpid())['Rss'] / 1024:.1f} MB")
+    print(
+        f"mode: {'rootless' if j.rootless else 'root'}; python {sys.version.split()[0]}; "
+        f"master RSS {smaps(os.getpid())['Rss'] / 1024:.1f} MB"
+    )
 
     # 1. spawn-to-ready latency
     times = []
     for _ in range(args.spawns):
         a, b = socket.socketpair()
         t0 = time.perf_counter()
-        p = j.spawn(functools.partial(idle, b.fileno()), keep_fds=[b.fileno()],
-                    title="pymate [bench]")
+        p = j.spawn(functools.partial(idle, b.fileno()), keep_fds=[b.fileno()], title="pymate [bench]")
         times.append((time.perf_counter() - t0) * 1000)
         b.close()
         a.close()
         stop(j, p)
     times.sort()
-    print(f"spawn-to-ready over {len(times)} spawns: median {statistics.median(times):.2f} ms, "
-          f"p90 {times[int(len(times) * 0.9) - 1]:.2f} ms, min {times[0]:.2f}, "
-          f"max {times[-1]:.2f} ms")
+    print(
+        f"spawn-to-ready over {len(times)} spawns: median {statistics.median(times):.2f} ms, "
+        f"p90 {times[int(len(times) * 0.9) - 1]:.2f} ms, min {times[0]:.2f}, "
+        f"max {times[-1]:.2f} ms"
+    )
 
     # 2. USS of idle jailed children (several at once: they share the master's pages)
     held = []
     for _ in range(5):
         a, b = socket.socketpair()
-        p = j.spawn(functools.partial(idle, b.fileno()), keep_fds=[b.fileno()],
-                    title="pymate [bench idle]")
+        p = j.spawn(functools.partial(idle, b.fileno()), keep_fds=[b.fileno()], title="pymate [bench idle]")
         b.close()
         held.append((p, a))
     time.sleep(0.3)
     usses = [uss_kb(p.pid) for p, _ in held]
     s = smaps(held[0][0].pid)
-    print(f"idle jailed child (paramiko imported in master): USS {statistics.median(usses)} kB "
-          f"(all: {usses}), Rss {s['Rss']} kB, Pss {s['Pss']} kB")
+    print(
+        f"idle jailed child (paramiko imported in master): USS {statistics.median(usses)} kB "
+        f"(all: {usses}), Rss {s['Rss']} kB, Pss {s['Pss']} kB"
+    )
     for p, a in held:
         a.close()
         stop(j, p)
@@ -121,8 +125,7 @@ def main() -> None:
     #    private. Measured on ONE child: with several, a page the master rewrote stays
     #    shared among the older children and USS hides it (Pss shows it).
     a, b = socket.socketpair()
-    p = j.spawn(functools.partial(idle, b.fileno()), keep_fds=[b.fileno()],
-                title="pymate [bench idle]")
+    p = j.spawn(functools.partial(idle, b.fileno()), keep_fds=[b.fileno()], title="pymate [bench idle]")
     b.close()
     time.sleep(0.2)
     s0 = smaps(p.pid)
@@ -133,8 +136,10 @@ def main() -> None:
     gc.freeze()
     s2 = smaps(p.pid)
     u = [x["Private_Clean"] + x["Private_Dirty"] for x in (s0, s1, s2)]
-    print(f"single idle child: USS {u[0]} kB; after gc.collect() in the master (heap frozen) "
-          f"{u[1]} kB; after an unfrozen full collection in the master {u[2]} kB")
+    print(
+        f"single idle child: USS {u[0]} kB; after gc.collect() in the master (heap frozen) "
+        f"{u[1]} kB; after an unfrozen full collection in the master {u[2]} kB"
+    )
     a.close()
     stop(j, p)
 
@@ -143,12 +148,13 @@ def main() -> None:
     sessions = []
     for _ in range(3):
         a, b = socket.socketpair()
-        p = j.spawn(functools.partial(ssh_idle, b.fileno(), key), keep_fds=[b.fileno()],
-                    title="pymate [bench ssh]")
+        p = j.spawn(
+            functools.partial(ssh_idle, b.fileno(), key), keep_fds=[b.fileno()], title="pymate [bench ssh]"
+        )
         b.close()
         sessions.append((p, a))
     clients = []
-    for p, a in sessions:  # clients start threads: only after all forks are done
+    for _p, a in sessions:  # clients start threads: only after all forks are done
         c = paramiko.Transport(a)
         c.start_client(timeout=10)
         c.auth_none("tmate")
@@ -157,9 +163,11 @@ def main() -> None:
         clients.append((c, ch))
     time.sleep(0.3)
     usses = [uss_kb(p.pid) for p, _ in sessions]
-    print(f"jailed child idle in a paramiko SSH session: USS median "
-          f"{statistics.median(usses)} kB (all: {usses}); threads "
-          f"{open(f'/proc/{sessions[0][0].pid}/status').read().split('Threads:')[1].split()[0]}")
+    print(
+        f"jailed child idle in a paramiko SSH session: USS median "
+        f"{statistics.median(usses)} kB (all: {usses}); threads "
+        f"{open(f'/proc/{sessions[0][0].pid}/status').read().split('Threads:')[1].split()[0]}"
+    )
     for c, ch in clients:
         ch.close()
         c.close()

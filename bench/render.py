@@ -6,6 +6,7 @@ Sizes 80x24 and 200x50, one pane and four panes, each pane filled with coloured 
 256 and RGB colours, some wide characters) and a scrolled history. An incremental frame follows
 one line of new output in one pane (the "busy pane"), which scrolls that pane.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,17 +15,19 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from relay import messages as m          # noqa: E402
-from relay.render import ViewerScreen    # noqa: E402
-from relay.session import Session        # noqa: E402
+from relay.screen.render import ViewerScreen  # noqa: E402
+from relay.tmate import messages as m  # noqa: E402
+from relay.tmate.session import Session  # noqa: E402
 
 
 def fill(width: int, n: int, seed: int) -> bytes:
     out = []
     for i in range(n):
         k = (i + seed) % 7
-        text = f"{i:5d} \x1b[3{k}mcolour {k}\x1b[0m \x1b[38;5;{(i * 37) % 256}mpalette\x1b[0m " \
-               f"\x1b[38;2;{i % 256};{(i * 3) % 256};200mrgb\x1b[0m 日本語 " + "x" * 200
+        text = (
+            f"{i:5d} \x1b[3{k}mcolour {k}\x1b[0m \x1b[38;5;{(i * 37) % 256}mpalette\x1b[0m "
+            f"\x1b[38;2;{i % 256};{(i * 3) % 256};200mrgb\x1b[0m 日本語 " + "x" * 200
+        )
         out.append(text[: width + 60])
     return ("\r\n".join(out) + "\r\n").encode()
 
@@ -36,12 +39,22 @@ def session(cols: int, rows: int, four: bool) -> Session:
     if four:
         lw, rw = (cols - 1) // 2, cols - 1 - (cols - 1) // 2
         th, bh = (sy - 1) // 2, sy - 1 - (sy - 1) // 2
-        panes = (m.PaneGeom(0, lw, th, 0, 0), m.PaneGeom(1, rw, th, lw + 1, 0),
-                 m.PaneGeom(2, lw, bh, 0, th + 1), m.PaneGeom(3, rw, bh, lw + 1, th + 1))
+        panes = (
+            m.PaneGeom(0, lw, th, 0, 0),
+            m.PaneGeom(1, rw, th, lw + 1, 0),
+            m.PaneGeom(2, lw, bh, 0, th + 1),
+            m.PaneGeom(3, rw, bh, lw + 1, th + 1),
+        )
     else:
         panes = (m.PaneGeom(0, cols, sy, 0, 0),)
-    s.handle(m.SyncLayout(cols, sy, (m.Window(0, "bash", panes, 0),
-                                     m.Window(1, "vim", (m.PaneGeom(9, cols, sy, 0, 0),), 9)), 0))
+    s.handle(
+        m.SyncLayout(
+            cols,
+            sy,
+            (m.Window(0, "bash", panes, 0), m.Window(1, "vim", (m.PaneGeom(9, cols, sy, 0, 0),), 9)),
+            0,
+        )
+    )
     for p in panes:
         s.handle(m.PtyData(p.id, fill(p.sx, 300, p.id)))
     s.handle(m.Status("[tmate] ", "#[fg=white,bright]relay.example#[default] 12:00"))
@@ -55,7 +68,7 @@ def bench(cols: int, rows: int, four: bool) -> tuple[float, float, float, int, i
     n = 200
     size_full = len(v.frame(s))
     t0 = time.perf_counter()
-    for _ in range(n):              # a viewer joining: nothing cached (borders, pane rows)
+    for _ in range(n):  # a viewer joining: nothing cached (borders, pane rows)
         ViewerScreen(cols, rows).frame(s)
     full = (time.perf_counter() - t0) / n * 1000
     # incremental frames: one new line of output in pane 0 per frame
@@ -69,7 +82,7 @@ def bench(cols: int, rows: int, four: bool) -> tuple[float, float, float, int, i
     inc = t_total / n * 1000
     # a line changed without scrolling (a shell prompt being typed into)
     t_total = 0.0
-    for i in range(n):
+    for _ in range(n):
         s.handle(m.PtyData(0, b"k"))
         t0 = time.perf_counter()
         v.frame(s)
@@ -80,13 +93,16 @@ def bench(cols: int, rows: int, four: bool) -> tuple[float, float, float, int, i
 
 
 def main() -> None:
-    print(f"{'size':>8} {'panes':>5} {'full ms':>8} {'scroll ms':>9} {'typing ms':>9} "
-          f"{'full B':>7} {'scroll B':>8}")
+    print(
+        f"{'size':>8} {'panes':>5} {'full ms':>8} {'scroll ms':>9} {'typing ms':>9} "
+        f"{'full B':>7} {'scroll B':>8}"
+    )
     for cols, rows in ((80, 24), (200, 50)):
         for four in (False, True):
             full, inc, typing, bf, bi = bench(cols, rows, four)
-            print(f"{cols}x{rows:<5} {4 if four else 1:>5} {full:8.3f} {inc:9.3f} {typing:9.3f} "
-                  f"{bf:7d} {bi:8d}")
+            print(
+                f"{cols}x{rows:<5} {4 if four else 1:>5} {full:8.3f} {inc:9.3f} {typing:9.3f} {bf:7d} {bi:8d}"
+            )
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@
 Viewers are real OpenSSH clients on a pseudo-terminal this script reads directly.
 Usage: .venv/bin/python bench/viewer.py [--lines 3000000] [--echo 20] [--joins 10]
 """
+
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import pty
 import select
@@ -22,7 +24,6 @@ import struct
 import subprocess
 import sys
 import termios
-import fcntl
 import time
 from pathlib import Path
 
@@ -30,8 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.e2e import SSH_LINE, TmateHost, scratch_relay  # noqa: E402
 
-SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "BatchMode=yes"]
+SSH_OPTS = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "BatchMode=yes",
+]
 
 
 class PtySsh:
@@ -62,9 +71,9 @@ class PtySsh:
                 try:
                     data = os.read(self.fd, 1 << 16)
                 except OSError:
-                    raise TimeoutError("ssh ended")
-                if not keep:                        # only the tail can still hold the needle
-                    self.buf = bytearray(self.buf[-len(needle):])
+                    raise TimeoutError("ssh ended") from None
+                if not keep:  # only the tail can still hold the needle
+                    self.buf = bytearray(self.buf[-len(needle) :])
                     start = 0
                 self.buf += data
 
@@ -123,14 +132,18 @@ def main() -> None:
             secs = t1 - t0
             mbs = data_size / secs / 1e6
             cpu = after - before
-            print(f"throughput: seq 1 {args.lines} ({data_size / 1e6:.1f} MB, ~{data_size * 1.06 / 1e6:.1f} MB "
-                  f"with the pty's CRLF) shown in {secs:.2f} s = {mbs:.2f} MB/s "
-                  f"({mbs / 1.085:.1f}x the C server's 0.98-1.19); relay CPU {cpu:.2f} s "
-                  f"(C 11.5-12.5 s; goal <= 2.5 s)")
+            print(
+                f"throughput: seq 1 {args.lines} ({data_size / 1e6:.1f} MB, ~{data_size * 1.06 / 1e6:.1f} MB "
+                f"with the pty's CRLF) shown in {secs:.2f} s = {mbs:.2f} MB/s "
+                f"({mbs / 1.085:.1f}x the C server's 0.98-1.19); relay CPU {cpu:.2f} s "
+                f"(C 11.5-12.5 s; goal <= 2.5 s)"
+            )
             v.close()
 
             # 2. keystroke echo on a raw pty
-            host.cmd("send-keys", "-l", "clear; stty raw -echo; while :; do dd bs=1 count=1 2>/dev/null; done")
+            host.cmd(
+                "send-keys", "-l", "clear; stty raw -echo; while :; do dd bs=1 count=1 2>/dev/null; done"
+            )
             host.cmd("send-keys", "Enter")
             time.sleep(0.5)
             v = PtySsh(relay.port, rw, 80, 24, str(tmp))
@@ -144,12 +157,14 @@ def main() -> None:
                 t0 = time.perf_counter()
                 os.write(v.fd, ch)
                 t1 = v.read_until(ch, 5)
-                if i >= 3:                              # first few warm the path
+                if i >= 3:  # first few warm the path
                     echoes.append((t1 - t0) * 1000)
                 time.sleep(0.05)
             med = statistics.median(echoes)
-            print(f"keystroke echo: median {med:.2f} ms over {len(echoes)} (min {min(echoes):.2f}, "
-                  f"max {max(echoes):.2f}); C 0.83-0.92 ms; goal <= 0.9 ms; ratio {med / 0.875:.2f}x")
+            print(
+                f"keystroke echo: median {med:.2f} ms over {len(echoes)} (min {min(echoes):.2f}, "
+                f"max {max(echoes):.2f}); C 0.83-0.92 ms; goal <= 0.9 ms; ratio {med / 0.875:.2f}x"
+            )
             v.close()
             host.cmd("send-keys", "C-c")
 
@@ -165,9 +180,11 @@ def main() -> None:
                 v.close()
                 time.sleep(0.1)
             med = statistics.median(joins)
-            print(f"join: ssh start -> host text, median {med:.1f} ms over {len(joins)} "
-                  f"(min {min(joins):.1f}, max {max(joins):.1f}); C 66-89 ms; goal <= 70 ms; "
-                  f"ratio {med / 77.5:.2f}x")
+            print(
+                f"join: ssh start -> host text, median {med:.1f} ms over {len(joins)} "
+                f"(min {min(joins):.1f}, max {max(joins):.1f}); C 66-89 ms; goal <= 70 ms; "
+                f"ratio {med / 77.5:.2f}x"
+            )
         finally:
             host.stop()
 

@@ -44,14 +44,21 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from . import _sys
 from .seccomp import SeccompProgram, build_filter
 
-UNSHARE_FLAGS = (_sys.CLONE_NEWUSER | _sys.CLONE_NEWNS | _sys.CLONE_NEWPID | _sys.CLONE_NEWIPC
-                 | _sys.CLONE_NEWNET | _sys.CLONE_NEWUTS | _sys.CLONE_NEWCGROUP)
+UNSHARE_FLAGS = (
+    _sys.CLONE_NEWUSER
+    | _sys.CLONE_NEWNS
+    | _sys.CLONE_NEWPID
+    | _sys.CLONE_NEWIPC
+    | _sys.CLONE_NEWNET
+    | _sys.CLONE_NEWUTS
+    | _sys.CLONE_NEWCGROUP
+)
 HOSTNAME = b"pymate"
 DOMAINNAME = b"(none)"
 EXIT_SIGNALLED = 128 + signal.SIGTERM
@@ -78,7 +85,7 @@ class JailedProcess:
     uid: int
 
 
-_ENVIRON_COPIES: list = []   # libc's environ points here once the original strings are freed
+_ENVIRON_COPIES: list = []  # libc's environ points here once the original strings are freed
 
 
 def _free_environ_strings(env_start: int, env_end: int) -> bool:
@@ -111,7 +118,7 @@ def _argv_area() -> tuple[int, int] | None:
     try:
         with open("/proc/self/stat", "rb") as f:
             data = f.read()
-        fields = data[data.rindex(b")") + 2:].split()
+        fields = data[data.rindex(b")") + 2 :].split()
         # stat fields 48-51: arg_start, arg_end, env_start, env_end
         start, end, env_start, env_end = (int(x) for x in fields[45:49])
     except (OSError, ValueError, IndexError):
@@ -133,7 +140,7 @@ def set_process_title(title: str) -> None:
     if _ARGV_AREA is not None:
         start, end = _ARGV_AREA
         size = end - start
-        text = raw[:size - 1].decode("utf-8", "ignore").encode()
+        text = raw[: size - 1].decode("utf-8", "ignore").encode()
         ctypes.memmove(start, text + b"\0" * (size - len(text)), size)
     name = ctypes.create_string_buffer(raw[:15].decode("utf-8", "ignore").encode(), 16)
     _sys.prctl(_sys.PR_SET_NAME, ctypes.addressof(name))
@@ -218,8 +225,7 @@ class Jailer:
         if code != 0:
             why = os.strerror(code) if 0 < code < 255 else f"exit status {code}"
             mode = "rootless" if self.rootless else "root"
-            raise JailError(f"user namespaces unavailable in {mode} mode: unshare: {why}"
-                            f"{_userns_hint()}")
+            raise JailError(f"user namespaces unavailable in {mode} mode: unshare: {why}{_userns_hint()}")
 
     def prepare(self) -> None:
         """Once in the master, after importing what targets need, before any spawn."""
@@ -288,8 +294,14 @@ class Jailer:
         if not self.rootless:
             self._in_use.discard(proc.uid)
 
-    def spawn(self, target: Callable[[], int | None], *, keep_fds: Sequence[int], title: str,
-              on_error: Callable[[BaseException], object] | None = None) -> JailedProcess:
+    def spawn(
+        self,
+        target: Callable[[], int | None],
+        *,
+        keep_fds: Sequence[int],
+        title: str,
+        on_error: Callable[[BaseException], object] | None = None,
+    ) -> JailedProcess:
         self.prepare()
         keep = sorted({int(fd) for fd in keep_fds})
         uid = self._alloc_uid()
@@ -351,8 +363,11 @@ class Jailer:
 
     def _write_maps(self, pid: int, uid: int, gid: int) -> None:
         inside = self.config.inside_uid
-        for name, data in (("setgroups", b"deny"), ("uid_map", b"%d %d 1\n" % (inside, uid)),
-                           ("gid_map", b"%d %d 1\n" % (inside, gid))):
+        for name, data in (
+            ("setgroups", b"deny"),
+            ("uid_map", b"%d %d 1\n" % (inside, uid)),
+            ("gid_map", b"%d %d 1\n" % (inside, gid)),
+        ):
             fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
             try:
                 os.write(fd, data)
@@ -402,9 +417,14 @@ class Jailer:
             raise _Step(name)
         return name
 
-    def _child1(self, c: socket.socket, keep: list[int], title: str,
-                target: Callable[[], int | None],
-                on_error: Callable[[BaseException], object] | None) -> None:  # pragma: no cover
+    def _child1(
+        self,
+        c: socket.socket,
+        keep: list[int],
+        title: str,
+        target: Callable[[], int | None],
+        on_error: Callable[[BaseException], object] | None,
+    ) -> None:  # pragma: no cover
         step = "start"
         try:
             step = self._step("stdio")
@@ -432,9 +452,14 @@ class Jailer:
             _report_error(c, step, e)
             os._exit(127)
 
-    def _child2(self, c: socket.socket, keep: list[int], title: str,
-                target: Callable[[], int | None],
-                on_error: Callable[[BaseException], object] | None) -> None:  # pragma: no cover
+    def _child2(
+        self,
+        c: socket.socket,
+        keep: list[int],
+        title: str,
+        target: Callable[[], int | None],
+        on_error: Callable[[BaseException], object] | None,
+    ) -> None:  # pragma: no cover
         # Everything inherited is permanent for this process: the collector never walks
         # (and so never dirties) the master's objects, and never finalizes the master's
         # garbage (whose fds we are about to close).
@@ -448,9 +473,13 @@ class Jailer:
             step = self._step("mounts")
             _sys.mount(None, b"/", None, _sys.MS_REC | _sys.MS_PRIVATE)
             step = self._step("empty root")
-            _sys.mount(b"tmpfs", self._root, b"tmpfs",
-                       _sys.MS_RDONLY | _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC,
-                       b"size=4k,nr_inodes=2,mode=555")
+            _sys.mount(
+                b"tmpfs",
+                self._root,
+                b"tmpfs",
+                _sys.MS_RDONLY | _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC,
+                b"size=4k,nr_inodes=2,mode=555",
+            )
             os.chdir(self._root)
             step = self._step("pivot_root")
             _sys.pivot_root(b".", b".")
@@ -513,8 +542,9 @@ def _report_error(c: socket.socket, step: str, e: BaseException) -> None:  # pra
             step, reason = e.step, str(e)
         else:
             reason = f"{type(e).__name__}: {e}"
-        c.send(b"E" + f"jail step {step!r} failed: {reason}".replace("\n", " ")
-               .encode("utf-8", "replace")[:2000])
+        c.send(
+            b"E" + f"jail step {step!r} failed: {reason}".replace("\n", " ").encode("utf-8", "replace")[:2000]
+        )
     except BaseException:
         pass
 

@@ -22,8 +22,9 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_THREAD = 0x00010000
-CLONE_NEW_ALL = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC
-                 | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
+CLONE_NEW_ALL = (
+    CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
+)
 
 # mount(2) flags
 MS_RDONLY = 1
@@ -60,11 +61,13 @@ def _fn(name: str, restype, *argtypes):
 
 
 _unshare = _fn("unshare", ctypes.c_int, ctypes.c_int)
-_mount = _fn("mount", ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-             ctypes.c_ulong, ctypes.c_char_p)
+_mount = _fn(
+    "mount", ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p
+)
 _umount2 = _fn("umount2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
-_prctl = _fn("prctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
-             ctypes.c_ulong, ctypes.c_ulong)
+_prctl = _fn(
+    "prctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong
+)
 _sethostname = _fn("sethostname", ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
 _setdomainname = _fn("setdomainname", ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
 _syscall = _fn("syscall", ctypes.c_long, ctypes.c_long, ctypes.c_char_p, ctypes.c_char_p)
@@ -75,28 +78,49 @@ class _CapHeader(ctypes.Structure):
 
 
 class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
 
 
 _capset = _fn("capset", ctypes.c_int, ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData))
 
 
 class SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
 
 
 class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
 
 
-_prctl_ptr = _fn("prctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
-                 ctypes.POINTER(SockFprog), ctypes.c_ulong, ctypes.c_ulong)
+_prctl_ptr = _fn(
+    "prctl",
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.POINTER(SockFprog),
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+)
 
 # pivot_root has no glibc wrapper: its number, per architecture.
-_PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203,
-                  "s390x": 217, "i686": 217, "armv7l": 218}
+_PIVOT_ROOT_NR = {
+    "x86_64": 155,
+    "aarch64": 41,
+    "riscv64": 41,
+    "ppc64le": 203,
+    "s390x": 217,
+    "i686": 217,
+    "armv7l": 218,
+}
 PIVOT_ROOT_NR = _PIVOT_ROOT_NR.get(os.uname().machine)
 
 
@@ -111,8 +135,9 @@ def unshare(flags: int) -> None:
     _check(_unshare(flags), "unshare")
 
 
-def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int,
-          data: bytes | None = None) -> None:
+def mount(
+    source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None = None
+) -> None:
     _check(_mount(source, target, fstype, flags, data), f"mount {target!r}")
 
 
@@ -152,5 +177,4 @@ def clear_capabilities() -> None:
 
 
 def load_seccomp(prog: SockFprog) -> None:
-    _check(_prctl_ptr(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0),
-           "PR_SET_SECCOMP")
+    _check(_prctl_ptr(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "PR_SET_SECCOMP")

@@ -1,4 +1,5 @@
 """Command line: `pymate-relay keygen ...` and `pymate-relay [serve options]`."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,28 +13,64 @@ pymate-relay -k DIR [-p PORT] [-b ADDR] [-h HOST] [-q PORT] [-v]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pymate-relay", usage=USAGE, add_help=False,
-                                description="A jailed relay server for tmate terminal sharing.")
+    p = argparse.ArgumentParser(
+        prog="pymate-relay",
+        usage=USAGE,
+        add_help=False,
+        description="A jailed relay server for tmate terminal sharing.",
+    )
     p.add_argument("--help", action="help", help="show this help and exit")
-    p.add_argument("-k", dest="keys", default="keys", metavar="DIR",
-                   help="directory with ssh_host_rsa_key / ssh_host_ed25519_key (default: keys)")
-    p.add_argument("-p", dest="port", type=int, default=22, metavar="PORT",
-                   help="port to listen on (default: 22)")
-    p.add_argument("-b", dest="bind", default="0.0.0.0", metavar="ADDR",
-                   help="address to listen on (default: 0.0.0.0)")
-    p.add_argument("-h", dest="host", default=None, metavar="HOST",
-                   help="host name shown in the ssh command lines (default: the bind address, "
-                        "or this machine's host name when binding every address)")
-    p.add_argument("-q", dest="ssh_port", type=int, default=None, metavar="PORT",
-                   help="port shown in the ssh command lines (default: the listening port)")
+    p.add_argument(
+        "-k",
+        dest="keys",
+        default="keys",
+        metavar="DIR",
+        help="directory with ssh_host_rsa_key / ssh_host_ed25519_key (default: keys)",
+    )
+    p.add_argument(
+        "-p", dest="port", type=int, default=22, metavar="PORT", help="port to listen on (default: 22)"
+    )
+    p.add_argument(
+        "-b", dest="bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default: 0.0.0.0)"
+    )
+    p.add_argument(
+        "-h",
+        dest="host",
+        default=None,
+        metavar="HOST",
+        help="host name shown in the ssh command lines (default: the bind address, "
+        "or this machine's host name when binding every address)",
+    )
+    p.add_argument(
+        "-q",
+        dest="ssh_port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="port shown in the ssh command lines (default: the listening port)",
+    )
     p.add_argument("-v", dest="verbose", action="store_true", help="log debug events")
-    p.add_argument("--uid-range", default="100000:50000", metavar="START:COUNT",
-                   help="outside uids given to jailed connections, one per live connection "
-                        "(default: 100000:50000; ignored in rootless mode)")
-    p.add_argument("--grace-period", type=float, default=20.0, metavar="SECONDS",
-                   help="seconds a connection has to take a role (default: 20)")
-    p.add_argument("--max-connections", type=int, default=1000, metavar="N",
-                   help="connections served at once; more are refused and logged (default: 1000)")
+    p.add_argument(
+        "--uid-range",
+        default="100000:50000",
+        metavar="START:COUNT",
+        help="outside uids given to jailed connections, one per live connection "
+        "(default: 100000:50000; ignored in rootless mode)",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="seconds a connection has to take a role (default: 20)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="connections served at once; more are refused and logged (default: 1000)",
+    )
     return p
 
 
@@ -60,8 +97,9 @@ def serve_main(argv: list[str]) -> int:
 
     # Heavy imports happen here, once, in the master: the jailed children cannot import.
     from jail import JailConfig, JailError
-    from relay import keys, log
-    from relay.master import Master, RelayConfig
+    from relay import hostkeys as keys
+    from relay import log
+    from relay.master.server import Master, RelayConfig
 
     log.configure_master(args.verbose)
     try:
@@ -71,11 +109,17 @@ def serve_main(argv: list[str]) -> int:
         return 1
     bind_any = args.bind in ("0.0.0.0", "::", "")
     ssh_host = args.host or (socket.gethostname() if bind_any else args.bind)
-    cfg = RelayConfig(host_keys=tuple(host_keys), port=args.port, bind=args.bind,
-                      ssh_host=ssh_host, ssh_port=args.ssh_port or args.port,
-                      grace_period=args.grace_period, verbose=args.verbose,
-                      max_connections=args.max_connections,
-                      jail=JailConfig(uid_base=uid_start, uid_count=uid_count))
+    cfg = RelayConfig(
+        host_keys=tuple(host_keys),
+        port=args.port,
+        bind=args.bind,
+        ssh_host=ssh_host,
+        ssh_port=args.ssh_port or args.port,
+        grace_period=args.grace_period,
+        verbose=args.verbose,
+        max_connections=args.max_connections,
+        jail=JailConfig(uid_base=uid_start, uid_count=uid_count),
+    )
     try:
         master = Master(cfg)
         master.bind()
@@ -86,8 +130,10 @@ def serve_main(argv: list[str]) -> int:
         hint = ""
         if e.errno == errno.EACCES and args.port < 1024:
             hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or use -p 2222)"
-        print(f"pymate-relay: error: cannot listen on {args.bind}:{args.port}: {e.strerror}{hint}",
-              file=sys.stderr)
+        print(
+            f"pymate-relay: error: cannot listen on {args.bind}:{args.port}: {e.strerror}{hint}",
+            file=sys.stderr,
+        )
         return 1
     for k in host_keys:
         log.get_logger().info("host key", type=k.get_name(), fingerprint=keys.fingerprint(k))
@@ -98,7 +144,8 @@ def serve_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "keygen":
-        from relay.keys import keygen_main
+        from relay.hostkeys import keygen_main
+
         return keygen_main(argv[1:])
     return serve_main(argv)
 

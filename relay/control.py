@@ -16,6 +16,7 @@ Master -> connection:
 Connection processes never send file descriptors; the master reads with plain recv(), which
 discards (and closes) any that a compromised process would try to pass.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,7 @@ def unpack(data: bytes) -> list:
     if len(data) > MAX_CONTROL_MESSAGE:
         raise ControlError(f"control message too large: {len(data)} bytes")
     try:
-        msg = msgpack.unpackb(data, raw=False, use_list=True,
-                              strict_map_key=True)
+        msg = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as e:  # msgpack raises several unrelated types
         raise ControlError(f"undecodable control message: {type(e).__name__}") from None
     if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):

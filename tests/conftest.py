@@ -6,7 +6,6 @@ import pytest
 from tests.e2e import Relay, TmateHost, make_host_keys
 
 
-
 @pytest.fixture(scope="session")
 def host_keys(tmp_path_factory) -> tuple[Path, tuple[str, str]]:
     """Host keys made once per test run with the project's own keygen, and their fingerprints."""
@@ -38,8 +37,13 @@ def make_host(tmp_path, fingerprints):
     hosts = []
 
     def make(relay, *, rsa_fp=None, ed25519_fp=None, attached=False, **kw) -> TmateHost:
-        h = TmateHost(tmp_path / f"host{len(hosts)}", relay.port, rsa_fp or fingerprints[0],
-                      ed25519_fp or fingerprints[1], **kw)
+        h = TmateHost(
+            tmp_path / f"host{len(hosts)}",
+            relay.port,
+            rsa_fp or fingerprints[0],
+            ed25519_fp or fingerprints[1],
+            **kw,
+        )
         hosts.append(h)
         return h.start(attached=attached)
 

@@ -2,6 +2,7 @@
 
 Every helper stops what it starts (context managers); tests use them through conftest fixtures.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,18 +33,25 @@ def free_port() -> int:
 
 
 def ssh_fingerprint(path: Path) -> str:
-    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(path)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(path)], check=True, capture_output=True, text=True
+    ).stdout
     return out.split()[1]
 
 
 def make_host_keys(directory: Path) -> tuple[str, str]:
     """Host keys made with the project's own keygen (a real subprocess); returns the RSA and
     ed25519 fingerprints as ssh-keygen prints them."""
-    subprocess.run([sys.executable, "-m", "relay", "keygen", "-k", str(directory), "-h", "127.0.0.1",
-                    "-p", "2222"], check=True, capture_output=True, cwd=ROOT)
-    return (ssh_fingerprint(directory / "ssh_host_rsa_key.pub"),
-            ssh_fingerprint(directory / "ssh_host_ed25519_key.pub"))
+    subprocess.run(
+        [sys.executable, "-m", "relay", "keygen", "-k", str(directory), "-h", "127.0.0.1", "-p", "2222"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    return (
+        ssh_fingerprint(directory / "ssh_host_rsa_key.pub"),
+        ssh_fingerprint(directory / "ssh_host_ed25519_key.pub"),
+    )
 
 
 class AcceptingSshServer(paramiko.ServerInterface):
@@ -61,9 +69,13 @@ class AcceptingSshServer(paramiko.ServerInterface):
 
 def ed25519_host_key() -> paramiko.PKey:
     """A fresh in-memory ed25519 host key for such a server."""
-    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption()).decode()
+    pem = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        .decode()
+    )
     return paramiko.Ed25519Key(file_obj=io.StringIO(pem))
 
 
@@ -81,8 +93,9 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
 class Relay:
     """A `pymate-relay` process serving on 127.0.0.1:PORT; its log lines are collected."""
 
-    def __init__(self, keys: Path, *, port: int | None = None, extra: list[str] = (),
-                 user: str | None = None):
+    def __init__(
+        self, keys: Path, *, port: int | None = None, extra: list[str] = (), user: str | None = None
+    ):
         self.keys = keys
         self.port = port or free_port()
         self.extra = list(extra)
@@ -91,16 +104,36 @@ class Relay:
         self.lines: list[str] = []
         self._lock = threading.Lock()
 
-    def start(self) -> "Relay":
-        cmd = [sys.executable, "-m", "relay", "-k", str(self.keys), "-b", "127.0.0.1",
-               "-p", str(self.port), "-h", "127.0.0.1", "-v", *self.extra]
+    def start(self) -> Relay:
+        cmd = [
+            sys.executable,
+            "-m",
+            "relay",
+            "-k",
+            str(self.keys),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-v",
+            *self.extra,
+        ]
         if self.user:
             cmd = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups", *cmd]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         threading.Thread(target=self._pump, daemon=True).start()
-        wait_for(lambda: self.has("event='listening'") or self.proc.poll() is not None, 15,
-                 "the relay to listen")
+        wait_for(
+            lambda: self.has("event='listening'") or self.proc.poll() is not None, 15, "the relay to listen"
+        )
         if self.proc.poll() is not None:
             raise RuntimeError("relay exited at start:\n" + self.log_text())
         return self
@@ -121,7 +154,8 @@ class Relay:
     def wait_log(self, needle: str, timeout: float = 5.0) -> str:
         def find():
             with self._lock:
-                return next((l for l in self.lines if needle in l), None)
+                return next((line for line in self.lines if needle in line), None)
+
         return wait_for(find, timeout, f"log line containing {needle!r}")
 
     def children(self) -> list[int]:
@@ -170,8 +204,17 @@ def scratch_relay(prefix: str = "pymate-bench-"):
 class TmateHost:
     """A real tmate client (Debian's tmate 2.4) hosting a session through the relay."""
 
-    def __init__(self, workdir: Path, port: int, rsa_fp: str, ed25519_fp: str,
-                 host: str = "127.0.0.1", extra_conf: str = "", sx: int = 100, sy: int = 30):
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        rsa_fp: str,
+        ed25519_fp: str,
+        host: str = "127.0.0.1",
+        extra_conf: str = "",
+        sx: int = 100,
+        sy: int = 30,
+    ):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.home = self.dir / "home"
@@ -183,42 +226,79 @@ class TmateHost:
             f"set -g tmate-server-port {port}\n"
             f'set -g tmate-server-rsa-fingerprint "{rsa_fp}"\n'
             f'set -g tmate-server-ed25519-fingerprint "{ed25519_fp}"\n'
-            f"{extra_conf}")
+            f"{extra_conf}"
+        )
         self.sx, self.sy = sx, sy
         self.outer: Path | None = None
-        self.env = {"HOME": str(self.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                    "TERM": "xterm-256color", "SHELL": "/bin/sh", "LANG": "C.UTF-8",
-                    "TMUX_TMPDIR": str(self.dir)}
+        self.env = {
+            "HOME": str(self.home),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "TERM": "xterm-256color",
+            "SHELL": "/bin/sh",
+            "LANG": "C.UTF-8",
+            "TMUX_TMPDIR": str(self.dir),
+        }
 
     def cmd(self, *args: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmate", "-S", str(self.sock), *args], env=self.env, cwd=self.home,
-                              capture_output=True, text=True, timeout=timeout, check=check,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ["tmate", "-S", str(self.sock), *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            stdin=subprocess.DEVNULL,
+        )
 
-    def start(self, attached: bool = False) -> "TmateHost":
+    def start(self, attached: bool = False) -> TmateHost:
         """Start the session; `attached` runs the tmate client inside a real tmux terminal, as a
         user at a terminal would (its message log then holds the relay's notices)."""
         if not attached:
             self.cmd("-f", str(self.conf), "new-session", "-d", "-x", str(self.sx), "-y", str(self.sy))
             return self
         self.outer = self.dir / "outer-tmux.sock"
-        subprocess.run(["tmux", "-S", str(self.outer), "-f", "/dev/null", "new-session", "-d",
-                        "-x", str(self.sx), "-y", str(self.sy),
-                        f"env -u TMUX tmate -S {self.sock} -f {self.conf}; sleep 60"],
-                       env=self.env, cwd=self.home, check=True, timeout=10)
+        subprocess.run(
+            [
+                "tmux",
+                "-S",
+                str(self.outer),
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                str(self.sx),
+                "-y",
+                str(self.sy),
+                f"env -u TMUX tmate -S {self.sock} -f {self.conf}; sleep 60",
+            ],
+            env=self.env,
+            cwd=self.home,
+            check=True,
+            timeout=10,
+        )
         wait_for(lambda: self.sock.exists() and _socket_alive(self.sock), 10, "the tmate server")
         return self
 
     def client(self) -> str:
         """The name of the first attached tmate client (e.g. /dev/pts/3)."""
-        out = wait_for(lambda: self.cmd("list-clients", "-F", "#{client_tty}").stdout.strip(), 5,
-                       "an attached tmate client")
+        out = wait_for(
+            lambda: self.cmd("list-clients", "-F", "#{client_tty}").stdout.strip(),
+            5,
+            "an attached tmate client",
+        )
         return out.splitlines()[0]
 
     def outer_screen(self) -> str:
         """What the terminal the host client runs in shows."""
-        return subprocess.run(["tmux", "-S", str(self.outer), "capture-pane", "-p"], env=self.env,
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["tmux", "-S", str(self.outer), "capture-pane", "-p"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def wait_ready(self, timeout: float = 10) -> None:
         self.cmd("wait", "tmate-ready", timeout=timeout)
@@ -232,8 +312,11 @@ class TmateHost:
         if self.display("#{pane_in_mode}") == "1":
             self.cmd("send-keys", "q")
             wait_for(lambda: self.display("#{pane_in_mode}") == "0", timeout, "tmate's message view to close")
-        wait_for(lambda: self.cmd("capture-pane", "-p").stdout.rstrip().endswith(("$", "#")),
-                 timeout, "the host's shell prompt")
+        wait_for(
+            lambda: self.cmd("capture-pane", "-p").stdout.rstrip().endswith(("$", "#")),
+            timeout,
+            "the host's shell prompt",
+        )
 
     def messages(self) -> str:
         """The attached client's message log (`show-messages`); needs start(attached=True)."""
@@ -246,12 +329,14 @@ class TmateHost:
         if self.sock.exists():
             self.cmd("kill-server", check=False)
         if self.outer is not None:
-            subprocess.run(["tmux", "-S", str(self.outer), "kill-server"], env=self.env,
-                           capture_output=True, timeout=10)
+            subprocess.run(
+                ["tmux", "-S", str(self.outer), "kill-server"], env=self.env, capture_output=True, timeout=10
+            )
         # The tmate server process may linger for a moment after kill-server.
         try:
-            wait_for(lambda: not self.sock.exists() or not _socket_alive(self.sock), 5,
-                     "the tmate server to exit")
+            wait_for(
+                lambda: not self.sock.exists() or not _socket_alive(self.sock), 5, "the tmate server to exit"
+            )
         except TimeoutError:
             pass
 
@@ -283,28 +368,50 @@ def tmate_available() -> bool:
 class SshViewer:
     """A real OpenSSH client joining a session, running in a real tmux terminal of fixed size."""
 
-    def __init__(self, workdir: Path, port: int, token: str, cols: int = 80, rows: int = 24,
-                 ssh_opts: list[str] = ()):
+    def __init__(
+        self, workdir: Path, port: int, token: str, cols: int = 80, rows: int = 24, ssh_opts: list[str] = ()
+    ):
         self.ssh_opts = list(ssh_opts)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "home").mkdir(exist_ok=True)
         self.sock = self.dir / "viewer-tmux.sock"
         self.port, self.token, self.cols, self.rows = port, token, cols, rows
-        self.env = {"HOME": str(self.dir / "home"), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                    "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+        self.env = {
+            "HOME": str(self.dir / "home"),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "TERM": "xterm-256color",
+            "LANG": "C.UTF-8",
+        }
 
     def ssh_command(self) -> str:
-        return (f"ssh -p {self.port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                f"-o LogLevel=ERROR -o BatchMode=yes {' '.join(self.ssh_opts)} {self.token}@127.0.0.1")
+        return (
+            f"ssh -p {self.port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            f"-o LogLevel=ERROR -o BatchMode=yes {' '.join(self.ssh_opts)} {self.token}@127.0.0.1"
+        )
 
     def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-S", str(self.sock), *args], env=self.env, capture_output=True,
-                              text=True, timeout=10, check=check)
+        return subprocess.run(
+            ["tmux", "-S", str(self.sock), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=check,
+        )
 
-    def start(self) -> "SshViewer":
-        self.tmux("-f", "/dev/null", "new-session", "-d", "-x", str(self.cols), "-y", str(self.rows),
-                  f"{self.ssh_command()}; echo \"[ssh exit $?]\"; sleep 120")
+    def start(self) -> SshViewer:
+        self.tmux(
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            str(self.cols),
+            "-y",
+            str(self.rows),
+            f'{self.ssh_command()}; echo "[ssh exit $?]"; sleep 120',
+        )
         self.tmux("set-option", "-g", "status", "off")
         self.tmux("set-option", "-g", "escape-time", "0")
         return self
@@ -314,12 +421,15 @@ class SshViewer:
         return self.tmux(*args).stdout
 
     def lines(self) -> list[str]:
-        return self.screen().split("\n")[:self.rows]
+        return self.screen().split("\n")[: self.rows]
 
     def wait_screen(self, text: str, timeout: float = 5) -> str:
         try:
-            return wait_for(lambda: (lambda s: s if text in s else None)(self.screen()), timeout,
-                            f"{text!r} on the viewer's screen")
+            return wait_for(
+                lambda: (lambda s: s if text in s else None)(self.screen()),
+                timeout,
+                f"{text!r} on the viewer's screen",
+            )
         except TimeoutError as e:
             raise TimeoutError(f"{e}; it shows:\n{self.screen()}") from None
 
@@ -347,6 +457,7 @@ def viewer_answer(port: int, token: str) -> tuple[float, bytes]:
     """Join as a viewer the way ssh does (auth none, pty, shell) with a paramiko client; returns
     the seconds from the shell request to the first full line, and that line."""
     import paramiko
+
     t = paramiko.Transport(("127.0.0.1", port))
     try:
         t.connect()

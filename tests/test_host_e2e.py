@@ -1,4 +1,5 @@
 """Host path end to end: the real Debian tmate 2.4 client hosts sessions through a real relay."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ import msgpack
 import paramiko
 import pytest
 
-from relay.tokens import ALPHABET
+from relay.master.tokens import ALPHABET
 from tests.e2e import SSH_LINE, Relay, viewer_answer, wait_for
 
 NOTE = "Note: clear your terminal before sharing readonly access"
@@ -64,8 +65,9 @@ def test_advertised_port_22_has_no_port_part(keys_dir, make_host):
 def test_wrong_fingerprint_is_refused_by_the_client(relay, make_host):
     bogus = "SHA256:" + "A" * 43
     host = make_host(relay, rsa_fp=bogus, ed25519_fp=bogus, attached=True)
-    wait_for(lambda: "Cannot authenticate server" in host.messages(), 10,
-             "the client to refuse the server key")
+    wait_for(
+        lambda: "Cannot authenticate server" in host.messages(), 10, "the client to refuse the server key"
+    )
     assert host.display("#{tmate_ssh}") == ""
 
 
@@ -121,7 +123,7 @@ def _closed(ch: paramiko.Channel, timeout: float = 5) -> bool:
     try:
         while ch.recv(65536):
             pass
-    except socket.timeout:
+    except TimeoutError:
         return False
     return True
 
@@ -148,14 +150,17 @@ def test_oversize_message_ends_only_that_session(keys_dir, make_host):
 LAYOUT_1001 = [1, 100, 30, [[0, "w", [[p, 10, 10, 0, 0] for p in range(1001)], 0]], 0]
 
 
-@pytest.mark.parametrize("payload, reason", [
-    ([0, 6, "2.4.0"], "second HEADER"),
-    ([42, 1], "unknown message type 42"),
-    ([2, "zero", "data"], "PTY_DATA"),
-    ([2, 7, "output for a pane that does not exist"], "unknown pane id 7"),
-    (LAYOUT_1001, "panes"),
-    ("not an array", "not an array"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ([0, 6, "2.4.0"], "second HEADER"),
+        ([42, 1], "unknown message type 42"),
+        ([2, "zero", "data"], "PTY_DATA"),
+        ([2, 7, "output for a pane that does not exist"], "unknown pane id 7"),
+        (LAYOUT_1001, "panes"),
+        ("not an array", "not an array"),
+    ],
+)
 def test_hostile_messages_end_the_session_with_a_reason(relay, payload, reason):
     t, ch = _hostile_host(relay.port)
     try:
@@ -166,8 +171,13 @@ def test_hostile_messages_end_the_session_with_a_reason(relay, payload, reason):
     finally:
         t.close()
     relay.wait_log("reason='protocol violation: ", timeout=5)
-    wait_for(lambda: any("protocol violation" in l and reason in l
-                         for l in relay.log_text().splitlines()), 5, f"a refusal naming {reason!r}")
+    wait_for(
+        lambda: any(
+            "protocol violation" in line and reason in line for line in relay.log_text().splitlines()
+        ),
+        5,
+        f"a refusal naming {reason!r}",
+    )
 
 
 def test_message_before_header_is_refused(relay):
@@ -191,10 +201,13 @@ def test_closed_channel_ends_the_session(keys_dir):
         relay.wait_log("host session ended")
 
 
-@pytest.mark.parametrize("request_kind, reason", [
-    ("exec", "exec requests are not supported"),
-    ("subsystem", "unknown subsystem 'sftp'"),
-])
+@pytest.mark.parametrize(
+    "request_kind, reason",
+    [
+        ("exec", "exec requests are not supported"),
+        ("subsystem", "unknown subsystem 'sftp'"),
+    ],
+)
 def test_exec_and_unknown_subsystem_are_refused(relay, request_kind, reason):
     t = paramiko.Transport(("127.0.0.1", relay.port))
     t.connect()
@@ -214,8 +227,8 @@ def test_exec_and_unknown_subsystem_are_refused(relay, request_kind, reason):
 
 def test_header_reply_over_raw_protocol(relay):
     """A scripted host sees the exact relay->host messages after HEADER."""
-    from relay.messages import Notify, RelayReady, SetEnv
-    from relay.protocol import RelayDecoder
+    from relay.tmate.codec import RelayDecoder
+    from relay.tmate.messages import Notify, RelayReady, SetEnv
 
     t, ch = _hostile_host(relay.port)
     try:
@@ -242,7 +255,7 @@ def test_connections_beyond_the_limit_are_refused_and_logged(keys_dir, make_host
             wait_for(lambda: len(relay.children()) == 2, 5, "two connection processes")
             extra = socket.create_connection(("127.0.0.1", relay.port))
             extra.settimeout(5)
-            assert extra.recv(100) == b""          # closed without a banner
+            assert extra.recv(100) == b""  # closed without a banner
             extra.close()
             relay.wait_log("too many connections (limit 2)")
             assert len(relay.children()) == 2

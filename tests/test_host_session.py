@@ -1,6 +1,7 @@
-"""The session loop (relay.host.HostSession) against real sockets: a host flooding output and a
+"""The session loop (relay.conn.host.HostSession) against real sockets: a host flooding output and a
 viewer that stops reading. The host must never wait for the viewer, the viewer's backlog must
 stay bounded, and once it reads again it must catch up to the exact current screen."""
+
 from __future__ import annotations
 
 import select
@@ -10,12 +11,13 @@ import time
 
 import structlog
 
-from relay import control, link
-from relay import messages as m
-from relay.host import HostSession
-from relay.protocol import RelayDecoder, encode_host
-from relay.session import Session
-from relay.terminal import TerminalModel
+from relay import control
+from relay.conn import link
+from relay.conn.host import HostSession
+from relay.screen.terminal import TerminalModel
+from relay.tmate import messages as m
+from relay.tmate.codec import RelayDecoder, encode_host
+from relay.tmate.session import Session
 
 
 class SocketChannel:
@@ -58,7 +60,9 @@ class RunningSession:
         self.sockets = [self.host, relay_end, self.ctl, ctl_child]
         self.loop.start()
         self.host.sendall(encode_host(m.Header(6, "2.4.0")))
-        self.host.sendall(encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0)))
+        self.host.sendall(
+            encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0))
+        )
 
     def join(self) -> socket.socket:
         """A viewer joins (80x24); returns its end of the link."""
@@ -86,7 +90,7 @@ def test_stalled_viewer_never_blocks_the_host_and_catches_up():
     replies = RelayDecoder()
     host_end.settimeout(5)
     got = []
-    while not any(isinstance(x, m.Resize) for x in got):        # the session took the viewer's size
+    while not any(isinstance(x, m.Resize) for x in got):  # the session took the viewer's size
         got += replies.feed(host_end.recv(65536))
     assert m.Resize(80, 23) in got
 
@@ -99,7 +103,7 @@ def test_stalled_viewer_never_blocks_the_host_and_catches_up():
     while sent < 20_000_000:
         data = chunk.replace(b"00000", b"%05d" % (n % 100000), 1)
         for i in range(0, len(data), 16000):
-            host_end.sendall(encode_host(m.PtyData(0, data[i:i + 16000])))
+            host_end.sendall(encode_host(m.PtyData(0, data[i : i + 16000])))
         sent += len(data)
         n += 1
     host_end.sendall(encode_host(m.PtyData(0, b"\x1b[2J\x1b[HFINAL-SCREEN\r\nsecond line")))
@@ -142,14 +146,14 @@ def test_a_bad_viewer_record_drops_that_viewer_only():
     rs = RunningSession()
     host_end = rs.host
     bad, good = rs.join(), rs.join()
-    bad.send(b"Zgarbage")                       # not a record kind a viewer may send
+    bad.send(b"Zgarbage")  # not a record kind a viewer may send
     bad.settimeout(5)
-    while bad.recv(link.MAX_RECORD):            # the session closes that link ...
+    while bad.recv(link.MAX_RECORD):  # the session closes that link ...
         pass
     host_end.sendall(encode_host(m.PtyData(0, b"still-serving")))
     screen = TerminalModel(80, 24)
     good.settimeout(5)
-    while "still-serving" not in screen.rows_text()[0]:   # ... and goes on serving the other viewer
+    while "still-serving" not in screen.rows_text()[0]:  # ... and goes on serving the other viewer
         kind, payload = link.parse(good.recv(link.MAX_RECORD))
         screen.feed(payload)
     assert rs.loop.is_alive() and "reason" not in rs.result

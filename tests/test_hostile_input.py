@@ -4,6 +4,7 @@ A public relay's normal case is a peer that sends anything. Whatever a host send
 code may only end the session with a reason (ProtocolError, SessionError); whatever a viewer
 types, keys, prompts and frames never raise. Seeds are fixed, so a failure names its case.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,20 +13,49 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from relay.input import InputParser, KeyDispatcher, Local, Notice
-from relay.prompt import ViewerPrompt
-from relay.protocol import HostDecoder, ProtocolError
-from relay.render import ViewerScreen
-from relay.session import Session, SessionError
+from relay.input.keys import InputParser, KeyDispatcher, Local, Notice
+from relay.input.prompt import ViewerPrompt
+from relay.screen.render import ViewerScreen
+from relay.tmate.codec import HostDecoder, ProtocolError
+from relay.tmate.session import Session, SessionError
 from tests.test_input import _session as session_from_fixture
 
 STREAMS = sorted((Path(__file__).parent / "fixtures").glob("host-stream-*.bin"))
-EDGE_INTS = [-1, 0, 1, 2, 255, 256, 999, 1000, 1001, 65535, 65536, 10**6,
-             2**31 - 1, 2**31, 2**32, 2**63 - 1, -2**63]
-EDGE_STRS = ["", "x" * 3000, "\x1b[2J\x1b[999;999H\x1b[?1049h\x00", "#[fg=colour300,bg=#zzzzzz,bright]" * 5,
-             "\U0001F600" * 50, "%1 %%", "\u4e2d\u0301#{pane_id}"]
-EDGE_BYTES = [b"", b"\x1b[2J" * 100, bytes(range(256)) * 10, b"\x1b[?1049h\x1b[1;1r\n" * 50,
-              b"\x1b[10000;10000r\x1b[99999@\x1b[99999L"]
+EDGE_INTS = [
+    -1,
+    0,
+    1,
+    2,
+    255,
+    256,
+    999,
+    1000,
+    1001,
+    65535,
+    65536,
+    10**6,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**63 - 1,
+    -(2**63),
+]
+EDGE_STRS = [
+    "",
+    "x" * 3000,
+    "\x1b[2J\x1b[999;999H\x1b[?1049h\x00",
+    "#[fg=colour300,bg=#zzzzzz,bright]" * 5,
+    "\U0001f600" * 50,
+    "%1 %%",
+    "\u4e2d\u0301#{pane_id}",
+]
+EDGE_BYTES = [
+    b"",
+    b"\x1b[2J" * 100,
+    bytes(range(256)) * 10,
+    b"\x1b[?1049h\x1b[1;1r\n" * 50,
+    b"\x1b[10000;10000r\x1b[99999@\x1b[99999L",
+]
 
 
 def _messages(path: Path) -> list:
@@ -38,7 +68,7 @@ def _mutate(value, rng: random.Random, depth: int = 0):
     """A value of the same type with an edge-case content, or a value of another shape."""
     if isinstance(value, list) and value and (depth == 0 or rng.random() < 0.7):
         value = list(value)
-        i = rng.randrange(1 if depth == 0 and len(value) > 1 else 0, len(value))   # keep the type
+        i = rng.randrange(1 if depth == 0 and len(value) > 1 else 0, len(value))  # keep the type
         op = rng.random()
         if op < 0.6:
             value[i] = _mutate(value[i], rng, depth + 1)
@@ -58,8 +88,19 @@ def _mutate(value, rng: random.Random, depth: int = 0):
             return rng.choice(EDGE_STRS)
         if isinstance(value, bytes):
             return rng.choice(EDGE_BYTES)
-    return rng.choice([None, True, 1.5, rng.choice(EDGE_INTS), rng.choice(EDGE_STRS), rng.choice(EDGE_BYTES),
-                       [], {1: 2}, [rng.choice(EDGE_INTS)] * rng.randint(0, 6)])
+    return rng.choice(
+        [
+            None,
+            True,
+            1.5,
+            rng.choice(EDGE_INTS),
+            rng.choice(EDGE_STRS),
+            rng.choice(EDGE_BYTES),
+            [],
+            {1: 2},
+            [rng.choice(EDGE_INTS)] * rng.randint(0, 6),
+        ]
+    )
 
 
 def _session() -> Session:
@@ -74,7 +115,7 @@ def _run_host_stream(data: bytes, rng: random.Random) -> str | None:
     try:
         decoder = HostDecoder()
         for pos in range(0, len(data), step := rng.choice([1, 7, 100, 5000, 100000])):
-            for msg in decoder.feed(data[pos:pos + step]):
+            for msg in decoder.feed(data[pos : pos + step]):
                 session.handle(msg)
                 if rng.random() < 0.2:
                     screen.frame(session)
@@ -101,9 +142,9 @@ def test_mutated_host_streams_end_the_session_with_a_reason_or_are_handled(path)
         if rng.random() < 0.1:
             mutated[0] = _mutate(mutated[0], rng)
         data = b"".join(msgpack.packb(msg) for msg in mutated)
-        if rng.random() < 0.2:                      # and some byte-level damage
+        if rng.random() < 0.2:  # and some byte-level damage
             cut = rng.randrange(len(data))
-            data = data[:cut] + bytes([rng.randrange(256)]) + data[cut + 1:]
+            data = data[:cut] + bytes([rng.randrange(256)]) + data[cut + 1 :]
         if _run_host_stream(data, rng) is None:
             handled += 1
         else:
@@ -112,15 +153,44 @@ def test_mutated_host_streams_end_the_session_with_a_reason_or_are_handled(path)
     assert handled > 50 and refused > 50, (handled, refused)
 
 
-KEY_PIECES = [b"\x02", b"\x1b", b"[", b"O", b"1;5", b"A", b"~", b"\x1b[200~", b"\x1b[201~", b":", b"\r",
-              b"\x7f", b"\xe4\xb8\xad", b"\xff", b"\x1b[<0;1;1M", b"\x1b[M !!", b"c", b"%", b"&", b"y", b",",
-              b"$", b"'", b"\x03", b"\t", b"\x1b[3", b"24~", b"\x1bO", b"P", b"9" * 30,
-              b"\x1b[" + b"1;" * 40 + b"A"]
+KEY_PIECES = [
+    b"\x02",
+    b"\x1b",
+    b"[",
+    b"O",
+    b"1;5",
+    b"A",
+    b"~",
+    b"\x1b[200~",
+    b"\x1b[201~",
+    b":",
+    b"\r",
+    b"\x7f",
+    b"\xe4\xb8\xad",
+    b"\xff",
+    b"\x1b[<0;1;1M",
+    b"\x1b[M !!",
+    b"c",
+    b"%",
+    b"&",
+    b"y",
+    b",",
+    b"$",
+    b"'",
+    b"\x03",
+    b"\t",
+    b"\x1b[3",
+    b"24~",
+    b"\x1bO",
+    b"P",
+    b"9" * 30,
+    b"\x1b[" + b"1;" * 40 + b"A",
+]
 
 
 @pytest.mark.parametrize("readonly", [False, True])
 def test_random_viewer_input_never_breaks_keys_prompts_or_frames(readonly):
-    session = session_from_fixture()               # a recorded host: its bindings and windows
+    session = session_from_fixture()  # a recorded host: its bindings and windows
     prompts = commands = 0
     now = 0.0
     try:
@@ -142,8 +212,11 @@ def test_random_viewer_input_never_breaks_keys_prompts_or_frames(readonly):
                         # A read-only viewer's keys never reach the host (detaching itself is local).
                         assert not readonly or isinstance(action, (Local, Notice)), action
                         if isinstance(action, Local) and action.name in ("command-prompt", "confirm-before"):
-                            make = (ViewerPrompt.command_prompt if action.name == "command-prompt"
-                                    else ViewerPrompt.confirm_before)
+                            make = (
+                                ViewerPrompt.command_prompt
+                                if action.name == "command-prompt"
+                                else ViewerPrompt.confirm_before
+                            )
                             prompt = make(action.argv, session)
                             prompts += 1
                 dispatcher.expire(now + 5)

@@ -1,22 +1,57 @@
-"""relay.input: viewer terminal bytes -> tmux key codes -> messages for the host."""
+"""relay.input.keys: viewer terminal bytes -> tmux key codes -> messages for the host."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from relay import messages as m
-from relay import input as ki
-from relay.input import (
-    KEYC_BASE, KEYC_BSPACE, KEYC_BTAB, KEYC_CTRL, KEYC_DC, KEYC_DOWN, KEYC_END, KEYC_ESCAPE,
-    KEYC_F1, KEYC_F2, KEYC_F3, KEYC_F4, KEYC_F5, KEYC_F6, KEYC_F10, KEYC_F11, KEYC_F12,
-    KEYC_HOME, KEYC_IC, KEYC_KP_ENTER, KEYC_KP_PERIOD, KEYC_KP_SLASH, KEYC_KP_ZERO, KEYC_KP_FIVE,
-    KEYC_LEFT, KEYC_NONE, KEYC_NPAGE, KEYC_PPAGE, KEYC_RIGHT, KEYC_SHIFT, KEYC_UP, KEYC_MOUSE,
-    KEY_PASTE_END, KEY_PASTE_START, InputParser, KeyDispatcher, Local, Notice, key_from_name,
+from relay.input import keys as ki
+from relay.input.keys import (
+    KEY_PASTE_END,
+    KEY_PASTE_START,
+    KEYC_BASE,
+    KEYC_BSPACE,
+    KEYC_BTAB,
+    KEYC_CTRL,
+    KEYC_DC,
+    KEYC_DOWN,
+    KEYC_END,
+    KEYC_ESCAPE,
+    KEYC_F1,
+    KEYC_F2,
+    KEYC_F3,
+    KEYC_F4,
+    KEYC_F5,
+    KEYC_F6,
+    KEYC_F10,
+    KEYC_F11,
+    KEYC_F12,
+    KEYC_HOME,
+    KEYC_IC,
+    KEYC_KP_ENTER,
+    KEYC_KP_FIVE,
+    KEYC_KP_PERIOD,
+    KEYC_KP_SLASH,
+    KEYC_KP_ZERO,
+    KEYC_LEFT,
+    KEYC_MOUSE,
+    KEYC_NONE,
+    KEYC_NPAGE,
+    KEYC_PPAGE,
+    KEYC_RIGHT,
+    KEYC_SHIFT,
+    KEYC_UP,
+    InputParser,
+    KeyDispatcher,
+    Local,
+    Notice,
+    key_from_name,
     key_to_name,
 )
-from relay.protocol import HostDecoder, encode
-from relay.session import Session
+from relay.tmate import messages as m
+from relay.tmate.codec import HostDecoder, encode
+from relay.tmate.session import Session
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -46,24 +81,70 @@ def test_constants_match_tmux_h():
 
 # ---------------------------------------------------------------- key names
 NAMES = {
-    "C-b": 0x02, "^B": 0x02, "^b": 0x02, "C-a": 0x01, "C-z": 26, "C-Space": 0x00, "C-@": 0x00,
-    "C-[": 0x1B, "C-\\": 0x1C, "C-_": 0x1F,
-    "M-x": ord("x") | KEYC_ESCAPE, "M-C-b": 0x02 | KEYC_ESCAPE, "C-M-b": 0x02 | KEYC_ESCAPE,
-    "C-M-Up": KEYC_UP | KEYC_CTRL | KEYC_ESCAPE, "S-F5": KEYC_F5 | KEYC_SHIFT,
-    "C-Up": KEYC_UP | KEYC_CTRL, "M-Up": KEYC_UP | KEYC_ESCAPE, "M-1": ord("1") | KEYC_ESCAPE,
-    "Space": 0x20, "Enter": 0x0D, "Escape": 0x1B, "Tab": 0x09, "BTab": KEYC_BTAB,
-    "BSpace": KEYC_BSPACE, "DC": KEYC_DC, "IC": KEYC_IC, "Home": KEYC_HOME, "End": KEYC_END,
-    "NPage": KEYC_NPAGE, "PageDown": KEYC_NPAGE, "PgDn": KEYC_NPAGE,
-    "PPage": KEYC_PPAGE, "PageUp": KEYC_PPAGE, "PgUp": KEYC_PPAGE, "pgup": KEYC_PPAGE,
-    "Up": KEYC_UP, "Down": KEYC_DOWN, "Left": KEYC_LEFT, "Right": KEYC_RIGHT,
-    "F1": KEYC_F1, "F12": KEYC_F12, "KP0": KEYC_KP_ZERO, "KP5": KEYC_KP_FIVE,
-    "KP/": KEYC_KP_SLASH, "KP.": KEYC_KP_PERIOD, "KPEnter": KEYC_KP_ENTER,
-    '"': ord('"'), "%": ord("%"), "a": ord("a"), "~": ord("~"), "-": ord("-"),
-    "é": 0xE9, "日": 0x65E5, "😀": 0x1F600, "M-é": 0xE9 | KEYC_ESCAPE,
+    "C-b": 0x02,
+    "^B": 0x02,
+    "^b": 0x02,
+    "C-a": 0x01,
+    "C-z": 26,
+    "C-Space": 0x00,
+    "C-@": 0x00,
+    "C-[": 0x1B,
+    "C-\\": 0x1C,
+    "C-_": 0x1F,
+    "M-x": ord("x") | KEYC_ESCAPE,
+    "M-C-b": 0x02 | KEYC_ESCAPE,
+    "C-M-b": 0x02 | KEYC_ESCAPE,
+    "C-M-Up": KEYC_UP | KEYC_CTRL | KEYC_ESCAPE,
+    "S-F5": KEYC_F5 | KEYC_SHIFT,
+    "C-Up": KEYC_UP | KEYC_CTRL,
+    "M-Up": KEYC_UP | KEYC_ESCAPE,
+    "M-1": ord("1") | KEYC_ESCAPE,
+    "Space": 0x20,
+    "Enter": 0x0D,
+    "Escape": 0x1B,
+    "Tab": 0x09,
+    "BTab": KEYC_BTAB,
+    "BSpace": KEYC_BSPACE,
+    "DC": KEYC_DC,
+    "IC": KEYC_IC,
+    "Home": KEYC_HOME,
+    "End": KEYC_END,
+    "NPage": KEYC_NPAGE,
+    "PageDown": KEYC_NPAGE,
+    "PgDn": KEYC_NPAGE,
+    "PPage": KEYC_PPAGE,
+    "PageUp": KEYC_PPAGE,
+    "PgUp": KEYC_PPAGE,
+    "pgup": KEYC_PPAGE,
+    "Up": KEYC_UP,
+    "Down": KEYC_DOWN,
+    "Left": KEYC_LEFT,
+    "Right": KEYC_RIGHT,
+    "F1": KEYC_F1,
+    "F12": KEYC_F12,
+    "KP0": KEYC_KP_ZERO,
+    "KP5": KEYC_KP_FIVE,
+    "KP/": KEYC_KP_SLASH,
+    "KP.": KEYC_KP_PERIOD,
+    "KPEnter": KEYC_KP_ENTER,
+    '"': ord('"'),
+    "%": ord("%"),
+    "a": ord("a"),
+    "~": ord("~"),
+    "-": ord("-"),
+    "é": 0xE9,
+    "日": 0x65E5,
+    "😀": 0x1F600,
+    "M-é": 0xE9 | KEYC_ESCAPE,
     # Characters that keep an explicit CTRL bit (key-string.c's list), and C-Enter / C-Tab.
-    "C-1": ord("1") | KEYC_CTRL, "C-?": ord("?") | KEYC_CTRL, "C-Enter": 0x0D | KEYC_CTRL,
+    "C-1": ord("1") | KEYC_CTRL,
+    "C-?": ord("?") | KEYC_CTRL,
+    "C-Enter": 0x0D | KEYC_CTRL,
     "C-Tab": 0x09 | KEYC_CTRL,
-    "None": KEYC_NONE, "none": KEYC_NONE, "0x41": 0x41, "0x1b": 0x1B,
+    "None": KEYC_NONE,
+    "none": KEYC_NONE,
+    "0x41": 0x41,
+    "0x1b": 0x1B,
 }
 
 
@@ -72,19 +153,61 @@ def test_key_from_name(name, code):
     assert key_from_name(name) == code
 
 
-@pytest.mark.parametrize("name", ["", "C-", "xyz", "C-Escape", "C-é1", "日本", "\x01", "\x7f",
-                                  "0x", "0x12345", "Invalid", "F13"])
+@pytest.mark.parametrize(
+    "name", ["", "C-", "xyz", "C-Escape", "C-é1", "日本", "\x01", "\x7f", "0x", "0x12345", "Invalid", "F13"]
+)
 def test_key_from_name_rejects(name):
     assert key_from_name(name) is None
 
 
 def test_key_names_round_trip():
-    canonical = ["C-b", "C-a", "C-Space", "M-x", "C-M-Up", "S-F5", "C-S-Left", "M-C-b", "Space",
-                 "Enter", "Escape", "Tab", "BTab", "BSpace", "DC", "IC", "Home", "End", "NPage",
-                 "PPage", "Up", "Down", "Left", "Right", *(f"F{i}" for i in range(1, 13)),
-                 *(f"KP{i}" for i in range(10)), "KP/", "KP*", "KP-", "KP+", "KP.", "KPEnter",
-                 '"', "%", "~", "é", "日", "😀", "M-é", "C-1", "C-Enter", "None",
-                 "MouseDown1Pane", "WheelUpStatus", "MouseDragEnd3Border"]
+    canonical = [
+        "C-b",
+        "C-a",
+        "C-Space",
+        "M-x",
+        "C-M-Up",
+        "S-F5",
+        "C-S-Left",
+        "M-C-b",
+        "Space",
+        "Enter",
+        "Escape",
+        "Tab",
+        "BTab",
+        "BSpace",
+        "DC",
+        "IC",
+        "Home",
+        "End",
+        "NPage",
+        "PPage",
+        "Up",
+        "Down",
+        "Left",
+        "Right",
+        *(f"F{i}" for i in range(1, 13)),
+        *(f"KP{i}" for i in range(10)),
+        "KP/",
+        "KP*",
+        "KP-",
+        "KP+",
+        "KP.",
+        "KPEnter",
+        '"',
+        "%",
+        "~",
+        "é",
+        "日",
+        "😀",
+        "M-é",
+        "C-1",
+        "C-Enter",
+        "None",
+        "MouseDown1Pane",
+        "WheelUpStatus",
+        "MouseDragEnd3Border",
+    ]
     for name in canonical:
         code = key_from_name(name)
         assert code is not None, name
@@ -118,51 +241,108 @@ def parse(data: bytes, **kw) -> list[int]:
 
 SEQUENCES = {
     # plain characters and control keys: the byte itself (C-b is 0x02, not 'b'|CTRL)
-    b"a": [ord("a")], b"Z~ ": [ord("Z"), ord("~"), 0x20], b"\x02": [0x02], b"\x00": [0x00],
-    b"\t": [0x09], b"\r": [0x0D], b"\n": [0x0A], b"\x7f": [KEYC_BSPACE], b"\x08": [0x08],
+    b"a": [ord("a")],
+    b"Z~ ": [ord("Z"), ord("~"), 0x20],
+    b"\x02": [0x02],
+    b"\x00": [0x00],
+    b"\t": [0x09],
+    b"\r": [0x0D],
+    b"\n": [0x0A],
+    b"\x7f": [KEYC_BSPACE],
+    b"\x08": [0x08],
     # xterm cursor keys, normal and application mode
-    b"\x1b[A": [KEYC_UP], b"\x1b[B": [KEYC_DOWN], b"\x1b[C": [KEYC_RIGHT], b"\x1b[D": [KEYC_LEFT],
-    b"\x1bOA": [KEYC_UP], b"\x1bOD": [KEYC_LEFT], b"\x1b[H": [KEYC_HOME], b"\x1b[F": [KEYC_END],
-    b"\x1bOH": [KEYC_HOME], b"\x1bOF": [KEYC_END],
+    b"\x1b[A": [KEYC_UP],
+    b"\x1b[B": [KEYC_DOWN],
+    b"\x1b[C": [KEYC_RIGHT],
+    b"\x1b[D": [KEYC_LEFT],
+    b"\x1bOA": [KEYC_UP],
+    b"\x1bOD": [KEYC_LEFT],
+    b"\x1b[H": [KEYC_HOME],
+    b"\x1b[F": [KEYC_END],
+    b"\x1bOH": [KEYC_HOME],
+    b"\x1bOF": [KEYC_END],
     # vt220 / screen / linux console / rxvt editing keys
-    b"\x1b[1~": [KEYC_HOME], b"\x1b[4~": [KEYC_END], b"\x1b[7~": [KEYC_HOME],
-    b"\x1b[8~": [KEYC_END], b"\x1b[2~": [KEYC_IC], b"\x1b[3~": [KEYC_DC],
-    b"\x1b[5~": [KEYC_PPAGE], b"\x1b[6~": [KEYC_NPAGE],
+    b"\x1b[1~": [KEYC_HOME],
+    b"\x1b[4~": [KEYC_END],
+    b"\x1b[7~": [KEYC_HOME],
+    b"\x1b[8~": [KEYC_END],
+    b"\x1b[2~": [KEYC_IC],
+    b"\x1b[3~": [KEYC_DC],
+    b"\x1b[5~": [KEYC_PPAGE],
+    b"\x1b[6~": [KEYC_NPAGE],
     # function keys: xterm, vt220/rxvt, linux console
-    b"\x1bOP": [KEYC_F1], b"\x1bOS": [KEYC_F4], b"\x1b[11~": [KEYC_F1], b"\x1b[14~": [KEYC_F4],
-    b"\x1b[15~": [KEYC_F5], b"\x1b[17~": [KEYC_F6], b"\x1b[21~": [KEYC_F10],
-    b"\x1b[23~": [KEYC_F11], b"\x1b[24~": [KEYC_F12], b"\x1b[[A": [KEYC_F1], b"\x1b[[E": [KEYC_F5],
+    b"\x1bOP": [KEYC_F1],
+    b"\x1bOS": [KEYC_F4],
+    b"\x1b[11~": [KEYC_F1],
+    b"\x1b[14~": [KEYC_F4],
+    b"\x1b[15~": [KEYC_F5],
+    b"\x1b[17~": [KEYC_F6],
+    b"\x1b[21~": [KEYC_F10],
+    b"\x1b[23~": [KEYC_F11],
+    b"\x1b[24~": [KEYC_F12],
+    b"\x1b[[A": [KEYC_F1],
+    b"\x1b[[E": [KEYC_F5],
     # xterm modifier parameters
-    b"\x1b[1;5A": [KEYC_UP | KEYC_CTRL], b"\x1b[1;2B": [KEYC_DOWN | KEYC_SHIFT],
-    b"\x1b[1;3D": [KEYC_LEFT | KEYC_ESCAPE], b"\x1b[1;8C": [KEYC_RIGHT | KEYC_SHIFT | KEYC_ESCAPE | KEYC_CTRL],
-    b"\x1b[1;5H": [KEYC_HOME | KEYC_CTRL], b"\x1b[15;2~": [KEYC_F5 | KEYC_SHIFT],
-    b"\x1b[3;5~": [KEYC_DC | KEYC_CTRL], b"\x1b[6;3~": [KEYC_NPAGE | KEYC_ESCAPE],
-    b"\x1b[1;2P": [KEYC_F1 | KEYC_SHIFT], b"\x1bO5Q": [KEYC_F2 | KEYC_CTRL],
-    b"\x1bO1;2R": [KEYC_F3 | KEYC_SHIFT], b"\x1b[24;6~": [KEYC_F12 | KEYC_SHIFT | KEYC_CTRL],
+    b"\x1b[1;5A": [KEYC_UP | KEYC_CTRL],
+    b"\x1b[1;2B": [KEYC_DOWN | KEYC_SHIFT],
+    b"\x1b[1;3D": [KEYC_LEFT | KEYC_ESCAPE],
+    b"\x1b[1;8C": [KEYC_RIGHT | KEYC_SHIFT | KEYC_ESCAPE | KEYC_CTRL],
+    b"\x1b[1;5H": [KEYC_HOME | KEYC_CTRL],
+    b"\x1b[15;2~": [KEYC_F5 | KEYC_SHIFT],
+    b"\x1b[3;5~": [KEYC_DC | KEYC_CTRL],
+    b"\x1b[6;3~": [KEYC_NPAGE | KEYC_ESCAPE],
+    b"\x1b[1;2P": [KEYC_F1 | KEYC_SHIFT],
+    b"\x1bO5Q": [KEYC_F2 | KEYC_CTRL],
+    b"\x1bO1;2R": [KEYC_F3 | KEYC_SHIFT],
+    b"\x1b[24;6~": [KEYC_F12 | KEYC_SHIFT | KEYC_CTRL],
     b"\x1b[1;10A": [KEYC_UP | KEYC_SHIFT | KEYC_ESCAPE],
     # rxvt modifier forms
-    b"\x1bOa": [KEYC_UP | KEYC_CTRL], b"\x1b[d": [KEYC_LEFT | KEYC_SHIFT],
-    b"\x1b[5^": [KEYC_PPAGE | KEYC_CTRL], b"\x1b[3$": [KEYC_DC | KEYC_SHIFT],
+    b"\x1bOa": [KEYC_UP | KEYC_CTRL],
+    b"\x1b[d": [KEYC_LEFT | KEYC_SHIFT],
+    b"\x1b[5^": [KEYC_PPAGE | KEYC_CTRL],
+    b"\x1b[3$": [KEYC_DC | KEYC_SHIFT],
     b"\x1b[11@": [KEYC_F1 | KEYC_CTRL | KEYC_SHIFT],
     # Shift-Tab
     b"\x1b[Z": [KEYC_BTAB],
     # keypad in application mode
-    b"\x1bOp": [KEYC_KP_ZERO], b"\x1bOu": [KEYC_KP_FIVE], b"\x1bOo": [KEYC_KP_SLASH],
-    b"\x1bOM": [KEYC_KP_ENTER], b"\x1bOn": [KEYC_KP_PERIOD],
+    b"\x1bOp": [KEYC_KP_ZERO],
+    b"\x1bOu": [KEYC_KP_FIVE],
+    b"\x1bOo": [KEYC_KP_SLASH],
+    b"\x1bOM": [KEYC_KP_ENTER],
+    b"\x1bOn": [KEYC_KP_PERIOD],
     # xterm modifyOtherKeys and CSI u
-    b"\x1b[27;5;9~": [0x09 | KEYC_CTRL], b"\x1b[27;2;13~": [0x0D | KEYC_SHIFT],
-    b"\x1b[27;5;97~": [0x01], b"\x1b[27;3;97~": [ord("a") | KEYC_ESCAPE],
-    b"\x1b[27;2;33~": [ord("!")], b"\x1b[97;5u": [0x01], b"\x1b[127u": [KEYC_BSPACE],
+    b"\x1b[27;5;9~": [0x09 | KEYC_CTRL],
+    b"\x1b[27;2;13~": [0x0D | KEYC_SHIFT],
+    b"\x1b[27;5;97~": [0x01],
+    b"\x1b[27;3;97~": [ord("a") | KEYC_ESCAPE],
+    b"\x1b[27;2;33~": [ord("!")],
+    b"\x1b[97;5u": [0x01],
+    b"\x1b[127u": [KEYC_BSPACE],
     # Meta as ESC prefix
-    b"\x1bx": [ord("x") | KEYC_ESCAPE], b"\x1b\x02": [0x02 | KEYC_ESCAPE],
-    b"\x1b\x7f": [KEYC_BSPACE | KEYC_ESCAPE], b"\x1b\r": [0x0D | KEYC_ESCAPE],
-    b"\x1b\x1b[A": [KEYC_UP | KEYC_ESCAPE], b"\x1b\xc3\xa9": [0xE9 | KEYC_ESCAPE],
+    b"\x1bx": [ord("x") | KEYC_ESCAPE],
+    b"\x1b\x02": [0x02 | KEYC_ESCAPE],
+    b"\x1b\x7f": [KEYC_BSPACE | KEYC_ESCAPE],
+    b"\x1b\r": [0x0D | KEYC_ESCAPE],
+    b"\x1b\x1b[A": [KEYC_UP | KEYC_ESCAPE],
+    b"\x1b\xc3\xa9": [0xE9 | KEYC_ESCAPE],
     # UTF-8
-    "é".encode(): [0xE9], "日本".encode(): [0x65E5, 0x672C], "😀".encode(): [0x1F600],
+    "é".encode(): [0xE9],
+    "日本".encode(): [0x65E5, 0x672C],
+    "😀".encode(): [0x1F600],
     # dropped whole: focus, mouse (X10, SGR, urxvt), unknown and private sequences
-    b"\x1b[I": [], b"\x1b[O": [], b"\x1b[M !!": [], b"\x1b[<0;12;5M": [], b"\x1b[<0;12;5m": [],
-    b"\x1b[32;12;5M": [], b"\x1b[99x": [], b"\x1b[12;40R": [], b"\x1b[?1;2c": [],
-    b"\x1b[E": [], b"\x1bOX": [], b"\x1b[1 q": [], b"\x1b[201~": [],
+    b"\x1b[I": [],
+    b"\x1b[O": [],
+    b"\x1b[M !!": [],
+    b"\x1b[<0;12;5M": [],
+    b"\x1b[<0;12;5m": [],
+    b"\x1b[32;12;5M": [],
+    b"\x1b[99x": [],
+    b"\x1b[12;40R": [],
+    b"\x1b[?1;2c": [],
+    b"\x1b[E": [],
+    b"\x1bOX": [],
+    b"\x1b[1 q": [],
+    b"\x1b[201~": [],
 }
 
 
@@ -178,7 +358,7 @@ def test_parse_byte_by_byte(data, codes):
     p = InputParser()
     out: list[int] = []
     for i in range(len(data)):
-        out += p.feed(data[i:i + 1], 0.001 * i / 10)   # well within escape-time
+        out += p.feed(data[i : i + 1], 0.001 * i / 10)  # well within escape-time
     out += p.flush(10.0)
     assert out == codes
 
@@ -189,7 +369,7 @@ def test_lone_escape_waits_for_escape_time():
     assert p.feed(b"\x1b", 100.0) == []
     assert p.pending_timeout(100.0) == pytest.approx(0.010)
     assert p.pending_timeout(100.004) == pytest.approx(0.006)
-    assert p.flush(100.005) == []                        # too early: still waiting
+    assert p.flush(100.005) == []  # too early: still waiting
     assert p.flush(100.010) == [0x1B]
     assert p.pending_timeout(100.011) is None
     assert p.flush(100.02) == []
@@ -221,8 +401,8 @@ def test_escape_time_deadline_is_not_extended_by_partial_bytes():
 def test_cut_short_sequences_on_expiry():
     assert parse(b"\x1bO") == [ord("O") | KEYC_ESCAPE]
     assert parse(b"\x1b\x1b") == [0x1B, 0x1B]
-    assert parse(b"\x1b[1;5") == []                     # a sequence cut short is dropped
-    assert parse(b"\x1b[M!") == []                      # so is a cut-short mouse report
+    assert parse(b"\x1b[1;5") == []  # a sequence cut short is dropped
+    assert parse(b"\x1b[M!") == []  # so is a cut-short mouse report
     assert parse(b"\x1b\x1bx") == [0x1B, ord("x") | KEYC_ESCAPE]
 
 
@@ -242,21 +422,22 @@ def test_garbage_sequence_dropped_whole():
     assert parse(junk + b"b") == [ord("b")]
     p = InputParser()
     out = []
-    for i in range(0, len(junk), 7):                    # overlong, and split across reads
-        out += p.feed(junk[i:i + 7], 0.0)
+    for i in range(0, len(junk), 7):  # overlong, and split across reads
+        out += p.feed(junk[i : i + 7], 0.0)
     out += p.feed(b"b", 0.0) + p.flush(1.0)
     assert out == [ord("b")]
 
 
 def test_invalid_utf8_dropped_without_crash():
     assert parse(b"\xff\xfeA") == [ord("A")]
-    assert parse(b"\xc3A") == [ord("A")]                # lead byte then ASCII
-    assert parse(b"\x80\xbfA") == [ord("A")]            # stray continuation bytes
-    assert parse(b"\xc0\xafA") == [ord("A")]            # overlong '/'
-    assert parse(b"\xed\xa0\x80A") == [ord("A")]        # UTF-16 surrogate
-    assert parse(b"\xf4\x90\x80\x80A") == [ord("A")]    # above U+10FFFF
-    assert parse(b"\xe6\x97") == []                     # cut short, then expired
+    assert parse(b"\xc3A") == [ord("A")]  # lead byte then ASCII
+    assert parse(b"\x80\xbfA") == [ord("A")]  # stray continuation bytes
+    assert parse(b"\xc0\xafA") == [ord("A")]  # overlong '/'
+    assert parse(b"\xed\xa0\x80A") == [ord("A")]  # UTF-16 surrogate
+    assert parse(b"\xf4\x90\x80\x80A") == [ord("A")]  # above U+10FFFF
+    assert parse(b"\xe6\x97") == []  # cut short, then expired
     import random
+
     rnd = random.Random(1)
     for _ in range(300):
         data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 40)))
@@ -269,7 +450,7 @@ def test_utf8_split_across_feeds():
     data = "é日😀".encode()
     out = []
     for i in range(len(data)):
-        out += p.feed(data[i:i + 1], 0.0)
+        out += p.feed(data[i : i + 1], 0.0)
     assert out == [0xE9, 0x65E5, 0x1F600]
 
 
@@ -281,16 +462,30 @@ def test_verase_backspace():
 def test_bracketed_paste():
     pasted = "ls -la\r\necho é 日本 😀\n\x02d\x1b[A\ttab"
     data = b"x\x1b[200~" + pasted.encode() + b"\x1b[201~y"
-    expect = [ord("x"), KEY_PASTE_START,
-              *b"ls -la", 0x0D, *map(ord, "echo é 日本 😀"), 0x0D, 0x02, ord("d"),
-              0x1B, ord("["), ord("A"), 0x09, *b"tab", KEY_PASTE_END, ord("y")]
+    expect = [
+        ord("x"),
+        KEY_PASTE_START,
+        *b"ls -la",
+        0x0D,
+        *map(ord, "echo é 日本 😀"),
+        0x0D,
+        0x02,
+        ord("d"),
+        0x1B,
+        ord("["),
+        ord("A"),
+        0x09,
+        *b"tab",
+        KEY_PASTE_END,
+        ord("y"),
+    ]
     assert parse(data) == expect
     # byte by byte, with long gaps inside the paste: nothing in a paste times out
     p = InputParser()
     out = p.feed(data[:7], 0.0)
     assert out == [ord("x"), KEY_PASTE_START] and p.in_paste
     for i in range(7, len(data)):
-        out += p.feed(data[i:i + 1], float(i))
+        out += p.feed(data[i : i + 1], float(i))
         if p.in_paste:
             assert p.pending_timeout(float(i)) is None
         out += p.flush(float(i) + 0.5)
@@ -307,7 +502,15 @@ def test_bracketed_paste_end_marker_split():
 
 def test_paste_with_lone_cr_lf():
     assert parse(b"\x1b[200~a\rb\nc\r\n\x1b[201~") == [
-        KEY_PASTE_START, ord("a"), 0x0D, ord("b"), 0x0D, ord("c"), 0x0D, KEY_PASTE_END]
+        KEY_PASTE_START,
+        ord("a"),
+        0x0D,
+        ord("b"),
+        0x0D,
+        ord("c"),
+        0x0D,
+        KEY_PASTE_END,
+    ]
 
 
 # ---------------------------------------------------------------- encoding for the host
@@ -317,7 +520,7 @@ def test_encode_key_protocol_6():
     assert ki.encode_key(KEYC_NONE, 6) == []
     assert ki.encode_key(key_from_name("MouseDown1Pane"), 6) == []
     assert ki.encode_key(KEY_PASTE_START, 6) == []
-    assert encode(m.PaneKey(-1, KEYC_UP | KEYC_CTRL | KEYC_SHIFT))       # fits the codec
+    assert encode(m.PaneKey(-1, KEYC_UP | KEYC_CTRL | KEYC_SHIFT))  # fits the codec
 
 
 def test_encode_key_protocol_5_shift():
@@ -336,7 +539,7 @@ def test_encode_key_legacy():
     assert ki.encode_key(KEYC_BSPACE, 4) == [L(0x1001)]
     assert ki.encode_key(KEYC_F1, 4) == [L(0x1002)]
     assert ki.encode_key(KEYC_F12, 4) == [L(0x100D)]
-    assert ki.encode_key(KEYC_IC, 3) == [L(0x1016)]                 # after F13-F20
+    assert ki.encode_key(KEYC_IC, 3) == [L(0x1016)]  # after F13-F20
     assert ki.encode_key(KEYC_UP | KEYC_CTRL, 4) == [L(0x4000 | 0x101D)]
     assert ki.encode_key(KEYC_KP_PERIOD, 4) == [L(0x1030)]
     assert ki.encode_key(ord("x") | KEYC_ESCAPE, 4) == [L(0x2000 | ord("x"))]
@@ -353,7 +556,9 @@ def test_encode_command():
 
 def test_split_commands():
     assert ki.split_commands(("select-pane", "-t=;", "send-keys", "-M")) == [
-        ("select-pane", "-t="), ("send-keys", "-M")]
+        ("select-pane", "-t="),
+        ("send-keys", "-M"),
+    ]
     assert ki.split_commands(("a", ";", "b")) == [("a",), ("b",)]
     assert ki.split_commands(("send-keys", "\\;")) == [("send-keys", ";")]
     assert ki.split_commands(("split-window",)) == [("split-window",)]
@@ -364,14 +569,18 @@ def test_canonical_command():
     assert ki.canonical_command("split-w") == "split-window"
     assert ki.canonical_command("if") == "if-shell"
     assert ki.canonical_command("detach") == "detach-client"
-    assert ki.canonical_command("list-") is None                   # ambiguous
+    assert ki.canonical_command("list-") is None  # ambiguous
     assert ki.canonical_command("nope") is None
 
 
 # ---------------------------------------------------------------- dispatcher
 def _session(fixture="host-stream-none_z0.bin") -> Session:
-    s = Session(rw_token="ABCDEFGHJKLMNPQRSTUVWXYZa", ro_token="ro-bcdefghjkmnpqrstuvwxyz2",
-                ssh_host="relay.example", ssh_port=22)
+    s = Session(
+        rw_token="ABCDEFGHJKLMNPQRSTUVWXYZa",
+        ro_token="ro-bcdefghjkmnpqrstuvwxyz2",
+        ssh_host="relay.example",
+        ssh_port=22,
+    )
     for msg in HostDecoder().feed((FIXTURES / fixture).read_bytes()):
         s.handle(msg)
     return s
@@ -404,7 +613,11 @@ def test_fixture_replicated_default_bindings(sess):
 def test_plain_keys_go_to_the_pane(sess):
     d = KeyDispatcher(sess, 3, readonly=False)
     assert press(d, [ord("l"), ord("s"), 0x0D, KEYC_UP]) == [
-        m.PaneKey(-1, ord("l")), m.PaneKey(-1, ord("s")), m.PaneKey(-1, 0x0D), m.PaneKey(-1, KEYC_UP)]
+        m.PaneKey(-1, ord("l")),
+        m.PaneKey(-1, ord("s")),
+        m.PaneKey(-1, 0x0D),
+        m.PaneKey(-1, KEYC_UP),
+    ]
 
 
 def test_prefix_then_split(sess):
@@ -445,7 +658,8 @@ def test_ui_commands_are_local(sess):
     d = KeyDispatcher(sess, 3, readonly=False)
     assert press(d, [0x02, ord(":")]) == [Local("command-prompt", ("command-prompt",))]
     assert press(d, [0x02, ord("x")]) == [
-        Local("confirm-before", ("confirm-before", "-pkill-pane #P? (y/n)", "kill-pane"))]
+        Local("confirm-before", ("confirm-before", "-pkill-pane #P? (y/n)", "kill-pane"))
+    ]
     assert press(d, [0x02, ord("?")]) == [Local("list-keys", ("list-keys",))]
     assert press(d, [0x02, ord("s")]) == [Local("choose-tree", ("choose-tree",))]
     # switch-client (C-b L) acts on this viewer: never sent to the host
@@ -456,10 +670,10 @@ def test_repeat_binding(sess):
     d = KeyDispatcher(sess, 3, readonly=False)
     up = [m.ViewerExecCmd(3, ("select-pane", "-U"))]
     assert d.key(0x02, 10.0) == []
-    assert d.key(KEYC_UP, 10.1) == up                          # bind -r Up
+    assert d.key(KEYC_UP, 10.1) == up  # bind -r Up
     assert d.repeating and d.pending_timeout(10.1) == pytest.approx(0.5)
-    assert d.key(KEYC_UP, 10.4) == up                          # within repeat-time: no prefix
-    assert d.key(KEYC_UP, 10.8) == up                          # window restarted at 10.4
+    assert d.key(KEYC_UP, 10.4) == up  # within repeat-time: no prefix
+    assert d.key(KEYC_UP, 10.8) == up  # window restarted at 10.4
     # A non-repeating key ends the repeat and is looked up from the root table.
     assert d.key(ord("n"), 11.0) == [m.PaneKey(-1, ord("n"))]
     assert not d.repeating and d.table == "root"
@@ -471,12 +685,14 @@ def test_repeat_binding(sess):
 
 def test_compound_binding(sess):
     d = KeyDispatcher(sess, 3, readonly=False)
-    sess.handle(m.ExecCmd(("bind-key", "X", "select-pane", "-t=;", "display-message", "hi", ";",
-                           "send-keys", "a\\;")))
+    sess.handle(
+        m.ExecCmd(("bind-key", "X", "select-pane", "-t=;", "display-message", "hi", ";", "send-keys", "a\\;"))
+    )
     assert press(d, [0x02, ord("X")]) == [
         m.ViewerExecCmd(3, ("select-pane", "-t=")),
         Local("display-message", ("display-message", "hi")),
-        m.ViewerExecCmd(3, ("send-keys", "a;"))]
+        m.ViewerExecCmd(3, ("send-keys", "a;")),
+    ]
 
 
 def test_custom_prefix(sess):
@@ -484,9 +700,9 @@ def test_custom_prefix(sess):
     sess.handle(m.ExecCmd(("unbind-key", "C-b")))
     sess.handle(m.ExecCmd(("bind-key", "C-a", "send-prefix")))
     d = KeyDispatcher(sess, 3, readonly=False)
-    assert press(d, [0x02]) == [m.PaneKey(-1, 0x02)]           # C-b is an ordinary key now
+    assert press(d, [0x02]) == [m.PaneKey(-1, 0x02)]  # C-b is an ordinary key now
     assert press(d, [0x01, ord("c")]) == [m.ViewerExecCmd(3, ("new-window",))]
-    assert press(d, [0x01, 0x01]) == [m.PaneKey(-1, 0x01)]     # send-prefix sends C-a
+    assert press(d, [0x01, 0x01]) == [m.PaneKey(-1, 0x01)]  # send-prefix sends C-a
 
 
 def test_prefix2(sess):
@@ -527,7 +743,7 @@ def test_readonly_viewer(sess):
     d = KeyDispatcher(sess, 4, readonly=True)
     assert press(d, [ord("a"), 0x0D, KEYC_UP]) == []
     assert press(d, [0x02, ord('"')]) == [Notice("client is read-only")]
-    assert press(d, [0x02, 0x02]) == [Notice("client is read-only")]   # send-prefix too
+    assert press(d, [0x02, 0x02]) == [Notice("client is read-only")]  # send-prefix too
     assert press(d, [0x02, ord("Q")]) == []
     # detach-client is a read-only command: C-b d still detaches a read-only viewer
     assert press(d, [0x02, ord("d")]) == [Local("detach-client", ("detach-client",))]
@@ -537,7 +753,7 @@ def test_readonly_viewer(sess):
 
 def test_paste_bypasses_bindings(sess):
     pane = sess.panes[sess.current_window.active_pane]
-    pane.model.feed(b"\x1b[?2004l")         # the recorded shell had turned bracketed paste on
+    pane.model.feed(b"\x1b[?2004l")  # the recorded shell had turned bracketed paste on
     d = KeyDispatcher(sess, 3, readonly=False)
     out = d.keys([KEY_PASTE_START, 0x02, ord("d"), KEY_PASTE_END], 100.0)
     # the pane does not want bracketed paste: no wrapper
@@ -565,15 +781,16 @@ def test_assume_paste_time(sess):
     assert out == [m.PaneKey(-1, c) for c in (ord("a"), ord("b"), 0x02, ord("c"))]
     sess.handle(m.ExecCmd(("set-option", "-g", "assume-paste-time", "0")))
     assert d.keys([ord("a"), ord("b"), 0x02, ord("c")], 6.0) == [
-        m.PaneKey(-1, ord("a")), m.PaneKey(-1, ord("b")), m.ViewerExecCmd(3, ("new-window",))]
+        m.PaneKey(-1, ord("a")),
+        m.PaneKey(-1, ord("b")),
+        m.ViewerExecCmd(3, ("new-window",)),
+    ]
 
 
 def test_protocol_5_and_4(sess):
     for proto, key_msgs, cmd in [
-        (5, [m.PaneKey(-1, 0x02), m.PaneKey(-1, KEYC_UP - 9)],
-         m.ViewerExecCmdStr(3, '"split-window"')),
-        (4, [m.LegacyPaneKey(0x02), m.LegacyPaneKey(0x101D)],
-         m.ViewerExecCmdStr(3, '"split-window"')),
+        (5, [m.PaneKey(-1, 0x02), m.PaneKey(-1, KEYC_UP - 9)], m.ViewerExecCmdStr(3, '"split-window"')),
+        (4, [m.LegacyPaneKey(0x02), m.LegacyPaneKey(0x101D)], m.ViewerExecCmdStr(3, '"split-window"')),
     ]:
         sess.protocol = proto
         d = KeyDispatcher(sess, 3, readonly=False)
@@ -587,8 +804,7 @@ def test_bindings_follow_session_changes(sess):
     d = KeyDispatcher(sess, 3, readonly=False)
     assert press(d, [0x02, ord("c")]) == [m.ViewerExecCmd(3, ("new-window",))]
     sess.handle(m.ExecCmd(("bind-key", "c", "new-window", "-c", "#{pane_current_path}")))
-    assert press(d, [0x02, ord("c")]) == [
-        m.ViewerExecCmd(3, ("new-window", "-c", "#{pane_current_path}"))]
+    assert press(d, [0x02, ord("c")]) == [m.ViewerExecCmd(3, ("new-window", "-c", "#{pane_current_path}"))]
     sess.handle(m.ExecCmd(("unbind-key", "c")))
     assert press(d, [0x02, ord("c")]) == []
 

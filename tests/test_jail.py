@@ -25,8 +25,7 @@ paramiko = pytest.importorskip("paramiko")
 msgpack = pytest.importorskip("msgpack")
 pyghostty = pytest.importorskip("pyghostty")
 
-from jail import JailConfig, JailedProcess, Jailer, JailError, set_process_title  # noqa: E402
-from jail import _core, _sys  # noqa: E402
+from jail import JailConfig, JailedProcess, Jailer, JailError, _core, _sys, set_process_title  # noqa: E402  # noqa: E402
 from tests.e2e import AcceptingSshServer, ed25519_host_key  # noqa: E402
 
 NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts")
@@ -38,6 +37,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="root-mode jail tests 
 
 
 # ------------------------------------------------------------------ in-jail probe server
+
 
 def _errno_of(fn):
     try:
@@ -73,9 +73,14 @@ def _probe_tcp():
 
 PROBES = {
     "ping": lambda: "pong",
-    "ids": lambda: {"pid": os.getpid(), "uid": os.getresuid(), "gid": os.getresgid(),
-                    "groups": os.getgroups(), "hostname": socket.gethostname(),
-                    "cwd": os.getcwd()},
+    "ids": lambda: {
+        "pid": os.getpid(),
+        "uid": os.getresuid(),
+        "gid": os.getresgid(),
+        "groups": os.getgroups(),
+        "hostname": socket.gethostname(),
+        "cwd": os.getcwd(),
+    },
     "open": lambda: _errno_of(lambda: open("/etc/passwd", "rb").close()),
     "listdir": lambda: _errno_of(lambda: os.listdir("/")),
     "listdir_ok": lambda: os.listdir("/"),
@@ -122,6 +127,7 @@ def rpc(sock: socket.socket, cmd: str, timeout: float = 5.0):
 
 # ------------------------------------------------------------------ helpers
 
+
 def _status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
@@ -162,8 +168,9 @@ def jailed_probe(jailer: Jailer, title: str = TITLE):
     """A jailed probe_server; yields (proc, our end of its SEQPACKET socketpair)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        proc = jailer.spawn(functools.partial(probe_server, theirs.fileno()),
-                            keep_fds=[theirs.fileno()], title=title)
+        proc = jailer.spawn(
+            functools.partial(probe_server, theirs.fileno()), keep_fds=[theirs.fileno()], title=title
+        )
     finally:
         theirs.close()
     try:
@@ -224,6 +231,7 @@ def no_leftovers():
 
 
 # ------------------------------------------------------------------ root mode: properties
+
 
 def assert_jailed_status(st: dict[str, str], outside_uid: int) -> None:
     assert st["Uid"].split() == [str(outside_uid)] * 4
@@ -307,17 +315,17 @@ def test_socketpair_both_ways(jailer, no_leftovers):
 @needs_root
 def test_denied_inside(jailer, no_leftovers):
     with jailed_probe(jailer) as (p, s):
-        assert rpc(s, "open") == "EPERM"          # seccomp: no openat at all
+        assert rpc(s, "open") == "EPERM"  # seccomp: no openat at all
         assert rpc(s, "listdir") == "EPERM"
-        assert rpc(s, "tcp") == "EPERM"           # seccomp: no socket()
+        assert rpc(s, "tcp") == "EPERM"  # seccomp: no socket()
         assert rpc(s, "unix_socket") == "EPERM"
         assert rpc(s, "unshare_user") == "EPERM"
         assert rpc(s, "unshare_net") == "EPERM"
         assert rpc(s, "mount") == "EPERM"
-        assert rpc(s, "fork") == "EPERM"          # clone without CLONE_THREAD
+        assert rpc(s, "fork") == "EPERM"  # clone without CLONE_THREAD
         assert rpc(s, "setuid0") == "EPERM"
-        assert rpc(s, "thread") is True           # ...but threads work
-        assert rpc(s, "ping") == "pong"           # and nothing above killed it
+        assert rpc(s, "thread") is True  # ...but threads work
+        assert rpc(s, "ping") == "pong"  # and nothing above killed it
 
 
 @needs_root
@@ -327,11 +335,11 @@ def test_namespaces_alone_without_seccomp(jailer_noseccomp, no_leftovers):
         st = _status(p.pid)
         assert_jailed_status(st, p.uid)
         assert st["Seccomp"] == "0"
-        assert rpc(s, "open") == "ENOENT"         # empty root
+        assert rpc(s, "open") == "ENOENT"  # empty root
         assert rpc(s, "listdir_ok") == []
-        assert rpc(s, "tcp") == "ENETUNREACH"     # empty net namespace, lo down
-        assert rpc(s, "mount") == "EPERM"         # no capabilities
-        assert rpc(s, "setuid0") == "EINVAL"      # uid 0 does not exist in its namespace
+        assert rpc(s, "tcp") == "ENETUNREACH"  # empty net namespace, lo down
+        assert rpc(s, "mount") == "EPERM"  # no capabilities
+        assert rpc(s, "setuid0") == "EINVAL"  # uid 0 does not exist in its namespace
         assert rpc(s, "ids")["hostname"] == "pymate"
 
 
@@ -349,6 +357,7 @@ def test_set_process_title_truncates_to_argv_area():
     """A title longer than the original command line and environment is cut to them (never
     overflows), and a title longer than the command line alone still shows whole."""
     from jail._core import _ARGV_AREA
+
     start, end = _ARGV_AREA
     with open("/proc/self/cmdline", "rb") as f:
         assert len(f.read()) <= end - start
@@ -370,7 +379,12 @@ def test_set_process_title_truncates_to_argv_area():
             with open("/proc/self/comm", "rb") as f:
                 comm = f.read()
             text = cmd.rstrip(b"\0").decode()  # still valid UTF-8
-            if len(cmd) <= size and len(text.encode()) < size and text.startswith("pymate [é") and comm == b"pymate [\xc3\xa9\xc3\xa9\xc3\xa9\n":
+            if (
+                len(cmd) <= size
+                and len(text.encode()) < size
+                and text.startswith("pymate [é")
+                and comm == b"pymate [\xc3\xa9\xc3\xa9\xc3\xa9\n"
+            ):
                 code = 0
         finally:
             os._exit(code)
@@ -378,6 +392,7 @@ def test_set_process_title_truncates_to_argv_area():
 
 
 # ------------------------------------------------------------------ the real workload
+
 
 def ssh_target(fd: int, host_key: paramiko.PKey) -> int:
     """Inside the jail: an SSH server (paramiko threads), msgpack and pyghostty."""
@@ -408,8 +423,11 @@ def test_paramiko_msgpack_ghostty_inside_jail(jailer, no_leftovers):
     host_key = ed25519_host_key()
     ours, theirs = socket.socketpair()
     try:
-        proc = jailer.spawn(functools.partial(ssh_target, theirs.fileno(), host_key),
-                            keep_fds=[theirs.fileno()], title="pymate [ssh test]")
+        proc = jailer.spawn(
+            functools.partial(ssh_target, theirs.fileno(), host_key),
+            keep_fds=[theirs.fileno()],
+            title="pymate [ssh test]",
+        )
     finally:
         theirs.close()
     client = paramiko.Transport(ours)
@@ -441,11 +459,13 @@ def test_paramiko_msgpack_ghostty_inside_jail(jailer, no_leftovers):
 
 # ------------------------------------------------------------------ lifecycle and failures
 
+
 @needs_root
 def test_exit_code_is_reaped(jailer, no_leftovers):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    proc = jailer.spawn(functools.partial(probe_server, theirs.fileno()),
-                        keep_fds=[theirs.fileno()], title=TITLE)
+    proc = jailer.spawn(
+        functools.partial(probe_server, theirs.fileno()), keep_fds=[theirs.fileno()], title=TITLE
+    )
     theirs.close()
     try:
         ours.send(b"exit")
@@ -465,8 +485,7 @@ def test_exception_exits_1_and_calls_on_error(jailer, no_leftovers):
     def on_error(e):
         os.write(fd, f"on_error {type(e).__name__}: {e}".encode())
 
-    proc = jailer.spawn(functools.partial(probe_server, fd), keep_fds=[fd], title=TITLE,
-                        on_error=on_error)
+    proc = jailer.spawn(functools.partial(probe_server, fd), keep_fds=[fd], title=TITLE, on_error=on_error)
     theirs.close()
     try:
         ours.send(b"raise")
@@ -504,8 +523,10 @@ def test_fds_not_kept_are_closed(jailer, no_leftovers):
 
 
 @needs_root
-@pytest.mark.parametrize("step", ["setgroups", "unshare", "mounts", "pivot_root",
-                                  "setresuid", "capabilities", "seccomp", "close fds"])
+@pytest.mark.parametrize(
+    "step",
+    ["setgroups", "unshare", "mounts", "pivot_root", "setresuid", "capabilities", "seccomp", "close fds"],
+)
 def test_failing_step_raises_and_leaves_nothing(jailer, no_leftovers, step):
     jailer._test_fail_step = step
     try:
@@ -582,20 +603,31 @@ def rootless_helper_main() -> int:
         return 0
     j.prepare()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    p = j.spawn(functools.partial(probe_server, theirs.fileno()), keep_fds=[theirs.fileno()],
-                title=TITLE)
+    p = j.spawn(functools.partial(probe_server, theirs.fileno()), keep_fds=[theirs.fileno()], title=TITLE)
     theirs.close()
     try:
-        probes = {c: rpc(ours, c) for c in ("ids", "open", "tcp", "unshare_user", "mount",
-                                            "fork", "thread", "ping")}
+        probes = {
+            c: rpc(ours, c) for c in ("ids", "open", "tcp", "unshare_user", "mount", "fork", "thread", "ping")
+        }
         try:
             open(f"/proc/{p.pid}/environ", "rb").read()
             environ = "readable"
         except OSError as e:
             environ = errno.errorcode[e.errno]
-        print(json.dumps({"pid": p.pid, "uid": p.uid, "rootless": j.rootless,
-                          "my_uid": os.geteuid(), "probes": probes, "environ": environ,
-                          "status": _status(p.pid)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "pid": p.pid,
+                    "uid": p.uid,
+                    "rootless": j.rootless,
+                    "my_uid": os.geteuid(),
+                    "probes": probes,
+                    "environ": environ,
+                    "status": _status(p.pid),
+                }
+            ),
+            flush=True,
+        )
         sys.stdin.read()  # the test inspects /proc/PID, then closes our stdin
     finally:
         ours.close()
@@ -610,13 +642,31 @@ def rootless_helper_main() -> int:
 def test_rootless_mode(no_leftovers, tmp_path):
     if not os.path.exists("/usr/bin/setpriv"):
         pytest.skip("setpriv (util-linux) not installed")
-    cmd = ["/usr/bin/setpriv", f"--reuid={ROOTLESS_UID}", f"--regid={ROOTLESS_UID}",
-           "--clear-groups", sys.executable, os.path.abspath(__file__), "--rootless-helper"]
+    cmd = [
+        "/usr/bin/setpriv",
+        f"--reuid={ROOTLESS_UID}",
+        f"--regid={ROOTLESS_UID}",
+        "--clear-groups",
+        sys.executable,
+        os.path.abspath(__file__),
+        "--rootless-helper",
+    ]
     # The project root on the path: this file imports the shared test helpers (tests.e2e).
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/", "TMPDIR": "/tmp",
-           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
-    helper = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, cwd="/", env=env, text=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/",
+        "TMPDIR": "/tmp",
+        "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    }
+    helper = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        env=env,
+        text=True,
+    )
     try:
         line = helper.stdout.readline()
         if not line:

@@ -1,4 +1,5 @@
 """The jail as a live relay applies it: real tmate hosts, properties read from outside via /proc."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def assert_jailed(pid: int, relay_pid: int, outside_uid: int) -> None:
 
 
 def _host_pids(relay: Relay, n: int) -> list[int]:
-    return wait_for(lambda: (lambda c: c if len(c) == n else None)(relay.children()), 5,
-                    f"{n} connection processes")
+    return wait_for(
+        lambda: (lambda c: c if len(c) == n else None)(relay.children()), 5, f"{n} connection processes"
+    )
 
 
 def test_live_host_sessions_are_jailed(relay, make_host):
@@ -95,8 +97,19 @@ def _rootless_ok() -> str | None:
         return "needs root to switch to an unprivileged user"
     if not shutil.which("setpriv"):
         return "setpriv not installed"
-    probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                            "unshare", "--user", "--map-root-user", "true"], capture_output=True)
+    probe = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "true",
+        ],
+        capture_output=True,
+    )
     if probe.returncode != 0:
         return "unprivileged user namespaces are not available here"
     return None

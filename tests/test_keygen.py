@@ -1,4 +1,4 @@
-"""Host key management: relay.keys and the `pymate-relay keygen` command.
+"""Host key management: relay.hostkeys and the `pymate-relay keygen` command.
 
 The command is exercised both in-process (keygen_main) and as a real
 subprocess; fingerprints and key sizes are checked against `ssh-keygen`.
@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from relay import keys
-from relay.keys import (
+from relay import hostkeys as keys
+from relay.hostkeys import (
     ED25519_KEY_FILE,
     RSA_BITS,
     RSA_KEY_FILE,
@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 KEYGEN_CMD = [
     sys.executable,
     "-c",
-    "import sys; from relay.keys import keygen_main; sys.exit(keygen_main(sys.argv[1:]))",
+    "import sys; from relay.hostkeys import keygen_main; sys.exit(keygen_main(sys.argv[1:]))",
 ]
 FP_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 ALL_FILES = [RSA_KEY_FILE, RSA_KEY_FILE + ".pub", ED25519_KEY_FILE, ED25519_KEY_FILE + ".pub"]
@@ -84,7 +84,9 @@ def ssh_keygen_l(path) -> tuple[int, str, str]:
     """(bits, fingerprint, type) as printed by `ssh-keygen -l -E sha256 -f`."""
     res = subprocess.run(
         ["ssh-keygen", "-l", "-E", "sha256", "-f", str(path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     fields = res.stdout.split()
     return int(fields[0]), fields[1], fields[-1]
@@ -92,9 +94,7 @@ def ssh_keygen_l(path) -> tuple[int, str, str]:
 
 def ssh_keygen_y(path) -> str:
     """Public key derived from a private key by `ssh-keygen -y` (type + base64)."""
-    res = subprocess.run(
-        ["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True, check=True
-    )
+    res = subprocess.run(["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True, check=True)
     return " ".join(res.stdout.split()[:2])
 
 
@@ -208,7 +208,8 @@ def foreign(tmp_path_factory) -> Path:
     def sshkg(name, *args):
         subprocess.run(
             ["ssh-keygen", "-q", "-C", "test", "-f", str(d / name), *args],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
 
     sshkg("rsa2048", "-t", "rsa", "-b", "2048", "-N", "")
@@ -220,13 +221,15 @@ def foreign(tmp_path_factory) -> Path:
 
     key = ed25519.Ed25519PrivateKey.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.example.com")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, None)
     )
     (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -263,9 +266,7 @@ def test_second_run_creates_nothing_and_touches_nothing(tmp_path):
     assert snapshot(d) == before  # byte-identical, same mtimes and inodes
     assert d.stat().st_mtime_ns == dir_mtime  # no temp files came and went
     p1, p2 = parse_output(first.stdout), parse_output(second.stdout)
-    assert {n: fp for n, (fp, _) in p1["keys"].items()} == {
-        n: fp for n, (fp, _) in p2["keys"].items()
-    }
+    assert {n: fp for n, (fp, _) in p1["keys"].items()} == {n: fp for n, (fp, _) in p2["keys"].items()}
     assert [s for _, s in p2["keys"].values()] == ["existing", "existing"]
     assert p2["conf"] == p1["conf"]
 
@@ -392,7 +393,11 @@ def test_concurrent_keygens_do_not_clobber(tmp_path):
     procs = [
         subprocess.Popen(
             [*KEYGEN_CMD, "-k", str(d), "-h", "h", "-p", "22"],
-            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
@@ -456,67 +461,131 @@ def _corrupt_middle(path):
 # setup starts from a directory holding only the ed25519 key pair, so the
 # missing RSA key shows that nothing gets created when something is wrong.
 REFUSALS = [
-    ("empty-file", lambda d, g, f: write_file(d / RSA_KEY_FILE, b""),
-     [RSA_KEY_FILE, "file is empty"]),
-    ("garbage", lambda d, g, f: write_file(d / RSA_KEY_FILE, "hello world\n"),
-     [RSA_KEY_FILE + ": not an OpenSSH private key"]),
-    ("binary", lambda d, g, f: write_file(d / RSA_KEY_FILE, os.urandom(300) + b"\xff"),
-     [RSA_KEY_FILE + ": not an OpenSSH private key"]),
-    ("truncated", lambda d, g, f: write_file(
-        d / RSA_KEY_FILE, (g / RSA_KEY_FILE).read_bytes()[:1200]),
-     [RSA_KEY_FILE + ": corrupt or truncated OpenSSH private key"]),
-    ("bitflip", lambda d, g, f: (
-        shutil.copy2(g / RSA_KEY_FILE, d / RSA_KEY_FILE), _corrupt_middle(d / RSA_KEY_FILE)),
-     [RSA_KEY_FILE + ": ", "corrupt"]),
-    ("ed25519-in-rsa-file", lambda d, g, f: shutil.copy2(g / ED25519_KEY_FILE, d / RSA_KEY_FILE),
-     [RSA_KEY_FILE + ": wrong key type: ed25519 (expected rsa)"]),
-    ("rsa-in-ed25519-file", lambda d, g, f: (
-        os.unlink(d / ED25519_KEY_FILE), os.unlink(d / (ED25519_KEY_FILE + ".pub")),
-        shutil.copy2(g / RSA_KEY_FILE, d / ED25519_KEY_FILE)),
-     [ED25519_KEY_FILE + ": wrong key type: rsa (expected ed25519)"]),
-    ("ecdsa-in-rsa-file", lambda d, g, f: shutil.copy2(f / "ecdsa", d / RSA_KEY_FILE),
-     [RSA_KEY_FILE + ": wrong key type: ecdsa (expected rsa)"]),
-    ("pem-certificate", lambda d, g, f: write_file(
-        d / RSA_KEY_FILE, (f / "cert.pem").read_bytes()),
-     [RSA_KEY_FILE + ": not an OpenSSH private key (it is a PEM certificate)"]),
-    ("public-key", lambda d, g, f: write_file(
-        d / RSA_KEY_FILE, (g / (RSA_KEY_FILE + ".pub")).read_bytes()),
-     [RSA_KEY_FILE + ": not an OpenSSH private key (it is a public key)"]),
-    ("pem-private-key", lambda d, g, f: shutil.copy2(f / "rsa3072_pem", d / RSA_KEY_FILE),
-     [RSA_KEY_FILE + ": not an OpenSSH private key (it is a PEM private key",
-      "ssh-keygen -p -N '' -f"]),
-    ("rsa-2048", lambda d, g, f: shutil.copy2(f / "rsa2048", d / RSA_KEY_FILE),
-     [RSA_KEY_FILE + ": RSA key is 2048 bits, minimum is 3072"]),
-    ("passphrase", lambda d, g, f: (
-        os.unlink(d / ED25519_KEY_FILE), os.unlink(d / (ED25519_KEY_FILE + ".pub")),
-        shutil.copy2(f / "ed25519_encrypted", d / ED25519_KEY_FILE)),
-     [ED25519_KEY_FILE + ": key is passphrase-protected"]),
-    ("mode-0644", lambda d, g, f: (
-        shutil.copy2(g / RSA_KEY_FILE, d / RSA_KEY_FILE), os.chmod(d / RSA_KEY_FILE, 0o644)),
-     [RSA_KEY_FILE + ": permissions 0644 are too open (want 0600)"]),
-    ("mode-0640", lambda d, g, f: os.chmod(d / ED25519_KEY_FILE, 0o640),
-     [ED25519_KEY_FILE + ": permissions 0640 are too open (want 0600)"]),
-    ("mode-0602", lambda d, g, f: os.chmod(d / ED25519_KEY_FILE, 0o602),
-     [ED25519_KEY_FILE + ": permissions 0602 are too open (want 0600)"]),
-    ("directory", lambda d, g, f: os.mkdir(d / RSA_KEY_FILE, 0o700),
-     [RSA_KEY_FILE + ": is a directory, not a regular file"]),
-    ("fifo", lambda d, g, f: os.mkfifo(d / RSA_KEY_FILE, 0o600),
-     [RSA_KEY_FILE + ": is a FIFO, not a regular file"]),
-    ("dangling-symlink", lambda d, g, f: os.symlink("nowhere", d / RSA_KEY_FILE),
-     [RSA_KEY_FILE + ": dangling symbolic link"]),
-    ("symlink-to-dir", lambda d, g, f: os.symlink("/", d / RSA_KEY_FILE),
-     [RSA_KEY_FILE + ": is a directory, not a regular file"]),
-    ("pub-mismatch", lambda d, g, f: (
-        os.unlink(d / (ED25519_KEY_FILE + ".pub")),
-        shutil.copy2(f / "ed25519_by_ssh_keygen.pub", d / (ED25519_KEY_FILE + ".pub"))),
-     [ED25519_KEY_FILE + ".pub: does not match", ED25519_KEY_FILE]),
-    ("pub-garbage", lambda d, g, f: (
-        os.unlink(d / (ED25519_KEY_FILE + ".pub")),
-        write_file(d / (ED25519_KEY_FILE + ".pub"), "nonsense\n", 0o644)),
-     [ED25519_KEY_FILE + ".pub: not an OpenSSH public key"]),
-    ("pub-without-key", lambda d, g, f: shutil.copy2(
-        g / (RSA_KEY_FILE + ".pub"), d / (RSA_KEY_FILE + ".pub")),
-     [RSA_KEY_FILE + ".pub: exists without its private key"]),
+    ("empty-file", lambda d, g, f: write_file(d / RSA_KEY_FILE, b""), [RSA_KEY_FILE, "file is empty"]),
+    (
+        "garbage",
+        lambda d, g, f: write_file(d / RSA_KEY_FILE, "hello world\n"),
+        [RSA_KEY_FILE + ": not an OpenSSH private key"],
+    ),
+    (
+        "binary",
+        lambda d, g, f: write_file(d / RSA_KEY_FILE, os.urandom(300) + b"\xff"),
+        [RSA_KEY_FILE + ": not an OpenSSH private key"],
+    ),
+    (
+        "truncated",
+        lambda d, g, f: write_file(d / RSA_KEY_FILE, (g / RSA_KEY_FILE).read_bytes()[:1200]),
+        [RSA_KEY_FILE + ": corrupt or truncated OpenSSH private key"],
+    ),
+    (
+        "bitflip",
+        lambda d, g, f: (shutil.copy2(g / RSA_KEY_FILE, d / RSA_KEY_FILE), _corrupt_middle(d / RSA_KEY_FILE)),
+        [RSA_KEY_FILE + ": ", "corrupt"],
+    ),
+    (
+        "ed25519-in-rsa-file",
+        lambda d, g, f: shutil.copy2(g / ED25519_KEY_FILE, d / RSA_KEY_FILE),
+        [RSA_KEY_FILE + ": wrong key type: ed25519 (expected rsa)"],
+    ),
+    (
+        "rsa-in-ed25519-file",
+        lambda d, g, f: (
+            os.unlink(d / ED25519_KEY_FILE),
+            os.unlink(d / (ED25519_KEY_FILE + ".pub")),
+            shutil.copy2(g / RSA_KEY_FILE, d / ED25519_KEY_FILE),
+        ),
+        [ED25519_KEY_FILE + ": wrong key type: rsa (expected ed25519)"],
+    ),
+    (
+        "ecdsa-in-rsa-file",
+        lambda d, g, f: shutil.copy2(f / "ecdsa", d / RSA_KEY_FILE),
+        [RSA_KEY_FILE + ": wrong key type: ecdsa (expected rsa)"],
+    ),
+    (
+        "pem-certificate",
+        lambda d, g, f: write_file(d / RSA_KEY_FILE, (f / "cert.pem").read_bytes()),
+        [RSA_KEY_FILE + ": not an OpenSSH private key (it is a PEM certificate)"],
+    ),
+    (
+        "public-key",
+        lambda d, g, f: write_file(d / RSA_KEY_FILE, (g / (RSA_KEY_FILE + ".pub")).read_bytes()),
+        [RSA_KEY_FILE + ": not an OpenSSH private key (it is a public key)"],
+    ),
+    (
+        "pem-private-key",
+        lambda d, g, f: shutil.copy2(f / "rsa3072_pem", d / RSA_KEY_FILE),
+        [RSA_KEY_FILE + ": not an OpenSSH private key (it is a PEM private key", "ssh-keygen -p -N '' -f"],
+    ),
+    (
+        "rsa-2048",
+        lambda d, g, f: shutil.copy2(f / "rsa2048", d / RSA_KEY_FILE),
+        [RSA_KEY_FILE + ": RSA key is 2048 bits, minimum is 3072"],
+    ),
+    (
+        "passphrase",
+        lambda d, g, f: (
+            os.unlink(d / ED25519_KEY_FILE),
+            os.unlink(d / (ED25519_KEY_FILE + ".pub")),
+            shutil.copy2(f / "ed25519_encrypted", d / ED25519_KEY_FILE),
+        ),
+        [ED25519_KEY_FILE + ": key is passphrase-protected"],
+    ),
+    (
+        "mode-0644",
+        lambda d, g, f: (shutil.copy2(g / RSA_KEY_FILE, d / RSA_KEY_FILE), os.chmod(d / RSA_KEY_FILE, 0o644)),
+        [RSA_KEY_FILE + ": permissions 0644 are too open (want 0600)"],
+    ),
+    (
+        "mode-0640",
+        lambda d, g, f: os.chmod(d / ED25519_KEY_FILE, 0o640),
+        [ED25519_KEY_FILE + ": permissions 0640 are too open (want 0600)"],
+    ),
+    (
+        "mode-0602",
+        lambda d, g, f: os.chmod(d / ED25519_KEY_FILE, 0o602),
+        [ED25519_KEY_FILE + ": permissions 0602 are too open (want 0600)"],
+    ),
+    (
+        "directory",
+        lambda d, g, f: os.mkdir(d / RSA_KEY_FILE, 0o700),
+        [RSA_KEY_FILE + ": is a directory, not a regular file"],
+    ),
+    (
+        "fifo",
+        lambda d, g, f: os.mkfifo(d / RSA_KEY_FILE, 0o600),
+        [RSA_KEY_FILE + ": is a FIFO, not a regular file"],
+    ),
+    (
+        "dangling-symlink",
+        lambda d, g, f: os.symlink("nowhere", d / RSA_KEY_FILE),
+        [RSA_KEY_FILE + ": dangling symbolic link"],
+    ),
+    (
+        "symlink-to-dir",
+        lambda d, g, f: os.symlink("/", d / RSA_KEY_FILE),
+        [RSA_KEY_FILE + ": is a directory, not a regular file"],
+    ),
+    (
+        "pub-mismatch",
+        lambda d, g, f: (
+            os.unlink(d / (ED25519_KEY_FILE + ".pub")),
+            shutil.copy2(f / "ed25519_by_ssh_keygen.pub", d / (ED25519_KEY_FILE + ".pub")),
+        ),
+        [ED25519_KEY_FILE + ".pub: does not match", ED25519_KEY_FILE],
+    ),
+    (
+        "pub-garbage",
+        lambda d, g, f: (
+            os.unlink(d / (ED25519_KEY_FILE + ".pub")),
+            write_file(d / (ED25519_KEY_FILE + ".pub"), "nonsense\n", 0o644),
+        ),
+        [ED25519_KEY_FILE + ".pub: not an OpenSSH public key"],
+    ),
+    (
+        "pub-without-key",
+        lambda d, g, f: shutil.copy2(g / (RSA_KEY_FILE + ".pub"), d / (RSA_KEY_FILE + ".pub")),
+        [RSA_KEY_FILE + ".pub: exists without its private key"],
+    ),
 ]
 
 
@@ -527,9 +596,7 @@ def _refusal_setup(tmp_path, good_keys, foreign, setup) -> Path:
 
 
 @pytest.mark.parametrize("how", ["inprocess", "subprocess"])
-@pytest.mark.parametrize(
-    "setup,needles", [pytest.param(s, n, id=i) for i, s, n in REFUSALS]
-)
+@pytest.mark.parametrize("setup,needles", [pytest.param(s, n, id=i) for i, s, n in REFUSALS])
 def test_refusals(tmp_path, capsys, good_keys, foreign, setup, needles, how):
     d = _refusal_setup(tmp_path, good_keys, foreign, setup)
     before = snapshot(d)
@@ -546,9 +613,7 @@ def test_refusals(tmp_path, capsys, good_keys, foreign, setup, needles, how):
     assert d.stat().st_mtime_ns == dir_mtime
 
 
-@pytest.mark.parametrize(
-    "setup,needles", [pytest.param(s, n, id=i) for i, s, n in REFUSALS]
-)
+@pytest.mark.parametrize("setup,needles", [pytest.param(s, n, id=i) for i, s, n in REFUSALS])
 def test_refusals_api(tmp_path, good_keys, foreign, setup, needles):
     d = _refusal_setup(tmp_path, good_keys, foreign, setup)
     before = snapshot(d)
@@ -610,9 +675,7 @@ def test_unwritable_dir_as_unprivileged_user(good_keys):
 
         res = run_keygen("-k", base / "new" / "keys", prefix=nobody)
         assert res.returncode == 1
-        assert_one_line_error(
-            res.stderr, f"{base}/new/keys: cannot create directory (Permission denied)"
-        )
+        assert_one_line_error(res.stderr, f"{base}/new/keys: cannot create directory (Permission denied)")
         assert os.listdir(base) == ["keys"]
 
         # A key nobody cannot read is reported as such.
@@ -643,10 +706,14 @@ def _can_bind_mount() -> bool:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
     try:
-        return subprocess.run(
-            ["unshare", "-m", "sh", "-c", "mount --bind / /mnt"],
-            capture_output=True, timeout=30,
-        ).returncode == 0
+        return (
+            subprocess.run(
+                ["unshare", "-m", "sh", "-c", "mount --bind / /mnt"],
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -654,8 +721,14 @@ def _can_bind_mount() -> bool:
 @pytest.mark.skipif(not _can_bind_mount(), reason="needs root and mount namespaces")
 def test_read_only_mount(tmp_path, good_keys):
     d = copy_keys(good_keys, tmp_path / "keys", [ED25519_KEY_FILE, ED25519_KEY_FILE + ".pub"])
-    ro = ["unshare", "-m", "sh", "-c",
-          'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"', str(d)]
+    ro = [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"',
+        str(d),
+    ]
     before = snapshot(d)
     res = run_keygen("-k", d, "-h", "h", prefix=ro)
     assert res.returncode == 1, res.stdout + res.stderr
@@ -760,12 +833,17 @@ def test_tmate_conf_lines():
     ]
     assert tmate_conf_lines("::1", 22, rfp, efp)[0] == "set -g tmate-server-host ::1"
     assert tmate_conf_lines("[::1]", 22, rfp, efp)[0] == 'set -g tmate-server-host "[::1]"'
-    assert tmate_conf_lines('a"b$c\\d', 22, rfp, efp)[0] == (
-        'set -g tmate-server-host "a\\"b\\$c\\\\d"'
-    )
-    for bad in [("h\nx", 22, rfp, efp), ("", 22, rfp, efp), ("a b", 22, rfp, efp),
-                ("h", 0, rfp, efp), ("h", 65536, rfp, efp), ("h", "22", rfp, efp),
-                ("h", 22, "SHA256:short", efp), ("h", 22, rfp, "MD5:" + "A" * 43),
-                ("h", 22, rfp, efp + "=")]:
+    assert tmate_conf_lines('a"b$c\\d', 22, rfp, efp)[0] == ('set -g tmate-server-host "a\\"b\\$c\\\\d"')
+    for bad in [
+        ("h\nx", 22, rfp, efp),
+        ("", 22, rfp, efp),
+        ("a b", 22, rfp, efp),
+        ("h", 0, rfp, efp),
+        ("h", 65536, rfp, efp),
+        ("h", "22", rfp, efp),
+        ("h", 22, "SHA256:short", efp),
+        ("h", 22, rfp, "MD5:" + "A" * 43),
+        ("h", 22, rfp, efp + "="),
+    ]:
         with pytest.raises(ValueError):
             tmate_conf_lines(*bad)

@@ -1,8 +1,8 @@
 import socket
 
 from jail import JailedProcess
-from relay import master as master_mod
-from relay.master import LOG_BURST, LOG_RATE, Child, Master, RelayConfig
+from relay.master import server as master_mod
+from relay.master.server import LOG_BURST, LOG_RATE, Child, Master, RelayConfig
 
 
 class FakeClock:
@@ -18,15 +18,20 @@ def test_log_events_from_a_connection_are_rate_limited(monkeypatch):
     monkeypatch.setattr(master_mod.time, "monotonic", clock.monotonic)
     m = Master(RelayConfig(host_keys=()), jailer=object())
     a, b = socket.socketpair()
-    child = Child(proc=JailedProcess(pid=4242, uid=100000), ip="192.0.2.9", ctl=a, started=clock.now,
-                  log_stamp=clock.now)
+    child = Child(
+        proc=JailedProcess(pid=4242, uid=100000),
+        ip="192.0.2.9",
+        ctl=a,
+        started=clock.now,
+        log_stamp=clock.now,
+    )
     allowed = sum(m._log_allowed(child) for _ in range(LOG_BURST + 50))
     assert allowed == LOG_BURST
     assert child.logs_dropped == 50
-    clock.now += 1.0                          # a second later, LOG_RATE more are allowed
+    clock.now += 1.0  # a second later, LOG_RATE more are allowed
     allowed = sum(m._log_allowed(child) for _ in range(100))
     assert allowed == int(LOG_RATE)
-    assert child.logs_dropped == 100 - int(LOG_RATE)   # the count restarts after it is reported
+    assert child.logs_dropped == 100 - int(LOG_RATE)  # the count restarts after it is reported
     a.close()
     b.close()
 
@@ -35,17 +40,20 @@ def _registered_child(m: Master):
     """A child known to the master: a real process (so killing it is harmless) and a control
     socketpair whose other end the test plays."""
     import subprocess
+
     proc = subprocess.Popen(["sleep", "30"])
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     theirs.setblocking(False)
-    child = Child(proc=JailedProcess(pid=proc.pid, uid=100000), ip="192.0.2.9", ctl=theirs,
-                  started=0.0, log_stamp=0.0)
+    child = Child(
+        proc=JailedProcess(pid=proc.pid, uid=100000), ip="192.0.2.9", ctl=theirs, started=0.0, log_stamp=0.0
+    )
     m.children[proc.pid] = child
     return proc, ours, child
 
 
 def test_hostile_control_messages_kill_the_child_not_the_master(monkeypatch):
     from relay import control
+
     m = Master(RelayConfig(host_keys=()), jailer=object())
     monkeypatch.setattr(m, "jailer", type("J", (), {"release": lambda self, p: None})())
     # A log event whose fields reuse the logger's own argument names is logged, not fatal.
@@ -60,7 +68,7 @@ def test_hostile_control_messages_kill_the_child_not_the_master(monkeypatch):
     assert proc.wait(5) == -9
     # Unknown or out-of-role messages kill the sender too.
     proc2, ours2, child2 = _registered_child(m)
-    ours2.send(control.pack("access", None))              # only a host may say this
+    ours2.send(control.pack("access", None))  # only a host may say this
     m._on_control(child2)
     assert proc2.wait(5) == -9
     for s in (ours, ours2):

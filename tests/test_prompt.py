@@ -1,10 +1,18 @@
 import pytest
 
-from relay import messages as m
-from relay.input import KEY_ENTER, KEY_ESCAPE, KEYC_BSPACE, KEYC_LEFT, KEYC_HOME
-from relay.prompt import (Cancelled, CommandSyntaxError, Done, Failed, ViewerPrompt, expand_formats,
-                          parse_commands, template_replace)
-from relay.session import Session
+from relay.input.keys import KEY_ENTER, KEY_ESCAPE, KEYC_BSPACE, KEYC_HOME, KEYC_LEFT
+from relay.input.prompt import (
+    Cancelled,
+    CommandSyntaxError,
+    Done,
+    Failed,
+    ViewerPrompt,
+    expand_formats,
+    parse_commands,
+    template_replace,
+)
+from relay.tmate import messages as m
+from relay.tmate.session import Session
 
 
 def session_with_window(name="bash") -> Session:
@@ -21,30 +29,36 @@ def type_text(p: ViewerPrompt, text: str):
     return out
 
 
-@pytest.mark.parametrize("template, text, idx, want", [
-    ("rename-window '%%'", "new name", 1, "rename-window 'new name'"),
-    ("select-window -t ':%%'", "4", 1, "select-window -t ':4'"),
-    ("%1", "new-window", 1, "new-window"),
-    ("a %1 b %2", "x", 2, "a %1 b x"),
-    ("%% and %%", "x", 1, "x and %%"),
-    ("no template", "x", 1, "no template"),
-    ("100%", "x", 1, "100%"),
-])
+@pytest.mark.parametrize(
+    "template, text, idx, want",
+    [
+        ("rename-window '%%'", "new name", 1, "rename-window 'new name'"),
+        ("select-window -t ':%%'", "4", 1, "select-window -t ':4'"),
+        ("%1", "new-window", 1, "new-window"),
+        ("a %1 b %2", "x", 2, "a %1 b x"),
+        ("%% and %%", "x", 1, "x and %%"),
+        ("no template", "x", 1, "no template"),
+        ("100%", "x", 1, "100%"),
+    ],
+)
 def test_template_replace(template, text, idx, want):
     assert template_replace(template, text, idx) == want
 
 
-@pytest.mark.parametrize("line, want", [
-    ("new-window", [("new-window",)]),
-    ("split-window -h ; select-pane -L", [("split-window", "-h"), ("select-pane", "-L")]),
-    ("rename-window 'a b c'", [("rename-window", "a b c")]),
-    ('rename-window "say \\"hi\\""', [("rename-window", 'say "hi"')]),
-    ("send-keys a\\;b", [("send-keys", "a;b")]),
-    ("kill-pane; new-window", [("kill-pane",), ("new-window",)]),
-    ("new-window # a comment", [("new-window",)]),
-    ("   ", []),
-    ("x'y'z", [("xyz",)]),
-])
+@pytest.mark.parametrize(
+    "line, want",
+    [
+        ("new-window", [("new-window",)]),
+        ("split-window -h ; select-pane -L", [("split-window", "-h"), ("select-pane", "-L")]),
+        ("rename-window 'a b c'", [("rename-window", "a b c")]),
+        ('rename-window "say \\"hi\\""', [("rename-window", 'say "hi"')]),
+        ("send-keys a\\;b", [("send-keys", "a;b")]),
+        ("kill-pane; new-window", [("kill-pane",), ("new-window",)]),
+        ("new-window # a comment", [("new-window",)]),
+        ("   ", []),
+        ("x'y'z", [("xyz",)]),
+    ],
+)
 def test_parse_commands(line, want):
     assert parse_commands(line) == want
 
@@ -68,7 +82,7 @@ def test_rename_window_prompt_starts_with_the_current_name():
     p = ViewerPrompt.command_prompt(("command-prompt", "-I#W", "rename-window '%%'"), s)
     assert p.label == "(rename-window) "
     assert p.buffer == "vim" and p.cursor == 3
-    p.key(0x15)                                  # C-u clears to the start
+    p.key(0x15)  # C-u clears to the start
     type_text(p, "editor")
     assert p.key(KEY_ENTER) == Done((("rename-window", "editor"),))
 
@@ -77,7 +91,7 @@ def test_prompt_labels_and_several_prompts():
     s = session_with_window()
     p = ViewerPrompt.command_prompt(("command-prompt", "-p", "first,second", "-I", "a,b", "x %1 %2"), s)
     assert p.label == "first " and p.buffer == "a"
-    assert p.key(KEY_ENTER) is None              # on to the second prompt
+    assert p.key(KEY_ENTER) is None  # on to the second prompt
     assert p.label == "second " and p.buffer == "b"
     type_text(p, "c")
     assert p.key(KEY_ENTER) == Done((("x", "a", "bc"),))
@@ -87,15 +101,15 @@ def test_editing_keys():
     p = ViewerPrompt.command_prompt(("command-prompt",), session_with_window())
     type_text(p, "abcd")
     p.key(KEYC_LEFT)
-    p.key(KEYC_BSPACE)                           # deletes 'c'
+    p.key(KEYC_BSPACE)  # deletes 'c'
     assert p.buffer == "abd" and p.cursor == 2
     p.key(KEYC_HOME)
     type_text(p, "X")
     assert p.buffer == "Xabd"
-    p.key(0x0B)                                  # C-k kills to the end
+    p.key(0x0B)  # C-k kills to the end
     assert p.buffer == "X"
     type_text(p, " word more")
-    p.key(0x17)                                  # C-w deletes the word before the cursor
+    p.key(0x17)  # C-w deletes the word before the cursor
     assert p.buffer == "X word "
     assert p.key(KEY_ESCAPE) == Cancelled()
 

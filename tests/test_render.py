@@ -1,34 +1,38 @@
-"""relay.render.ViewerScreen: each frame is fed into a fresh headless terminal of the viewer's
+"""relay.screen.render.ViewerScreen: each frame is fed into a fresh headless terminal of the viewer's
 size (what the viewer's terminal shows) and its screen is checked."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from relay import messages as m
-from relay.render import ViewerScreen, _clip_vt, parse_style, Style, failed_cmd_message
-from relay.session import Session
-from relay.terminal import TerminalModel
+from relay.screen.render import Style, ViewerScreen, _clip_vt, failed_cmd_message, parse_style
+from relay.screen.terminal import TerminalModel
+from relay.tmate import messages as m
+from relay.tmate.session import Session
 
 from .test_session import recorded
 
 FIXTURES = Path(__file__).parent / "fixtures"
-GREEN_FG = "\x1b[38;5;2m"        # how the terminal model writes SGR 32 back
+GREEN_FG = "\x1b[38;5;2m"  # how the terminal model writes SGR 32 back
 GREEN_BG = "48;5;2"
 YELLOW_BG = "48;5;3"
 
 
 # ---------------------------------------------------------------- helpers
 def new_session() -> Session:
-    s = Session(rw_token="A" * 25, ro_token="ro-" + "b" * 25, ssh_host="relay.example",
-                ssh_port=22)
+    s = Session(rw_token="A" * 25, ro_token="ro-" + "b" * 25, ssh_host="relay.example", ssh_port=22)
     s.handle(m.Header(6, "2.4.0"))
     return s
 
 
 def layout(sx, sy, *windows, active=0):
     """layout(sx, sy, (idx, name, [(id, sx, sy, xoff, yoff), ...], active_pane), ...)"""
-    return m.SyncLayout(sx, sy, tuple(m.Window(i, n, tuple(m.PaneGeom(*p) for p in ps), ap)
-                                      for i, n, ps, ap in windows), active)
+    return m.SyncLayout(
+        sx,
+        sy,
+        tuple(m.Window(i, n, tuple(m.PaneGeom(*p) for p in ps), ap) for i, n, ps, ap in windows),
+        active,
+    )
 
 
 def one_pane(sx=40, sy=10, name="bash"):
@@ -138,14 +142,16 @@ def test_horizontal_split_border_row():
 
 def test_junctions_four_panes():
     s = new_session()
-    s.handle(layout(41, 11, (0, "bash", [(0, 20, 5, 0, 0), (1, 20, 5, 21, 0),
-                                         (2, 20, 5, 0, 6), (3, 20, 5, 21, 6)], 3)))
+    s.handle(
+        layout(
+            41, 11, (0, "bash", [(0, 20, 5, 0, 0), (1, 20, 5, 21, 0), (2, 20, 5, 0, 6), (3, 20, 5, 21, 6)], 3)
+        )
+    )
     v = show(s, 41, 12)
     assert v.text[5] == "─" * 20 + "┼" + "─" * 20
     assert col(v.text[:11], 20) == "│" * 5 + "┼" + "│" * 5
     # Three panes: a T junction.
-    s.handle(layout(41, 11, (0, "bash", [(0, 20, 11, 0, 0), (1, 20, 5, 21, 0),
-                                         (2, 20, 5, 21, 6)], 1)))
+    s.handle(layout(41, 11, (0, "bash", [(0, 20, 11, 0, 0), (1, 20, 5, 21, 0), (2, 20, 5, 21, 6)], 1)))
     v2 = show(s, 41, 12)
     assert v2.text[5] == " " * 20 + "├" + "─" * 20
 
@@ -156,7 +162,7 @@ def test_active_border_green_two_panes_half_rule():
     s = vsplit(active=0)
     v = show(s, 41, 11)
     assert GREEN_FG + "│" in v.vt(0)
-    assert GREEN_FG + "│" in v.vt(5)            # py <= sy / 2
+    assert GREEN_FG + "│" in v.vt(5)  # py <= sy / 2
     assert GREEN_FG not in v.vt(6)
     s.handle(layout(41, 10, (0, "bash", [(0, 20, 10, 0, 0), (1, 20, 10, 21, 0)], 1)))
     v.update(s)
@@ -166,8 +172,7 @@ def test_active_border_green_two_panes_half_rule():
 
 def test_active_border_green_three_panes():
     s = new_session()
-    s.handle(layout(41, 11, (0, "bash", [(0, 20, 11, 0, 0), (1, 20, 5, 21, 0),
-                                         (2, 20, 5, 21, 6)], 2)))
+    s.handle(layout(41, 11, (0, "bash", [(0, 20, 11, 0, 0), (1, 20, 5, 21, 0), (2, 20, 5, 21, 6)], 2)))
     v = show(s, 41, 12)
     # Pane 2 (bottom right) is active: its left border and top border are green.
     for y in range(6, 11):
@@ -189,14 +194,16 @@ def test_border_styles_from_options():
 # ---------------------------------------------------------------- status line
 def test_status_line_left_window_list_right():
     s = new_session()
-    s.handle(layout(60, 10, (0, "bash", [(0, 60, 10, 0, 0)], 0),
-                    (1, "vim", [(1, 60, 10, 0, 0)], 1), active=1))
+    s.handle(
+        layout(60, 10, (0, "bash", [(0, 60, 10, 0, 0)], 0), (1, "vim", [(1, 60, 10, 0, 0)], 1), active=1)
+    )
     s.handle(m.Status("[tmate] ", "relay.example 12:00"))
     v = Viewer(60, 11)
     v.update(s)
     assert v.text[10] == "[tmate] 0:bash  1:vim*" + " " * 19 + "relay.example 12:00"
-    s.handle(layout(60, 10, (0, "bash", [(0, 60, 10, 0, 0)], 0),
-                    (1, "vim", [(1, 60, 10, 0, 0)], 1), active=0))
+    s.handle(
+        layout(60, 10, (0, "bash", [(0, 60, 10, 0, 0)], 0), (1, "vim", [(1, 60, 10, 0, 0)], 1), active=0)
+    )
     v.update(s)
     status = v.text[10]
     assert status.startswith("[tmate] 0:bash* 1:vim-")
@@ -204,7 +211,7 @@ def test_status_line_left_window_list_right():
     # Default status-style: black on green across the whole row.
     vt = v.vt(10)
     assert vt.startswith("\x1b[0m\x1b[38;5;0m\x1b[48;5;2m[tmate] 0:bash* 1:vim-")
-    assert vt.count("\x1b[0m") == 2          # one style for the whole row, up to the end
+    assert vt.count("\x1b[0m") == 2  # one style for the whole row, up to the end
 
 
 def test_status_markup_and_lengths():
@@ -253,8 +260,8 @@ def test_message_replaces_status_line():
     assert v.text[10] == "Unknown command: foo"
     vt = v.vt(10)
     assert YELLOW_BG in vt and "38;5;0" in vt
-    assert not v.term.cursor_visible       # tmux hides the cursor while a message shows
-    v.update(s)                            # message gone: status line and cursor back
+    assert not v.term.cursor_visible  # tmux hides the cursor while a message shows
+    v.update(s)  # message gone: status line and cursor back
     assert v.text[10].startswith("0:bash*")
     assert v.term.cursor_visible and v.term.cursor == (2, 0)
     assert failed_cmd_message("unknown command: x") == "Unknown command: x"
@@ -341,7 +348,7 @@ def test_copy_mode_scrolled_into_history():
     # Without copy mode the screen shows lines 40..49; scrolled 5 up: 35..44.
     assert t[0].startswith("line 35") and t[0].endswith("[5/40]")
     assert [r[:7] for r in t[1:10]] == [f"line {i}" for i in range(36, 45)]
-    assert YELLOW_BG in v.vt(0)                  # mode-style
+    assert YELLOW_BG in v.vt(0)  # mode-style
     assert v.term.cursor == (3, 2) and v.term.cursor_visible
     # Leaving copy mode shows the live screen again.
     s.handle(m.SyncCopyMode(0, None))
@@ -356,9 +363,10 @@ def test_copy_mode_selection_and_prompt():
     # start row counted from the bottom of the backing screen (tmate protocol >= 2).
     hsize, sy, oy = 40, 10, 5
     top_abs = hsize - oy
-    sely = -(top_abs) + hsize + sy - 1           # -> absolute row top_abs
-    s.handle(m.SyncCopyMode(0, m.CopyMode(1, oy, 5, 1, m.Selection(2, sely, 0),
-                                          m.Prompt(1, "Search Up", "foo"))))
+    sely = -(top_abs) + hsize + sy - 1  # -> absolute row top_abs
+    s.handle(
+        m.SyncCopyMode(0, m.CopyMode(1, oy, 5, 1, m.Selection(2, sely, 0), m.Prompt(1, "Search Up", "foo")))
+    )
     v = show(s, 40, 11)
     row0, row1 = v.vt(0), v.vt(1)
     assert "li\x1b[0m\x1b[38;5;0m\x1b[48;5;3mne 35" in row0
@@ -382,7 +390,7 @@ def test_message_view_lines():
     assert t[3] == "-" * 20 and t[4] == "Connecting..."
     assert "hidden" not in "".join(t)
     assert v.term.cursor == (0, 0)
-    s.handle(m.SyncCopyMode(0, None))             # q pressed: the pane's screen
+    s.handle(m.SyncCopyMode(0, None))  # q pressed: the pane's screen
     v.update(s)
     assert v.text[0] == "hidden shell output"
 
@@ -402,7 +410,7 @@ def test_recorded_stream_start_and_end():
     s = new_session()
     first_sync = None
     v = Viewer(100, 30)
-    for i, msg in enumerate(msgs):
+    for msg in msgs:
         if isinstance(msg, m.Header):
             continue
         s.handle(msg)
@@ -448,15 +456,36 @@ def test_incremental_sequence_matches_full_render():
         lambda: s.handle(m.PtyData(0, b"hello \x1b[31mred\x1b[0m\r\n" * 3)),
         lambda: s.handle(m.PtyData(1, "日本語 and emoji 😀\r\n".encode() * 20)),
         lambda: s.handle(m.Status("[tmate] ", "#[fg=yellow]right")),
-        lambda: s.handle(layout(61, 15, (0, "bash", [(0, 30, 15, 0, 0), (1, 30, 15, 31, 0)], 1),
-                                (1, "top", [(2, 61, 15, 0, 0)], 2), active=0)),
+        lambda: s.handle(
+            layout(
+                61,
+                15,
+                (0, "bash", [(0, 30, 15, 0, 0), (1, 30, 15, 31, 0)], 1),
+                (1, "top", [(2, 61, 15, 0, 0)], 2),
+                active=0,
+            )
+        ),
         lambda: s.handle(m.PtyData(0, b"\x1b[2J\x1b[H\x1b[44mblue bg\x1b[0m")),
         lambda: s.handle(m.SyncCopyMode(1, m.CopyMode(1, 3, 0, 0, None, None))),
-        lambda: s.handle(layout(61, 15, (0, "bash", [(0, 30, 15, 0, 0), (1, 30, 15, 31, 0)], 1),
-                                (1, "top", [(2, 61, 15, 0, 0)], 2), active=1)),
+        lambda: s.handle(
+            layout(
+                61,
+                15,
+                (0, "bash", [(0, 30, 15, 0, 0), (1, 30, 15, 31, 0)], 1),
+                (1, "top", [(2, 61, 15, 0, 0)], 2),
+                active=1,
+            )
+        ),
         lambda: s.handle(m.PtyData(2, b"\x1b[?1049h\x1b[Hfull screen app\x1b[?25l")),
-        lambda: s.handle(layout(50, 12, (0, "bash", [(0, 24, 12, 0, 0), (1, 25, 12, 25, 0)], 1),
-                                (1, "top", [(2, 50, 12, 0, 0)], 2), active=0)),
+        lambda: s.handle(
+            layout(
+                50,
+                12,
+                (0, "bash", [(0, 24, 12, 0, 0), (1, 25, 12, 25, 0)], 1),
+                (1, "top", [(2, 50, 12, 0, 0)], 2),
+                active=0,
+            )
+        ),
         lambda: s.handle(m.SyncCopyMode(1, None)),
         lambda: s.handle(m.ExecCmd(("set-option", "-g", "status", "off"))),
         lambda: v.resize(40, 10),
@@ -477,8 +506,9 @@ def test_incremental_sequence_matches_full_render():
 def test_wide_characters_at_pane_edges_keep_border():
     s = vsplit(active=1, sx=41, sy=6)
     # 19 columns of ASCII + a wide char: it cannot fit in the 20th column and wraps in the pane.
-    s.handle(m.PtyData(0, "a".encode() * 19 + "日本語".encode() + b"\r\n" +
-                       "😀".encode() * 10 + b"\r\n" + "é日x".encode()))
+    s.handle(
+        m.PtyData(0, b"a" * 19 + "日本語".encode() + b"\r\n" + "😀".encode() * 10 + b"\r\n" + "é日x".encode())
+    )
     s.handle(m.PtyData(1, "日本語".encode() * 10))
     v = show(s, 41, 7)
     t = v.text
@@ -490,15 +520,20 @@ def test_wide_characters_at_pane_edges_keep_border():
         assert "│" in t[y]
     # A viewer cutting through a wide character: clipped, the status line intact.
     v2 = show(s, 30, 7)
-    assert v2.text[0] == "a" * 19 + " │日本語日"      # 9 columns: the 5th wide char is cut
+    assert v2.text[0] == "a" * 19 + " │日本語日"  # 9 columns: the 5th wide char is cut
     assert v2.text[2] == "😀" * 10 + "│語日本語"
     assert v2.text[6].startswith("0:bash*")
 
 
 def test_colours_survive_end_to_end():
     s = one_pane(40, 5)
-    s.handle(m.PtyData(0, b"\x1b[38;5;200mpal\x1b[0m \x1b[48;2;10;20;30mrgb\x1b[0m "
-                          b"\x1b[1;4;31mbold\x1b[0m \x1b[7minv\x1b[0m"))
+    s.handle(
+        m.PtyData(
+            0,
+            b"\x1b[38;5;200mpal\x1b[0m \x1b[48;2;10;20;30mrgb\x1b[0m "
+            b"\x1b[1;4;31mbold\x1b[0m \x1b[7minv\x1b[0m",
+        )
+    )
     v = show(s, 40, 6)
     vt = v.vt(0)
     assert v.text[0] == "pal rgb bold inv"

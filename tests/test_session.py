@@ -1,4 +1,5 @@
-"""relay.session.Session: the sans-IO state of one tmate session."""
+"""relay.tmate.session.Session: the sans-IO state of one tmate session."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from relay import messages as m
-from relay.session import Session, SessionError, ssh_connection_string
+from relay.tmate import messages as m
+from relay.tmate.session import Session, SessionError, ssh_connection_string
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STREAMS = sorted(FIXTURES.glob("host-stream-*.bin"))
@@ -21,15 +22,21 @@ def _s(b):
 
 
 def to_message(a):
-    """A recorded host message (msgpack array, raw=True) as a relay.messages object."""
+    """A recorded host message (msgpack array, raw=True) as a relay.tmate.messages object."""
     t, body = a[0], a[1:]
     if t == 0:
         return m.Header(body[0], _s(body[1]))
     if t == 1:
         sx, sy, wins, active = body
-        return m.SyncLayout(sx, sy, tuple(
-            m.Window(idx, _s(name), tuple(m.PaneGeom(*p) for p in panes), ap)
-            for idx, name, panes, ap in wins), active)
+        return m.SyncLayout(
+            sx,
+            sy,
+            tuple(
+                m.Window(idx, _s(name), tuple(m.PaneGeom(*p) for p in panes), ap)
+                for idx, name, panes, ap in wins
+            ),
+            active,
+        )
     if t == 2:
         return m.PtyData(body[0], bytes(body[1]))
     if t == 5:
@@ -39,10 +46,17 @@ def to_message(a):
         if not cm:
             return m.SyncCopyMode(pid, None)
         backing, oy, cx, cy, sel, prompt = cm
-        return m.SyncCopyMode(pid, m.CopyMode(backing, oy, cx, cy,
-                                              m.Selection(*sel) if sel else None,
-                                              m.Prompt(prompt[0], _s(prompt[1]), _s(prompt[2]))
-                                              if prompt else None))
+        return m.SyncCopyMode(
+            pid,
+            m.CopyMode(
+                backing,
+                oy,
+                cx,
+                cy,
+                m.Selection(*sel) if sel else None,
+                m.Prompt(prompt[0], _s(prompt[1]), _s(prompt[2])) if prompt else None,
+            ),
+        )
     if t == 7:
         return m.WriteCopyMode(body[0], _s(body[1]))
     if t == 8:
@@ -68,8 +82,12 @@ def new_session(port=2222, **kw):
 
 def layout(*windows, active=0, sx=100, sy=29):
     """layout((idx, name, [(id, sx, sy, xoff, yoff), ...], active_pane), ...)"""
-    return m.SyncLayout(sx, sy, tuple(m.Window(i, n, tuple(m.PaneGeom(*p) for p in ps), ap)
-                                      for i, n, ps, ap in windows), active)
+    return m.SyncLayout(
+        sx,
+        sy,
+        tuple(m.Window(i, n, tuple(m.PaneGeom(*p) for p in ps), ap) for i, n, ps, ap in windows),
+        active,
+    )
 
 
 @pytest.fixture
@@ -115,7 +133,7 @@ def test_recorded_session_final_state(path):
         assert rows2[0] == "mate@vm:/home/mate/wk# date"
         assert rows2[2] == "mate@vm:/home/mate/wk# x"
         assert p2.model.cursor == (24, 2)
-        assert p2.model.mode(2004)         # bash's bracketed paste
+        assert p2.model.mode(2004)  # bash's bracketed paste
 
         # The message view was shown on pane 0 and left with q (SYNC_COPY_MODE []).
         assert not p0.in_mode and not p0.message_view and list(p0.message_lines) == []
@@ -132,7 +150,7 @@ def test_recorded_session_final_state(path):
         root = sess.key_tables["root"]
         assert root["WheelUpStatus"].command == ("previous-window",)
         assert "Up" not in root
-        assert len(prefix) + len(root) == 83      # 89 EXEC_CMD = 83 bind-key + 6 set-option
+        assert len(prefix) + len(root) == 83  # 89 EXEC_CMD = 83 bind-key + 6 set-option
         assert sess.options["tmate-server-host"] == "127.0.0.1"
         assert sess.options["tmate-server-port"] == "2211"
         assert sess.options["status-keys"] == "emacs"
@@ -191,7 +209,7 @@ def test_header_reply_port_22():
         m.SetEnv("tmate_ssh", f"ssh {RW}@relay.example"),
         m.RelayReady(),
     ]
-    assert not sess.host_ready          # protocol 6 waits for READY
+    assert not sess.host_ready  # protocol 6 waits for READY
     sess.handle(m.HostReady())
     assert sess.host_ready
 
@@ -216,8 +234,9 @@ def test_header_older_protocols():
     assert sess.host_ready
     # protocol < 4: no SET_ENV and no READY exist.
     sess = new_session()
-    assert sess.handle(m.Header(3, "2.0")) == [r for r in expected_header_reply(2222)
-                                                if isinstance(r, m.Notify)]
+    assert sess.handle(m.Header(3, "2.0")) == [
+        r for r in expected_header_reply(2222) if isinstance(r, m.Notify)
+    ]
     assert sess.host_ready
     # protocol < 3 sends no version: the C server assumes 1.8.5.
     sess = new_session()
@@ -230,10 +249,16 @@ def test_second_header_is_an_error(s):
         s.handle(m.Header(6, "2.4.0"))
 
 
-@pytest.mark.parametrize("msg", [
-    m.HostReady(), m.ExecCmd(("bind-key", "x", "kill-pane")), m.PtyData(0, b"x"),
-    layout((0, "bash", [(0, 80, 24, 0, 0)], 0)), m.Fin(),
-])
+@pytest.mark.parametrize(
+    "msg",
+    [
+        m.HostReady(),
+        m.ExecCmd(("bind-key", "x", "kill-pane")),
+        m.PtyData(0, b"x"),
+        layout((0, "bash", [(0, 80, 24, 0, 0)], 0)),
+        m.Fin(),
+    ],
+)
 def test_message_before_header_is_an_error(msg):
     with pytest.raises(SessionError, match="before HEADER"):
         new_session().handle(msg)
@@ -261,8 +286,7 @@ def test_pane_moves_between_windows(s):
     # break-pane on the host: the pane keeps its id and screen in a new window.
     s.handle(layout((0, "bash", [(0, 40, 24, 0, 0), (1, 39, 24, 41, 0)], 1)))
     s.handle(m.PtyData(1, b"keep me"))
-    s.handle(layout((0, "bash", [(0, 80, 24, 0, 0)], 0), (1, "bash", [(1, 80, 24, 0, 0)], 1),
-                    active=1))
+    s.handle(layout((0, "bash", [(0, 80, 24, 0, 0)], 0), (1, "bash", [(1, 80, 24, 0, 0)], 1), active=1))
     assert s.panes[1].window_idx == 1
     assert s.panes[1].model.rows_text()[0] == "keep me"
 
@@ -276,29 +300,38 @@ def test_pty_data_unknown_pane(s):
 def test_too_many_panes():
     sess = new_session(max_panes=3)
     sess.handle(m.Header(6, "2.4.0"))
-    sess.handle(layout((0, "a", [(0, 10, 10, 0, 0), (1, 10, 10, 11, 0)], 0),
-                       (1, "b", [(2, 10, 10, 0, 0)], 2)))
+    sess.handle(
+        layout((0, "a", [(0, 10, 10, 0, 0), (1, 10, 10, 11, 0)], 0), (1, "b", [(2, 10, 10, 0, 0)], 2))
+    )
     with pytest.raises(SessionError, match="too many panes"):
-        sess.handle(layout((0, "a", [(0, 10, 10, 0, 0), (1, 10, 10, 11, 0)], 0),
-                           (1, "b", [(2, 10, 10, 0, 0), (3, 10, 10, 11, 0)], 2)))
+        sess.handle(
+            layout(
+                (0, "a", [(0, 10, 10, 0, 0), (1, 10, 10, 11, 0)], 0),
+                (1, "b", [(2, 10, 10, 0, 0), (3, 10, 10, 11, 0)], 2),
+            )
+        )
     # Nothing was applied from the rejected layout.
     assert set(sess.panes) == {0, 1, 2}
     sess.close()
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (layout((0, "a", [(0, 10, 10, 0, 0), (0, 10, 10, 11, 0)], 0)), "duplicate pane id 0"),
-    (layout((0, "a", [(0, 10, 10, 0, 0)], 0), (1, "b", [(0, 10, 10, 0, 0)], 0)),
-     "duplicate pane id 0"),
-    (layout((0, "a", [(0, 10, 10, 0, 0)], 0), (0, "b", [(1, 10, 10, 0, 0)], 1)),
-     "duplicate window index 0"),
-    (layout((0, "a", [(0, 10, 10, 0, 0)], 5)), "active pane 5 not in window"),
-    (layout((0, "a", [(0, 10, 10, 0, 0)], 0), active=3), "active window 3 not in layout"),
-    (layout((0, "a", [(0, 70000, 10, 0, 0)], 0)), "size 70000x10 out of range"),
-    (layout((0, "a", [(0, 10, -1, 0, 0)], 0)), "out of range"),
-    (layout((0, "a", [(-2, 10, 10, 0, 0)], -2)), "bad pane id -2"),
-    (layout(active=0), "active window 0 not in layout"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (layout((0, "a", [(0, 10, 10, 0, 0), (0, 10, 10, 11, 0)], 0)), "duplicate pane id 0"),
+        (layout((0, "a", [(0, 10, 10, 0, 0)], 0), (1, "b", [(0, 10, 10, 0, 0)], 0)), "duplicate pane id 0"),
+        (
+            layout((0, "a", [(0, 10, 10, 0, 0)], 0), (0, "b", [(1, 10, 10, 0, 0)], 1)),
+            "duplicate window index 0",
+        ),
+        (layout((0, "a", [(0, 10, 10, 0, 0)], 5)), "active pane 5 not in window"),
+        (layout((0, "a", [(0, 10, 10, 0, 0)], 0), active=3), "active window 3 not in layout"),
+        (layout((0, "a", [(0, 70000, 10, 0, 0)], 0)), "size 70000x10 out of range"),
+        (layout((0, "a", [(0, 10, -1, 0, 0)], 0)), "out of range"),
+        (layout((0, "a", [(-2, 10, 10, 0, 0)], -2)), "bad pane id -2"),
+        (layout(active=0), "active window 0 not in layout"),
+    ],
+)
 def test_bad_layouts(s, bad, reason):
     s.handle(layout((0, "bash", [(0, 80, 24, 0, 0)], 0)))
     with pytest.raises(SessionError, match=reason):
@@ -318,7 +351,7 @@ def test_copy_mode_and_message_view(s):
     p = s.panes[0]
     s.handle(m.WriteCopyMode(0, "Connecting..."))
     assert p.message_view and list(p.message_lines) == ["Connecting..."]
-    s.handle(m.SyncCopyMode(0, None))                     # q
+    s.handle(m.SyncCopyMode(0, None))  # q
     assert not p.in_mode and not p.message_lines
     cm = m.CopyMode(1, 10, 3, 4, m.Selection(1, 2, 0), m.Prompt(1, "search down", "foo"))
     s.handle(m.SyncCopyMode(0, cm))
@@ -332,8 +365,8 @@ def test_copy_mode_and_message_view(s):
 
 
 def test_status_uname_fin_failed_cmd(s):
-    s.handle(m.Status("#[fg=green][0] ", "\"host\" 12:00"))
-    assert s.status == m.Status("#[fg=green][0] ", "\"host\" 12:00")
+    s.handle(m.Status("#[fg=green][0] ", '"host" 12:00'))
+    assert s.status == m.Status("#[fg=green][0] ", '"host" 12:00')
     s.handle(m.Uname("Linux", "box", "6.1", "#1", "aarch64"))
     assert s.uname.nodename == "box"
     s.handle(m.FailedCmd(3, "unknown command: foo"))
@@ -371,7 +404,7 @@ def test_bind_and_unbind(s):
     assert s.key_tables["copy"] == {}
     s.handle(m.ExecCmd(("unbind-key", "-a")))
     assert s.key_tables["prefix"] == {}
-    s.handle(m.ExecCmd(("unbind-key", "-T", "nosuchtable", "q")))   # no error
+    s.handle(m.ExecCmd(("unbind-key", "-T", "nosuchtable", "q")))  # no error
     # Malformed commands are noted, never fatal.
     assert s.handle(m.ExecCmd(("bind-key", "-T"))) == []
     assert s.handle(m.ExecCmd(("bind-key", "-Z", "x", "y"))) == []
@@ -387,13 +420,13 @@ def test_set_options(s):
         ("set-option", "-g", "status-style", "bg=green,fg=black"),
         ("set", "-g", "status-left", "[#S] "),
         ("set-option", "-ga", "status-left", "x"),
-        ("set-option", "-go", "prefix", "C-z"),          # -o: only if unset
+        ("set-option", "-go", "prefix", "C-z"),  # -o: only if unset
         ("set-option", "-s", "escape-time", "0"),
         ("set-option", "-w", "mode-keys", "vi"),
         ("set-window-option", "-g", "window-status-current-style", "bold"),
         ("setw", "-g", "automatic-rename", "off"),
         ("set-option", "-g", "tmate-server-host", "relay.example"),
-        ("set-option", "-g", "visual-bell"),             # flag without a value: toggles on
+        ("set-option", "-g", "visual-bell"),  # flag without a value: toggles on
     ]:
         assert s.handle(m.ExecCmd(c)) == []
     assert s.options["prefix"] == "C-a" and s.option("prefix2") == "C-b"
@@ -401,8 +434,11 @@ def test_set_options(s):
     assert s.options["status-style"] == "bg=green,fg=black"
     assert s.options["status-left"] == "[#S] x"
     assert s.server_options == {"escape-time": "0"}
-    assert s.window_options == {"mode-keys": "vi", "window-status-current-style": "bold",
-                                "automatic-rename": "off"}
+    assert s.window_options == {
+        "mode-keys": "vi",
+        "window-status-current-style": "bold",
+        "automatic-rename": "off",
+    }
     assert s.option("mode-keys") == "vi"
     assert s.options["tmate-server-host"] == "relay.example"
     assert s.options["visual-bell"] == "on"
@@ -413,12 +449,13 @@ def test_set_options(s):
 
 
 def test_binding_and_option_floods_are_errors(s, monkeypatch):
-    import relay.session as rs
+    import relay.tmate.session as rs
+
     monkeypatch.setattr(rs, "MAX_BINDINGS", 5)
     monkeypatch.setattr(rs, "MAX_OPTIONS", 3)
     for k in "abcde":
         s.handle(m.ExecCmd(("bind-key", k, "new-window")))
-    s.handle(m.ExecCmd(("bind-key", "a", "kill-pane")))         # rebinding is fine
+    s.handle(m.ExecCmd(("bind-key", "a", "kill-pane")))  # rebinding is fine
     with pytest.raises(SessionError, match="too many key bindings"):
         s.handle(m.ExecCmd(("bind-key", "-n", "f", "new-window")))
     for o in ("x", "y", "z"):
@@ -438,7 +475,7 @@ def test_exec_cmd_str_old_clients(s):
     s.handle(m.ExecCmdStr("bind-key -n F2 new-window ; set-option -g prefix C-a"))
     assert s.key_tables["root"]["F2"].command == ("new-window",)
     assert s.options["prefix"] == "C-a"
-    s.handle(m.ExecCmdStr('bind-key "unterminated'))    # unparsable: noted, not fatal
+    s.handle(m.ExecCmdStr('bind-key "unterminated'))  # unparsable: noted, not fatal
     assert s.notes
 
 
@@ -462,12 +499,22 @@ def test_snapshot_restores_pane(s):
     s.handle(layout((0, "bash", [(0, 20, 3, 0, 0)], 0)))
     red_bold = (0 << 24) | (0x1 << 16) | (8 << 8) | 1
     plain = (0 << 24) | (0 << 16) | (8 << 8) | 8
-    snap = m.Snapshot((m.SnapshotPane(0, 2, 1, 0x1, (
-        m.SnapshotLine("old", (plain,) * 3),
-        m.SnapshotLine("hi", (red_bold, red_bold)),
-        m.SnapshotLine("$ ", (plain, plain)),
-        m.SnapshotLine("", ()),
-    )),))
+    snap = m.Snapshot(
+        (
+            m.SnapshotPane(
+                0,
+                2,
+                1,
+                0x1,
+                (
+                    m.SnapshotLine("old", (plain,) * 3),
+                    m.SnapshotLine("hi", (red_bold, red_bold)),
+                    m.SnapshotLine("$ ", (plain, plain)),
+                    m.SnapshotLine("", ()),
+                ),
+            ),
+        )
+    )
     s.handle(m.PtyData(0, b"garbage"))
     s.handle(snap)
     model = s.panes[0].model
@@ -482,18 +529,17 @@ def test_snapshot_restores_pane(s):
 def test_snapshot_on_alternate_screen(s):
     s.handle(layout((0, "vim", [(0, 20, 3, 0, 0)], 0)))
     plain = (8 << 8) | 8
-    saved = m.SnapshotGrid(2, 1, (m.SnapshotLine("$ vim", (plain,) * 5),
-                                  m.SnapshotLine("$ ", (plain,) * 2)))
-    s.handle(m.Snapshot((m.SnapshotPane(0, 3, 0, 0x1, (m.SnapshotLine("~ file", (plain,) * 6),),
-                                        saved),)))
+    saved = m.SnapshotGrid(2, 1, (m.SnapshotLine("$ vim", (plain,) * 5), m.SnapshotLine("$ ", (plain,) * 2)))
+    s.handle(m.Snapshot((m.SnapshotPane(0, 3, 0, 0x1, (m.SnapshotLine("~ file", (plain,) * 6),), saved),)))
     model = s.panes[0].model
     assert model.alt_screen and model.rows_text()[0] == "~ file" and model.cursor == (3, 0)
-    model.feed(b"\x1b[?1049l")                 # vim exits: the normal screen is back
+    model.feed(b"\x1b[?1049l")  # vim exits: the normal screen is back
     assert model.rows_text()[:2] == ["$ vim", "$"]
 
 
 def test_last_window_follows_the_hosts_layouts():
-    from relay import messages as msgs
+    from relay.tmate import messages as msgs
+
     s = Session(rw_token="a" * 25, ro_token="ro-" + "b" * 25, ssh_host="h", ssh_port=22)
     s.handle(msgs.Header(6, "2.4.0"))
 
@@ -503,13 +549,13 @@ def test_last_window_follows_the_hosts_layouts():
 
     layout(0, 0)
     assert s.last_window is None
-    layout(1, 0, 1)                     # new-window: 0 becomes the last window
+    layout(1, 0, 1)  # new-window: 0 becomes the last window
     assert s.last_window == 0
-    layout(0, 0, 1)                     # previous-window: now 1 is
+    layout(0, 0, 1)  # previous-window: now 1 is
     assert s.last_window == 1
     layout(2, 0, 1, 2)
     assert s.last_window == 0
-    layout(2, 1, 2)                     # the last window closes: the one before it takes over
+    layout(2, 1, 2)  # the last window closes: the one before it takes over
     assert s.last_window == 1
     layout(2, 2)
     assert s.last_window is None

@@ -1,5 +1,6 @@
 """The systemd unit ops install: its command line is one the relay accepts, and systemd accepts
 the unit (with the console script this checkout installed in place of /opt/...)."""
+
 from __future__ import annotations
 
 import configparser
@@ -27,9 +28,9 @@ def test_exec_start_is_the_relay_with_options_it_accepts():
     service = _unit()["Service"]
     argv = shlex.split(service["ExecStart"])
     assert Path(argv[0]).name == "pymate-relay"
-    opts = _parser().parse_args(argv[1:])          # exits (SystemExit) on an unknown option
-    assert opts.port == 22 and opts.keys.startswith("/")   # a fixed key directory, not the cwd's
-    assert service["KillMode"] == "mixed"          # SIGTERM to the master, which ends its children
+    opts = _parser().parse_args(argv[1:])  # exits (SystemExit) on an unknown option
+    assert opts.port == 22 and opts.keys.startswith("/")  # a fixed key directory, not the cwd's
+    assert service["KillMode"] == "mixed"  # SIGTERM to the master, which ends its children
 
 
 def test_systemd_accepts_the_unit(tmp_path):
@@ -40,7 +41,10 @@ def test_systemd_accepts_the_unit(tmp_path):
     argv0 = shlex.split(_unit()["Service"]["ExecStart"])[0]
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace(argv0, str(script)))
-    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
-    problems = [line for line in (done.stdout + done.stderr).splitlines()
-                if UNIT.name in line or "pymate" in line]
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line for line in (done.stdout + done.stderr).splitlines() if UNIT.name in line or "pymate" in line
+    ]
     assert done.returncode == 0 and not problems, done.stdout + done.stderr

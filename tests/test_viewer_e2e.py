@@ -1,5 +1,6 @@
 """Viewer path end to end: real OpenSSH viewers (in real tmux terminals) join sessions hosted by
 the real tmate 2.4 client through a real relay."""
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,7 @@ def shared(relay, make_host, tmp_path):
 
     class Shared:
         pass
+
     s = Shared()
     s.relay, s.host, s.rw, s.ro, s.viewer = relay, host, rw, ro, viewer
     yield s
@@ -64,25 +66,47 @@ def test_viewer_sees_the_host_and_types_into_it(shared):
 
 def test_special_keys_arrive_as_the_host_expects(shared):
     v = shared.viewer()
-    host_run(shared.host, "cat -A")     # shows every byte it gets: ^[ for ESC, ^I for Tab
+    host_run(shared.host, "cat -A")  # shows every byte it gets: ^[ for ESC, ^I for Tab
     time.sleep(0.3)
-    v.send("Up", "Down", "Left", "Right", "Home", "End", "F1", "F5", "F12", "BTab", "IC", "DC", "NPage", "PPage")
+    v.send(
+        "Up", "Down", "Left", "Right", "Home", "End", "F1", "F5", "F12", "BTab", "IC", "DC", "NPage", "PPage"
+    )
     v.send("é日本", literal=True)
     v.send("Tab")
     v.send("C-a")
     v.send("Enter")
     # cat -A's own line ends in '$' (the tty's echo of the typed line shows ^A too, not '$').
-    screen = wait_for(lambda: (lambda s: s if "^A$" in s else None)(host_screen(shared.host)), 5,
-                      "the keys to reach cat")
-    line = [l for l in screen.splitlines() if "^A$" in l][-1]
-    for seq in ("^[[A", "^[[B", "^[[D", "^[[C", "^[[1~", "^[[4~", "^[OP", "^[[15~", "^[[24~", "^[[Z",
-                "^[[2~", "^[[3~", "^[[6~", "^[[5~"):
+    screen = wait_for(
+        lambda: (lambda s: s if "^A$" in s else None)(host_screen(shared.host)), 5, "the keys to reach cat"
+    )
+    line = [row for row in screen.splitlines() if "^A$" in row][-1]
+    for seq in (
+        "^[[A",
+        "^[[B",
+        "^[[D",
+        "^[[C",
+        "^[[1~",
+        "^[[4~",
+        "^[OP",
+        "^[[15~",
+        "^[[24~",
+        "^[[Z",
+        "^[[2~",
+        "^[[3~",
+        "^[[6~",
+        "^[[5~",
+    ):
         assert seq in line, (seq, line)
-    assert "M-CM-)" in line or "é" in line       # é as cat -v shows UTF-8
+    assert "M-CM-)" in line or "é" in line  # é as cat -v shows UTF-8
     assert "^I" in line
     v.send("C-c")
-    wait_for(lambda: host_screen(shared.host).rstrip().endswith("$") or
-             host_screen(shared.host).rstrip().endswith("#"), 5, "C-c to stop cat")
+    wait_for(
+        lambda: (
+            host_screen(shared.host).rstrip().endswith("$") or host_screen(shared.host).rstrip().endswith("#")
+        ),
+        5,
+        "C-c to stop cat",
+    )
 
 
 def test_readonly_viewer_sees_but_cannot_type(shared):
@@ -100,11 +124,14 @@ def test_split_and_second_window_show_on_the_viewer(shared):
     host_run(shared.host, "echo left-pane")
     shared.host.cmd("split-window", "-h")
     host_run(shared.host, "echo right-pane")
-    wait_for(lambda: (lambda s: "right-pane" in s and "left-pane" in s and "│" in s)(v.screen()), 5,
-             "both panes and the border between them")
+    wait_for(
+        lambda: (lambda s: "right-pane" in s and "left-pane" in s and "│" in s)(v.screen()),
+        5,
+        "both panes and the border between them",
+    )
     shared.host.cmd("new-window")
     wait_for(lambda: re.search(r"0:\S+- .*1:\S+\*", v.lines()[23]), 5, "both windows in the status line")
-    shared.host.cmd("previous-window")            # window 1 becomes the last window: flagged '-'
+    shared.host.cmd("previous-window")  # window 1 becomes the last window: flagged '-'
     wait_for(lambda: re.search(r"0:\S+\* .*1:\S+-", v.lines()[23]), 5, "the window flags to follow")
 
 
@@ -126,24 +153,36 @@ def test_viewer_prefix_commands(shared):
 def test_session_takes_the_smallest_viewer_size(shared):
     big = shared.viewer(cols=120, rows=40)
     big.wait_screen("0:")
-    wait_for(lambda: shared.host.display("#{window_width}x#{window_height}") == "120x39", 5,
-             "the session to take the viewer's size")
+    wait_for(
+        lambda: shared.host.display("#{window_width}x#{window_height}") == "120x39",
+        5,
+        "the session to take the viewer's size",
+    )
     small = shared.viewer(cols=70, rows=20)
     small.wait_screen("0:")
-    wait_for(lambda: shared.host.display("#{window_width}x#{window_height}") == "70x19", 5,
-             "the session to take the smaller viewer's size")
+    wait_for(
+        lambda: shared.host.display("#{window_width}x#{window_height}") == "70x19",
+        5,
+        "the session to take the smaller viewer's size",
+    )
     # A read-only viewer never shrinks the session.
     ro = shared.viewer(shared.ro, cols=40, rows=10)
     ro.wait_screen("0:")
     time.sleep(0.5)
     assert shared.host.display("#{window_width}x#{window_height}") == "70x19"
     small.stop()
-    wait_for(lambda: shared.host.display("#{window_width}x#{window_height}") == "120x39", 5,
-             "the size to be recomputed when a viewer leaves")
+    wait_for(
+        lambda: shared.host.display("#{window_width}x#{window_height}") == "120x39",
+        5,
+        "the size to be recomputed when a viewer leaves",
+    )
     # The larger viewer sees the session area and the rest filled.
     big.resize(130, 40)
-    wait_for(lambda: "·" in big.screen() or shared.host.display("#{window_width}") == "130", 5,
-             "the resize to apply")
+    wait_for(
+        lambda: "·" in big.screen() or shared.host.display("#{window_width}") == "130",
+        5,
+        "the resize to apply",
+    )
 
 
 def test_copy_mode_history_and_colours(shared):
@@ -151,19 +190,27 @@ def test_copy_mode_history_and_colours(shared):
     host_run(shared.host, "for i in $(seq 1 100); do echo line-$i; done")
     v.wait_screen("line-100")
     shared.host.cmd("copy-mode")
-    shared.host.cmd("send-keys", "PPage")        # tmate 2.4 has no send-keys -X
+    shared.host.cmd("send-keys", "PPage")  # tmate 2.4 has no send-keys -X
     # The scrolled view: older lines, not the newest, and copy mode's position indicator. (A
     # capture can land in the middle of a frame: wait for the whole picture.)
-    wait_for(lambda: (lambda s: "line-60" in s and "line-100" not in s and re.search(r"\[\d+/\d+\]", s))(
-        v.screen()), 5, "the viewer to show the host's copy mode")
+    wait_for(
+        lambda: (lambda s: "line-60" in s and "line-100" not in s and re.search(r"\[\d+/\d+\]", s))(
+            v.screen()
+        ),
+        5,
+        "the viewer to show the host's copy mode",
+    )
     shared.host.cmd("send-keys", "q")
     host_run(shared.host, "clear; printf '\\033[31mred\\033[0m \\033[38;5;208morange\\033[0m\\n'")
     # Palette red as SGR 31 or its 256-colour form 38;5;1 (the same colour on the viewer), and
     # 256-colour orange. (The typed command line holds the words too, uncoloured: wait for these.)
     red = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:31|38;5;1)m[^\x1b]*red")
     orange = re.compile(r"\x1b\[[0-9;]*38;5;208m[^\x1b]*orange")
-    wait_for(lambda: (lambda s: red.search(s) and orange.search(s))(v.screen(colours=True)), 5,
-             "red and orange text on the viewer")
+    wait_for(
+        lambda: (lambda s: red.search(s) and orange.search(s))(v.screen(colours=True)),
+        5,
+        "red and orange text on the viewer",
+    )
 
 
 def test_host_exit_ends_every_viewer(shared):
@@ -238,8 +285,11 @@ def test_stalled_viewer_slows_nobody_and_catches_up(shared):
     finally:
         os.kill(ssh, signal.SIGCONT)
     # Thawed, it catches up with the current screen in one step.
-    wait_for(lambda: (lambda s: "SEQ-DONE-42" in s and ("399999" in s or "400000" in s))(stalled.screen()),
-             10, "the thawed viewer to show the final screen")
+    wait_for(
+        lambda: (lambda s: "SEQ-DONE-42" in s and ("399999" in s or "400000" in s))(stalled.screen()),
+        10,
+        "the thawed viewer to show the final screen",
+    )
 
 
 def test_viewer_prompts_rename_run_and_confirm(shared):
@@ -293,14 +343,20 @@ def test_authorized_keys_restrict_who_may_join(relay, make_host, tmp_path):
     rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
     ro = SSH_LINE.match(host.display("#{tmate_ssh_ro}")).group(2)
     relay.wait_log("viewer access restricted to authorized keys")
-    key = lambda name: ["-i", str(tmp_path / name), "-o", "IdentitiesOnly=yes"]
+
+    def key(name):
+        return ["-i", str(tmp_path / name), "-o", "IdentitiesOnly=yes"]
+
     viewers = []
     try:
         for token in (rw, ro):
             mate = SshViewer(tmp_path / f"mate-{token[:3]}", relay.port, token, ssh_opts=key("mate_key"))
             viewers.append(mate.start())
             mate.wait_screen("0:")
-            for who, opts in (("stranger", key("stranger_key")), ("keyless", ["-o", "PubkeyAuthentication=no"])):
+            for who, opts in (
+                ("stranger", key("stranger_key")),
+                ("keyless", ["-o", "PubkeyAuthentication=no"]),
+            ):
                 v = SshViewer(tmp_path / f"{who}-{token[:3]}", relay.port, token, ssh_opts=opts)
                 viewers.append(v.start())
                 wait_for(v.exited, 5, f"the {who} viewer to be turned away")
@@ -308,6 +364,7 @@ def test_authorized_keys_restrict_who_may_join(relay, make_host, tmp_path):
         # Failed attempts are limited per connection (paramiko's server drops the connection after
         # 10), which also bounds how often one connection can make the master check a key.
         import paramiko
+
         t = paramiko.Transport(("127.0.0.1", relay.port))
         try:
             t.connect()
@@ -325,7 +382,9 @@ def test_authorized_keys_restrict_who_may_join(relay, make_host, tmp_path):
         finally:
             t.close()
         # A token that matches no session is not denied at auth: nothing is revealed there.
-        v = SshViewer(tmp_path / "nosession", relay.port, "x" * 25, ssh_opts=["-o", "PubkeyAuthentication=no"])
+        v = SshViewer(
+            tmp_path / "nosession", relay.port, "x" * 25, ssh_opts=["-o", "PubkeyAuthentication=no"]
+        )
         viewers.append(v.start())
         wait_for(v.exited, 5, "the refusal")
         assert "Invalid or expired session token" in v.screen()
@@ -350,6 +409,7 @@ def test_a_failed_command_is_shown_to_the_viewer_who_ran_it(shared):
 
 def test_extra_channels_are_refused(shared):
     import paramiko
+
     t = paramiko.Transport(("127.0.0.1", shared.relay.port))
     try:
         t.connect()

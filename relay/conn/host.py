@@ -10,6 +10,7 @@ frame is at least FRAME_INTERVAL old (bursts coalesce: a viewer never needs ever
 state). A stalled viewer's link fills up; it then gets no frames until it drains, and the next
 frame it gets is a diff against what it last received, so it catches up in one step.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,24 +24,25 @@ from dataclasses import dataclass, field
 import paramiko
 
 from jail import set_process_title
-from relay import control, link
-from relay.keys import blob_fingerprint
-from relay import messages as m
-from relay.input import InputParser, KeyDispatcher, Local, Notice
-from relay.prompt import Done, Failed, ViewerPrompt, expand_formats
-from relay.protocol import HostDecoder, ProtocolError, encode
-from relay.render import ViewerScreen, failed_cmd_message
-from relay.session import Session, SessionError
+from relay import control
+from relay.conn import link
+from relay.hostkeys import blob_fingerprint
+from relay.input.keys import InputParser, KeyDispatcher, Local, Notice
+from relay.input.prompt import Done, Failed, ViewerPrompt, expand_formats
+from relay.screen.render import ViewerScreen, failed_cmd_message
+from relay.tmate import messages as m
+from relay.tmate.codec import HostDecoder, ProtocolError, encode
+from relay.tmate.session import Session, SessionError
 
 READ_CHUNK = 65536
-HOST_READ_BUDGET = 1 << 20        # bytes of host data handled before serving viewers again
-FRAME_INTERVAL = 1 / 60           # at most this many frames a second per viewer
-MESSAGE_TIME = 3.0                # seconds a status-line message stays
+HOST_READ_BUDGET = 1 << 20  # bytes of host data handled before serving viewers again
+FRAME_INTERVAL = 1 / 60  # at most this many frames a second per viewer
+MESSAGE_TIME = 3.0  # seconds a status-line message stays
 MAX_VIEWERS = 64
 MAX_INPUT_RECORD = 64 * 1024
-MAX_AUTHORIZED_KEYS = 100          # keys of `tmate -a` the relay checks viewers against
+MAX_AUTHORIZED_KEYS = 100  # keys of `tmate -a` the relay checks viewers against
 
-ENTER_TERMINAL = b"\x1b[?1049h\x1b[H\x1b[2J"                 # alternate screen, as tmux does
+ENTER_TERMINAL = b"\x1b[?1049h\x1b[H\x1b[2J"  # alternate screen, as tmux does
 LEAVE_TERMINAL = b"\x1b[0m\x1b[?25h\x1b[?1049l"
 SERVER_EXITED = LEAVE_TERMINAL + b"[server exited]\r\n"
 DETACHED = LEAVE_TERMINAL + b"[detached]\r\n"
@@ -74,9 +76,9 @@ class HostSession:
         self.viewers: dict[int, Viewer] = {}
         self.by_fd: dict[int, Viewer] = {}
         self.next_client_id = 1
-        self.host_size: tuple[int, int] | None = None   # last RESIZE sent
-        self.access_sent: tuple | None = None            # last access state told to the master
-        self.access_generation: int | None = None        # session.generation it was computed at
+        self.host_size: tuple[int, int] | None = None  # last RESIZE sent
+        self.access_sent: tuple | None = None  # last access state told to the master
+        self.access_generation: int | None = None  # session.generation it was computed at
         self.log = conn.log
 
     # ------------------------------------------------------------------ host
@@ -109,7 +111,7 @@ class HostSession:
         """Tell the master once the host is ready (viewers may join from then on, as with the C
         server, so `tmate -a` keys are loaded first), and which keys viewers must hold, if any."""
         if not self.session.host_ready or self.session.generation == self.access_generation:
-            return                                 # pane output changes nothing here
+            return  # pane output changes nothing here
         self.access_generation = self.session.generation
         keys = self.session.authorized_keys
         fps = None
@@ -122,8 +124,9 @@ class HostSession:
                     continue
             fps = sorted(set(found))
             if len(fps) > MAX_AUTHORIZED_KEYS:
-                self.log.warning("authorized keys cut", reason=f"more than {MAX_AUTHORIZED_KEYS} keys",
-                                 keys=len(fps))
+                self.log.warning(
+                    "authorized keys cut", reason=f"more than {MAX_AUTHORIZED_KEYS} keys", keys=len(fps)
+                )
                 fps = fps[:MAX_AUTHORIZED_KEYS]
         state = (True, tuple(fps) if fps is not None else None)
         if state == self.access_sent:
@@ -164,7 +167,7 @@ class HostSession:
         self.by_fd.pop(v.sock.fileno(), None)
         if last is not None:
             try:
-                v.sock.send(link.EXIT + last)     # never waits: a stalled viewer just sees the end
+                v.sock.send(link.EXIT + last)  # never waits: a stalled viewer just sees the end
             except OSError:
                 pass
         v.sock.close()
@@ -231,7 +234,7 @@ class HostSession:
         for code in codes:
             if v.id not in self.viewers:
                 return
-            if v.prompt is not None:               # an open prompt takes every key
+            if v.prompt is not None:  # an open prompt takes every key
                 self._prompt_key(v, code)
             else:
                 self._act(v, v.dispatcher.key(code, now))
@@ -266,7 +269,9 @@ class HostSession:
             self._remove_viewer(v, DETACHED)
         elif name in ("command-prompt", "confirm-before"):
             if v.prompt is None:
-                make = ViewerPrompt.command_prompt if name == "command-prompt" else ViewerPrompt.confirm_before
+                make = (
+                    ViewerPrompt.command_prompt if name == "command-prompt" else ViewerPrompt.confirm_before
+                )
                 v.prompt = make(argv, self.session)
                 v.dirty = True
         elif name == "display-message":
@@ -278,7 +283,7 @@ class HostSession:
                 v.screen.invalidate()
             v.dirty = True
         elif name in ("suspend-client", "lock-client"):
-            pass                                   # a remote viewer is never suspended or locked
+            pass  # a remote viewer is never suspended or locked
         else:
             self._show(v, f"{name}: not available to viewers on this relay")
 
@@ -287,7 +292,7 @@ class HostSession:
             try:
                 v.sock.send(record)
             except BlockingIOError:
-                v.screen.invalidate()       # the next frame repaints everything
+                v.screen.invalidate()  # the next frame repaints everything
                 return False
             except OSError:
                 self._remove_viewer(v)
@@ -322,10 +327,14 @@ class HostSession:
         while True:
             now = time.monotonic()
             timeout = self._timeout(now)
-            wanted = [v.sock for v in self.viewers.values()
-                      if v.dirty and v.screen is not None and now >= v.last_frame + FRAME_INTERVAL]
-            readable, writable, _ = select.select([self.chan, ctl, *(v.sock for v in self.viewers.values())],
-                                                  wanted, [], timeout)
+            wanted = [
+                v.sock
+                for v in self.viewers.values()
+                if v.dirty and v.screen is not None and now >= v.last_frame + FRAME_INTERVAL
+            ]
+            readable, writable, _ = select.select(
+                [self.chan, ctl, *(v.sock for v in self.viewers.values())], wanted, [], timeout
+            )
             if self.chan in readable and not self._on_host_data():
                 return "host finished the session" if self.session.finished else "host closed the connection"
             if ctl in readable:
@@ -365,8 +374,9 @@ def run_host(conn, transport: paramiko.Transport, chan: paramiko.Channel, server
     set_process_title(f"pymate [{rw_token[:4]}...] host {conn.peer_ip}")
     conn.log = conn.log.bind(session=rw_token[:4])
     conn.log.info("host session started", user=server.username, pubkey=server.pubkey)
-    session = Session(rw_token=rw_token, ro_token=ro_token,
-                      ssh_host=conn.cfg.ssh_host, ssh_port=conn.cfg.ssh_port)
+    session = Session(
+        rw_token=rw_token, ro_token=ro_token, ssh_host=conn.cfg.ssh_host, ssh_port=conn.cfg.ssh_port
+    )
     hs = HostSession(conn, chan, session)
     last = SERVER_EXITED
     code = 0

@@ -1,5 +1,6 @@
 """Session tokens: 25 characters from an alphabet without look-alike characters (no i, l, o,
 I, O, 0, 1); the read-only token is `ro-` followed by 25 more. Drawn with `secrets`."""
+
 from __future__ import annotations
 
 import secrets
@@ -16,4 +17,3 @@ def new_token() -> str:
 def new_token_pair() -> tuple[str, str]:
     """A fresh (read-write, read-only) pair."""
     return new_token(), RO_PREFIX + new_token()
-

@@ -17,6 +17,7 @@ rows of ordinary text (plain or SGR-coloured) survive at the pane's width; conte
 memory per row (an RGB colour per cell, combining marks in every cell) keeps fewer rows: memory
 stays bounded rather than the row count.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,8 @@ class TerminalError(RuntimeError):
 # count swings by one page. SGR-coloured text (ls --color) costs up to ~12% more at narrow widths.
 BYTES_PER_CELL = 9
 BYTES_PER_ROW_OVERHEAD = 16
-STYLE_MARGIN = 1.15          # styled text pages are up to ~12% bigger than plain ones
-PAGE_SLACK_BYTES = 2 * 512 * 1024   # one page pruned at a time + the partially used last page
+STYLE_MARGIN = 1.15  # styled text pages are up to ~12% bigger than plain ones
+PAGE_SLACK_BYTES = 2 * 512 * 1024  # one page pruned at a time + the partially used last page
 
 
 def history_cap_bytes(cols: int, rows: int, history_lines: int) -> int:
@@ -58,8 +59,9 @@ _grid_ref_fn = None
 def _grid_ref_call():
     global _grid_ref_fn
     if _grid_ref_fn is None:
-        _grid_ref_fn = union_fn('ghostty_terminal_grid_ref',
-                                'GhosttyResult(*)(GhosttyTerminal, GhosttyPointS, GhosttyGridRef*)')
+        _grid_ref_fn = union_fn(
+            "ghostty_terminal_grid_ref", "GhosttyResult(*)(GhosttyTerminal, GhosttyPointS, GhosttyGridRef*)"
+        )
     return _grid_ref_fn
 
 
@@ -77,45 +79,67 @@ _FMT_VT = lib.GHOSTTY_FORMATTER_FORMAT_VT
 class TerminalModel:
     """One pane's terminal: feed it the pane's pty bytes, read its screen and history back."""
 
-    __slots__ = ("_t", "_cols", "_rows", "history_lines", "generation", "_dirty",
-                 "_pt", "_ref", "_ref2", "_sel", "_fopts", "_fmt", "_nout", "_buf",
-                 "_cell", "_u16", "_u8", "_sz", "_modecfg", "_cap", "_ctag", "_rgb", "_bool")
+    __slots__ = (
+        "_t",
+        "_cols",
+        "_rows",
+        "history_lines",
+        "generation",
+        "_dirty",
+        "_pt",
+        "_ref",
+        "_ref2",
+        "_sel",
+        "_fopts",
+        "_fmt",
+        "_nout",
+        "_buf",
+        "_cell",
+        "_u16",
+        "_u8",
+        "_sz",
+        "_modecfg",
+        "_cap",
+        "_ctag",
+        "_rgb",
+        "_bool",
+    )
 
     def __init__(self, cols: int, rows: int, history_lines: int = 2000):
         cols, rows = self._check_size(cols, rows)
-        self._t = ffi.new('GhosttyTerminal*')
-        _check(lib.ghostty_terminal_new(ffi.NULL, self._t, cols, rows), 'terminal_new')
+        self._t = ffi.new("GhosttyTerminal*")
+        _check(lib.ghostty_terminal_new(ffi.NULL, self._t, cols, rows), "terminal_new")
         self._cols, self._rows = cols, rows
         self.history_lines = history_lines
         self.generation = 0
         self._dirty = True
         # Reused scratch structures: no allocation per call in the read paths.
-        self._pt = ffi.new('GhosttyPointS*')
-        self._ref = ffi.new('GhosttyGridRef*')
-        self._ref.size = ffi.sizeof('GhosttyGridRef')
-        self._ref2 = ffi.new('GhosttyGridRef*')
-        self._ref2.size = ffi.sizeof('GhosttyGridRef')
-        self._sel = ffi.new('GhosttySelection*')
-        self._sel.size = ffi.sizeof('GhosttySelection')
-        self._sel.start.size = self._sel.end.size = ffi.sizeof('GhosttyGridRef')
-        self._fopts = ffi.new('GhosttyFormatterTerminalOptions*')
-        self._fopts.size = ffi.sizeof('GhosttyFormatterTerminalOptions')
-        self._fopts.extra.size = ffi.sizeof('GhosttyFormatterTerminalExtra')
-        self._fopts.extra.screen.size = ffi.sizeof('GhosttyFormatterScreenExtra')
+        self._pt = ffi.new("GhosttyPointS*")
+        self._ref = ffi.new("GhosttyGridRef*")
+        self._ref.size = ffi.sizeof("GhosttyGridRef")
+        self._ref2 = ffi.new("GhosttyGridRef*")
+        self._ref2.size = ffi.sizeof("GhosttyGridRef")
+        self._sel = ffi.new("GhosttySelection*")
+        self._sel.size = ffi.sizeof("GhosttySelection")
+        self._sel.start.size = self._sel.end.size = ffi.sizeof("GhosttyGridRef")
+        self._fopts = ffi.new("GhosttyFormatterTerminalOptions*")
+        self._fopts.size = ffi.sizeof("GhosttyFormatterTerminalOptions")
+        self._fopts.extra.size = ffi.sizeof("GhosttyFormatterTerminalExtra")
+        self._fopts.extra.screen.size = ffi.sizeof("GhosttyFormatterScreenExtra")
         self._fopts.trim = True
         self._fopts.unwrap = False
         self._fopts.selection = self._sel
-        self._fmt = ffi.new('GhosttyFormatter*')
-        self._nout = ffi.new('size_t*')
-        self._buf = ffi.new('uint8_t[]', 16384)
-        self._cell = ffi.new('GhosttyCell*')
-        self._u16 = ffi.new('uint16_t*')
-        self._u8 = ffi.new('uint8_t*')
-        self._sz = ffi.new('size_t*')
-        self._modecfg = ffi.new('GhosttyTerminalModeConfig*')
-        self._ctag = ffi.new('GhosttyCellContentTag*')
-        self._rgb = ffi.new('GhosttyColorRgb*')
-        self._bool = ffi.new('bool*')
+        self._fmt = ffi.new("GhosttyFormatter*")
+        self._nout = ffi.new("size_t*")
+        self._buf = ffi.new("uint8_t[]", 16384)
+        self._cell = ffi.new("GhosttyCell*")
+        self._u16 = ffi.new("uint16_t*")
+        self._u8 = ffi.new("uint8_t*")
+        self._sz = ffi.new("size_t*")
+        self._modecfg = ffi.new("GhosttyTerminalModeConfig*")
+        self._ctag = ffi.new("GhosttyCellContentTag*")
+        self._rgb = ffi.new("GhosttyColorRgb*")
+        self._bool = ffi.new("bool*")
         self._cap = 0
         self._apply_history_cap()
 
@@ -128,8 +152,12 @@ class TerminalModel:
     def _apply_history_cap(self) -> None:
         cap = history_cap_bytes(self._cols, self._rows, self.history_lines)
         if cap != self._cap:
-            _check(lib.ghostty_terminal_set(self._t[0], lib.GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_BYTES,
-                                            ffi.new('size_t*', cap)), 'set scrollback_max_bytes')
+            _check(
+                lib.ghostty_terminal_set(
+                    self._t[0], lib.GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_BYTES, ffi.new("size_t*", cap)
+                ),
+                "set scrollback_max_bytes",
+            )
             self._cap = cap
 
     # ------------------------------------------------------------------ input
@@ -144,7 +172,7 @@ class TerminalModel:
         cols, rows = self._check_size(cols, rows)
         if (cols, rows) == (self._cols, self._rows):
             return
-        _check(lib.ghostty_terminal_resize(self._t[0], cols, rows, 8, 16), 'resize')
+        _check(lib.ghostty_terminal_resize(self._t[0], cols, rows, 8, 16), "resize")
         self._cols, self._rows = cols, rows
         self._apply_history_cap()
         self.generation += 1
@@ -167,13 +195,15 @@ class TerminalModel:
         return self._cap
 
     def _get(self, key: int, out):
-        _check(lib.ghostty_terminal_get(self._t[0], key, out), 'terminal_get')
+        _check(lib.ghostty_terminal_get(self._t[0], key, out), "terminal_get")
         return out[0]
 
     @property
     def cursor(self) -> tuple[int, int]:
-        return (self._get(lib.GHOSTTY_TERMINAL_DATA_CURSOR_X, self._u16),
-                self._get(lib.GHOSTTY_TERMINAL_DATA_CURSOR_Y, self._u16))
+        return (
+            self._get(lib.GHOSTTY_TERMINAL_DATA_CURSOR_X, self._u16),
+            self._get(lib.GHOSTTY_TERMINAL_DATA_CURSOR_Y, self._u16),
+        )
 
     @property
     def cursor_visible(self) -> bool:
@@ -181,14 +211,16 @@ class TerminalModel:
 
     @property
     def alt_screen(self) -> bool:
-        out = ffi.new('GhosttyTerminalScreen*')
-        return self._get(lib.GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN, out) == lib.GHOSTTY_TERMINAL_SCREEN_ALTERNATE
+        out = ffi.new("GhosttyTerminalScreen*")
+        return (
+            self._get(lib.GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN, out) == lib.GHOSTTY_TERMINAL_SCREEN_ALTERNATE
+        )
 
     def mode(self, n: int, ansi: bool = False) -> bool:
         """Whether DEC private mode `n` (or ANSI mode `n` with ansi=True) is set."""
         c = self._modecfg
         c.mode = (n & 0x7FFF) | (int(bool(ansi)) << 15)
-        _check(lib.ghostty_terminal_get(self._t[0], lib.GHOSTTY_TERMINAL_DATA_MODE, c), f'mode {n}')
+        _check(lib.ghostty_terminal_get(self._t[0], lib.GHOSTTY_TERMINAL_DATA_MODE, c), f"mode {n}")
         return bool(c.value)
 
     @property
@@ -213,33 +245,36 @@ class TerminalModel:
 
     def _format(self, tag: int, y0: int, y1: int, emit: int) -> str:
         """Rows y0..y1 (inclusive, coordinates of `tag`) through the formatter, as one string."""
-        if not (self._point_ref(self._ref, tag, 0, y0)
-                and self._point_ref(self._ref2, tag, self._cols - 1, y1)):
+        if not (
+            self._point_ref(self._ref, tag, 0, y0) and self._point_ref(self._ref2, tag, self._cols - 1, y1)
+        ):
             raise TerminalError(f"rows {y0}..{y1} out of range")
         sel = self._sel
         sel.start = self._ref[0]
         sel.end = self._ref2[0]
         self._fopts.emit = emit
-        _check(lib.ghostty_formatter_terminal_new(ffi.NULL, self._fmt, self._t[0], self._fopts[0]),
-               'formatter_new')
+        _check(
+            lib.ghostty_formatter_terminal_new(ffi.NULL, self._fmt, self._t[0], self._fopts[0]),
+            "formatter_new",
+        )
         f = self._fmt[0]
         try:
             res = lib.ghostty_formatter_format_buf(f, self._buf, len(self._buf), self._nout)
             if res == lib.GHOSTTY_OUT_OF_SPACE:
-                self._buf = ffi.new('uint8_t[]', max(self._nout[0], 2 * len(self._buf)))
+                self._buf = ffi.new("uint8_t[]", max(self._nout[0], 2 * len(self._buf)))
                 res = lib.ghostty_formatter_format_buf(f, self._buf, len(self._buf), self._nout)
-            _check(res, 'formatter_format')
-            return ffi.buffer(self._buf, self._nout[0])[:].decode('utf-8', 'replace')
+            _check(res, "formatter_format")
+            return ffi.buffer(self._buf, self._nout[0])[:].decode("utf-8", "replace")
         finally:
             lib.ghostty_formatter_free(f)
 
     def _read_rows(self, tag: int, y0: int, count: int, emit: int) -> list[str]:
         if count <= 0:
             return []
-        sep = '\r\n' if emit == _FMT_VT else '\n'
+        sep = "\r\n" if emit == _FMT_VT else "\n"
         out = self._format(tag, y0, y0 + count - 1, emit).split(sep)
-        if len(out) < count:            # trailing blank rows are not emitted
-            out.extend([''] * (count - len(out)))
+        if len(out) < count:  # trailing blank rows are not emitted
+            out.extend([""] * (count - len(out)))
         if emit == _FMT_VT:
             for i, row in enumerate(out):
                 if not row:
@@ -306,22 +341,22 @@ class TerminalModel:
         if ctag[0] == lib.GHOSTTY_CELL_CONTENT_BG_COLOR_PALETTE:
             if lib.ghostty_cell_get(cell, lib.GHOSTTY_CELL_DATA_COLOR_PALETTE, self._u8):
                 return None
-            return f'48;5;{self._u8[0]}'
+            return f"48;5;{self._u8[0]}"
         if ctag[0] == lib.GHOSTTY_CELL_CONTENT_BG_COLOR_RGB:
             rgb = self._rgb
             if lib.ghostty_cell_get(cell, lib.GHOSTTY_CELL_DATA_COLOR_RGB, rgb):
                 return None
-            return f'48;2;{rgb.r};{rgb.g};{rgb.b}'
+            return f"48;2;{rgb.r};{rgb.g};{rgb.b}"
         return None
 
     def _bg_only_row(self, tag: int, y: int) -> str:
         cols = self._cols
         first, last = self._cell_bg(tag, 0, y), self._cell_bg(tag, cols - 1, y)
         if first is None and last is None:
-            return ''
+            return ""
         if first == last and all(self._cell_bg(tag, (cols * k) // 8, y) == first for k in range(1, 8)):
             # The common case, a whole row erased with one colour (ED/EL): 9 samples agree.
-            return f'\x1b[0m\x1b[{first}m' + ' ' * cols + '\x1b[0m'
+            return f"\x1b[0m\x1b[{first}m" + " " * cols + "\x1b[0m"
         parts: list[str] = []
         run_bg, run_len = None, 0
         for x in range(cols + 1):
@@ -330,11 +365,12 @@ class TerminalModel:
                 run_len += 1
                 continue
             if run_len:
-                parts.append(f'\x1b[0m\x1b[{run_bg}m' + ' ' * run_len + '\x1b[0m' if run_bg
-                             else ' ' * run_len)
+                parts.append(
+                    f"\x1b[0m\x1b[{run_bg}m" + " " * run_len + "\x1b[0m" if run_bg else " " * run_len
+                )
             run_bg, run_len = bg, 1
-        row = ''.join(parts)
-        return row.rstrip(' ')
+        row = "".join(parts)
+        return row.rstrip(" ")
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

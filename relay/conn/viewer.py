@@ -5,6 +5,7 @@ link, and the frames the session renders for this viewer go back to the SSH chan
 nothing about a session but through the master's look-up, and a refusal looks the same (delay
 and text) whether the token never existed, expired or belongs to a session that just ended.
 """
+
 from __future__ import annotations
 
 import random
@@ -15,11 +16,12 @@ import time
 import paramiko
 
 from jail import set_process_title
-from relay import control, link
+from relay import control
+from relay.conn import link
 
 INVALID_TOKEN = b"Invalid session token\r\n"
 EXPIRED_TOKEN = b"Invalid or expired session token\r\n"
-REFUSAL_DELAY = (0.050, 0.200)      # seconds, drawn uniformly for every "expired" refusal
+REFUSAL_DELAY = (0.050, 0.200)  # seconds, drawn uniformly for every "expired" refusal
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_/")
 MAX_TOKEN_LENGTH = 64
 READ_CHUNK = 16384
@@ -41,8 +43,9 @@ def run_viewer(conn, transport: paramiko.Transport, chan: paramiko.Channel, serv
         chan.sendall(INVALID_TOKEN)
         log.info("viewer refused", reason="malformed token")
         return 0
-    reply, fds = conn.request_with_fds("viewer", token, server.pubkey, server.fingerprint,
-                                       expect=("joined", "no-session"))
+    reply, fds = conn.request_with_fds(
+        "viewer", token, server.pubkey, server.fingerprint, expect=("joined", "no-session")
+    )
     if reply[0] == "no-session":
         time.sleep(refusal_delay())
         chan.sendall(EXPIRED_TOKEN)
@@ -55,7 +58,7 @@ def run_viewer(conn, transport: paramiko.Transport, chan: paramiko.Channel, serv
     role = "ro-viewer" if readonly else "viewer"
     shown = token[3:] if token.startswith("ro-") else token
     set_process_title(f"pymate [{shown[:4]}...] {role} {conn.peer_ip}")
-    if not readonly:                 # a read-only token's first characters name nothing
+    if not readonly:  # a read-only token's first characters name nothing
         log = log.bind(session=shown[:4])
     log.info("viewer joined", readonly=readonly, pubkey=server.pubkey)
 

@@ -1,8 +1,9 @@
 """Typed tmate protocol messages (protocol version 6, tmate 2.4).
 
-These are plain values: the codec (`relay.protocol`) turns bytes into them and back, the session
-(`relay.session`) consumes them. Field layouts follow ARCHITECTURE.md section 4.
+These are plain values: the codec (`relay.tmate.codec`) turns bytes into them and back, the session
+(`relay.tmate.session`) consumes them. Field layouts follow ARCHITECTURE.md section 4.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from enum import IntEnum
 
 class HostMsg(IntEnum):
     """Host -> relay message types (tmate's TMATE_OUT_*)."""
+
     HEADER = 0
     SYNC_LAYOUT = 1
     PTY_DATA = 2
@@ -29,6 +31,7 @@ class HostMsg(IntEnum):
 
 class RelayMsg(IntEnum):
     """Relay -> host message types (tmate's TMATE_IN_*)."""
+
     NOTIFY = 0
     LEGACY_PANE_KEY = 1
     RESIZE = 2
@@ -40,6 +43,7 @@ class RelayMsg(IntEnum):
 
 
 # ---------------------------------------------------------------- host -> relay
+
 
 @dataclass(frozen=True, slots=True)
 class Header:
@@ -155,6 +159,7 @@ class SnapshotLine:
 @dataclass(frozen=True, slots=True)
 class SnapshotGrid:
     """The grid a pane saved when it entered the alternate screen (restored when it leaves)."""
+
     cursor_x: int
     cursor_y: int
     lines: tuple[SnapshotLine, ...]
@@ -189,11 +194,26 @@ class Uname:
     machine: str
 
 
-HostMessage = (Header | SyncLayout | PtyData | ExecCmdStr | FailedCmd | Status | SyncCopyMode
-               | WriteCopyMode | Fin | HostReady | Reconnect | Snapshot | ExecCmd | Uname)
+HostMessage = (
+    Header
+    | SyncLayout
+    | PtyData
+    | ExecCmdStr
+    | FailedCmd
+    | Status
+    | SyncCopyMode
+    | WriteCopyMode
+    | Fin
+    | HostReady
+    | Reconnect
+    | Snapshot
+    | ExecCmd
+    | Uname
+)
 
 
 # ---------------------------------------------------------------- relay -> host
+
 
 @dataclass(frozen=True, slots=True)
 class Notify:
@@ -231,7 +251,7 @@ class RelayReady:
 @dataclass(frozen=True, slots=True)
 class PaneKey:
     pane_id: int  # -1: the active pane
-    key: int      # tmux key code of the client's encoding (uint64)
+    key: int  # tmux key code of the client's encoding (uint64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,5 +260,6 @@ class ViewerExecCmd:
     argv: tuple[str, ...]
 
 
-RelayMessage = (Notify | LegacyPaneKey | Resize | ViewerExecCmdStr | SetEnv | RelayReady | PaneKey
-                | ViewerExecCmd)
+RelayMessage = (
+    Notify | LegacyPaneKey | Resize | ViewerExecCmdStr | SetEnv | RelayReady | PaneKey | ViewerExecCmd
+)

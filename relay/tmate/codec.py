@@ -1,6 +1,6 @@
 """Sans-IO codec for the tmate protocol (protocol version 6, tmate 2.4; older hosts accepted).
 
-Bytes in, typed messages (`relay.messages`) out, and the reverse. No sockets, no threads, no
+Bytes in, typed messages (`relay.tmate.messages`) out, and the reverse. No sockets, no threads, no
 clocks. Layouts follow ARCHITECTURE.md section 4; the tmate sources are the only specification.
 
 Wire format: every message is a msgpack array whose first element is the message type. Text,
@@ -33,45 +33,89 @@ Limits (all module constants, all enforced, each with a clear `ProtocolError.rea
   `MAX_SNAPSHOT_LINE_CELLS` cells per snapshot line.
 String lengths need no limit of their own: the message size bounds them.
 """
+
 from __future__ import annotations
 
 import msgpack
 
-from relay.messages import (
-    CopyMode, ExecCmd, ExecCmdStr, FailedCmd, Fin, Header, HostMessage, HostMsg, HostReady,
-    LegacyPaneKey, Notify, PaneGeom, PaneKey, Prompt, Reconnect, RelayMessage, RelayMsg,
-    RelayReady, Resize, Selection, SetEnv, Snapshot, SnapshotGrid, SnapshotLine, SnapshotPane,
-    Status, SyncCopyMode, SyncLayout, PtyData, Uname, ViewerExecCmd, ViewerExecCmdStr, Window,
+from relay.tmate.messages import (
+    CopyMode,
+    ExecCmd,
+    ExecCmdStr,
+    FailedCmd,
+    Fin,
+    Header,
+    HostMessage,
+    HostMsg,
+    HostReady,
+    LegacyPaneKey,
+    Notify,
+    PaneGeom,
+    PaneKey,
+    Prompt,
+    PtyData,
+    Reconnect,
+    RelayMessage,
+    RelayMsg,
+    RelayReady,
+    Resize,
+    Selection,
+    SetEnv,
+    Snapshot,
+    SnapshotGrid,
+    SnapshotLine,
+    SnapshotPane,
+    Status,
+    SyncCopyMode,
+    SyncLayout,
+    Uname,
+    ViewerExecCmd,
+    ViewerExecCmdStr,
+    Window,
     WriteCopyMode,
 )
 
 __all__ = [
-    "ProtocolError", "HostDecoder", "RelayDecoder", "encode", "encode_host",
-    "PROTOCOL_VERSION", "MIN_PROTOCOL_VERSION", "LEGACY_CLIENT_VERSION",
-    "MAX_MESSAGE_SIZE", "MAX_SNAPSHOT_SIZE", "MAX_PANES", "MAX_WINDOWS", "MAX_DIMENSION",
-    "MAX_ID", "MAX_ARGV", "MAX_SNAPSHOT_LINES", "MAX_SNAPSHOT_LINE_CELLS", "MAX_PTY_CHUNK",
+    "ProtocolError",
+    "HostDecoder",
+    "RelayDecoder",
+    "encode",
+    "encode_host",
+    "PROTOCOL_VERSION",
+    "MIN_PROTOCOL_VERSION",
+    "LEGACY_CLIENT_VERSION",
+    "MAX_MESSAGE_SIZE",
+    "MAX_SNAPSHOT_SIZE",
+    "MAX_PANES",
+    "MAX_WINDOWS",
+    "MAX_DIMENSION",
+    "MAX_ID",
+    "MAX_ARGV",
+    "MAX_SNAPSHOT_LINES",
+    "MAX_SNAPSHOT_LINE_CELLS",
+    "MAX_PTY_CHUNK",
 ]
 
 # ---------------------------------------------------------------- constants and limits
 
-PROTOCOL_VERSION = 6          # tmate 2.2.1 .. 2.4.0
-MIN_PROTOCOL_VERSION = 1      # tmate 1.8.3
-STRING_HEADER_VERSION = 3     # headers below this protocol carry no client version string
+PROTOCOL_VERSION = 6  # tmate 2.2.1 .. 2.4.0
+MIN_PROTOCOL_VERSION = 1  # tmate 1.8.3
+STRING_HEADER_VERSION = 3  # headers below this protocol carry no client version string
 LEGACY_CLIENT_VERSION = "1.8.5"
-MSGPACK_STR8_VERSION = 5      # below this, the peer speaks the old msgpack spec (no str8/bin)
+MSGPACK_STR8_VERSION = 5  # below this, the peer speaks the old msgpack spec (no str8/bin)
 
-MAX_MESSAGE_SIZE = 17 * 1024            # one encoded message (the C server's limit)
-MAX_SNAPSHOT_SIZE = 4 * 1024 * 1024     # one encoded SNAPSHOT message
-MAX_PANES = 1000                        # panes across all windows of a SYNC_LAYOUT / SNAPSHOT
-MAX_WINDOWS = 1000                      # windows in a SYNC_LAYOUT
-MAX_DIMENSION = 10000                   # sx, sy, xoff, yoff, cursor, cells (tmux's maximum)
-MAX_ID = 2**31 - 1                      # pane ids, window indexes, client ids (C int)
-MAX_ARGV = 1024                         # strings in one EXEC_CMD
-MAX_SNAPSHOT_LINES = 2000               # lines per snapshot grid (the C server's history limit)
+MAX_MESSAGE_SIZE = 17 * 1024  # one encoded message (the C server's limit)
+MAX_SNAPSHOT_SIZE = 4 * 1024 * 1024  # one encoded SNAPSHOT message
+MAX_PANES = 1000  # panes across all windows of a SYNC_LAYOUT / SNAPSHOT
+MAX_WINDOWS = 1000  # windows in a SYNC_LAYOUT
+MAX_DIMENSION = 10000  # sx, sy, xoff, yoff, cursor, cells (tmux's maximum)
+MAX_ID = 2**31 - 1  # pane ids, window indexes, client ids (C int)
+MAX_ARGV = 1024  # strings in one EXEC_CMD
+MAX_SNAPSHOT_LINES = 2000  # lines per snapshot grid (the C server's history limit)
 MAX_SNAPSHOT_LINE_CELLS = MAX_DIMENSION  # cells per snapshot line
-MAX_PTY_CHUNK = 16 * 1024               # what the client puts in one PTY_DATA (not enforced)
+MAX_PTY_CHUNK = 16 * 1024  # what the client puts in one PTY_DATA (not enforced)
 
-_INT_MIN = -2**31
+_INT_MIN = -(2**31)
 _INT_MAX = 2**31 - 1
 _UINT_MAX = 2**32 - 1
 _UINT64_MAX = 2**64 - 1
@@ -94,8 +138,15 @@ class _Bad(Exception):
     """A field-level problem; the dispatcher prefixes it with the message name."""
 
 
-_TYPE_NAMES = {bytes: "string", int: "integer", list: "array", bool: "boolean",
-               float: "float", dict: "map", type(None): "nil"}
+_TYPE_NAMES = {
+    bytes: "string",
+    int: "integer",
+    list: "array",
+    bool: "boolean",
+    float: "float",
+    dict: "map",
+    type(None): "nil",
+}
 
 
 def _tn(v) -> str:
@@ -131,14 +182,14 @@ def _arity(m: list, nfields: int) -> None:
 
 # ---------------------------------------------------------------- streaming machinery
 
-_HEAD_BYTES = 16   # enough for an array32 header and a uint64 type
+_HEAD_BYTES = 16  # enough for an array32 header and a uint64 type
 
 
 class _StreamDecoder:
     """Feeds a msgpack.Unpacker in bounded slices and enforces per-message size limits."""
 
     _names: dict[int, str] = {}
-    _large_type: int | None = None   # the one message type allowed up to `_large_size`
+    _large_type: int | None = None  # the one message type allowed up to `_large_size`
 
     def __init__(self, max_message_size: int, large_size: int = 0):
         if max_message_size < 1:
@@ -148,11 +199,17 @@ class _StreamDecoder:
         self._slice = max_message_size
         cap = self._large + self._slice
         self._unpacker = msgpack.Unpacker(
-            raw=True, max_buffer_size=cap, max_str_len=cap, max_bin_len=cap,
-            max_array_len=cap, max_map_len=0, max_ext_len=0)
-        self._fed = 0          # bytes given to the unpacker
-        self._start = 0        # stream offset where the next (incomplete) message starts
-        self._head = b""       # first bytes of the incomplete message at `_head_pos`
+            raw=True,
+            max_buffer_size=cap,
+            max_str_len=cap,
+            max_bin_len=cap,
+            max_array_len=cap,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+        self._fed = 0  # bytes given to the unpacker
+        self._start = 0  # stream offset where the next (incomplete) message starts
+        self._head = b""  # first bytes of the incomplete message at `_head_pos`
         self._head_pos = -1
         self._error: str | None = None
 
@@ -172,7 +229,7 @@ class _StreamDecoder:
             else:
                 mv = memoryview(data)
                 for off in range(0, n, self._slice):
-                    self._feed_slice(mv[off:off + self._slice], out)
+                    self._feed_slice(mv[off : off + self._slice], out)
         except ProtocolError as e:
             self._error = e.reason
             e.decoded = out
@@ -193,16 +250,27 @@ class _StreamDecoder:
                 size = pos - start
                 start = pos
                 # Hot path: a well-formed PTY_DATA (host stream only).
-                if (pty_fast and type(obj) is list and len(obj) == 3 and type(obj[0]) is int
-                        and obj[0] == 2 and type(obj[2]) is bytes and type(obj[1]) is int
-                        and 0 <= obj[1] <= MAX_ID):
+                if (
+                    pty_fast
+                    and type(obj) is list
+                    and len(obj) == 3
+                    and type(obj[0]) is int
+                    and obj[0] == 2
+                    and type(obj[2]) is bytes
+                    and type(obj[1]) is int
+                    and 0 <= obj[1] <= MAX_ID
+                ):
                     if size > self._max:
                         self._too_large(size, self._max)
                     out.append(PtyData(obj[1], obj[2]))
                     continue
                 if size > self._max and not (
-                        size <= self._large and type(obj) is list and obj
-                        and type(obj[0]) is int and obj[0] == self._large_type):
+                    size <= self._large
+                    and type(obj) is list
+                    and obj
+                    and type(obj[0]) is int
+                    and obj[0] == self._large_type
+                ):
                     self._too_large(size, self._limit_for(obj))
                 out.append(decode(obj))
         except ProtocolError:
@@ -216,19 +284,18 @@ class _StreamDecoder:
             return
         if start != self._head_pos:
             self._head_pos = start
-            self._head = bytes(chunk[start - chunk_start:start - chunk_start + _HEAD_BYTES])
+            self._head = bytes(chunk[start - chunk_start : start - chunk_start + _HEAD_BYTES])
         elif len(self._head) < _HEAD_BYTES:
-            self._head += bytes(chunk[:_HEAD_BYTES - len(self._head)])
+            self._head += bytes(chunk[: _HEAD_BYTES - len(self._head)])
         if tail > self._max:
             limit = self._large if self._head_type() == self._large_type else self._max
             if tail > limit:
-                raise ProtocolError(
-                    f"message too large: {tail} bytes buffered and incomplete > {limit}")
+                raise ProtocolError(f"message too large: {tail} bytes buffered and incomplete > {limit}")
 
-    _pty_fast = False   # True where type 2 is PTY_DATA
+    _pty_fast = False  # True where type 2 is PTY_DATA
 
     def _limit_for(self, obj) -> int:
-        if (type(obj) is list and obj and type(obj[0]) is int and obj[0] == self._large_type):
+        if type(obj) is list and obj and type(obj[0]) is int and obj[0] == self._large_type:
             return self._large
         return self._max
 
@@ -269,13 +336,15 @@ class _StreamDecoder:
 
 # ---------------------------------------------------------------- host -> relay decoding
 
-def _d_header(dec: "HostDecoder", m: list) -> Header:
+
+def _d_header(dec: HostDecoder, m: list) -> Header:
     if len(m) < 2:
         raise _Bad("missing protocol version")
-    proto = _int(m[1], -2**63, _UINT64_MAX, "protocol version")
+    proto = _int(m[1], -(2**63), _UINT64_MAX, "protocol version")
     if not MIN_PROTOCOL_VERSION <= proto <= PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {proto} "
-                            f"(accepted: {MIN_PROTOCOL_VERSION}-{PROTOCOL_VERSION})")
+        raise ProtocolError(
+            f"unsupported protocol version {proto} (accepted: {MIN_PROTOCOL_VERSION}-{PROTOCOL_VERSION})"
+        )
     if proto < STRING_HEADER_VERSION:
         _arity(m, 1)
         version = LEGACY_CLIENT_VERSION
@@ -286,7 +355,7 @@ def _d_header(dec: "HostDecoder", m: list) -> Header:
     return Header(proto, version)
 
 
-def _d_sync_layout(dec: "HostDecoder", m: list) -> SyncLayout:
+def _d_sync_layout(dec: HostDecoder, m: list) -> SyncLayout:
     _arity(m, 4)
     sx = _int(m[1], 0, MAX_DIMENSION, "sx")
     sy = _int(m[2], 0, MAX_DIMENSION, "sy")
@@ -316,10 +385,15 @@ def _d_sync_layout(dec: "HostDecoder", m: list) -> SyncLayout:
             if pid in pane_ids:
                 raise _Bad(f"duplicate pane id {pid}")
             pane_ids.add(pid)
-            panes.append(PaneGeom(pid, _int(p[1], 0, MAX_DIMENSION, "pane sx"),
-                                  _int(p[2], 0, MAX_DIMENSION, "pane sy"),
-                                  _int(p[3], 0, MAX_DIMENSION, "pane xoff"),
-                                  _int(p[4], 0, MAX_DIMENSION, "pane yoff")))
+            panes.append(
+                PaneGeom(
+                    pid,
+                    _int(p[1], 0, MAX_DIMENSION, "pane sx"),
+                    _int(p[2], 0, MAX_DIMENSION, "pane sy"),
+                    _int(p[3], 0, MAX_DIMENSION, "pane xoff"),
+                    _int(p[4], 0, MAX_DIMENSION, "pane yoff"),
+                )
+            )
         active = _int(w[3], -1, MAX_ID, "active pane id")
         windows.append(Window(idx, name, tuple(panes), active))
     active_win = _int(m[4], -1, MAX_ID, "active window index")
@@ -349,7 +423,7 @@ def _d_status(dec, m: list) -> Status:
     return Status(_text(m[1], "left"), _text(m[2], "right"))
 
 
-def _d_sync_copy_mode(dec: "HostDecoder", m: list) -> SyncCopyMode:
+def _d_sync_copy_mode(dec: HostDecoder, m: list) -> SyncCopyMode:
     _arity(m, 2)
     pid = _int(m[1], 0, MAX_ID, "pane id")
     cm = _array(m[2], "copy mode")
@@ -369,15 +443,20 @@ def _d_sync_copy_mode(dec: "HostDecoder", m: list) -> SyncCopyMode:
     selection = None
     if sel:
         _array(sel, "selection", 3)
-        selection = Selection(_int(sel[0], _INT_MIN, _INT_MAX, "selx"),
-                              _int(sel[1], _INT_MIN, _INT_MAX, "sely"),
-                              _int(sel[2], _INT_MIN, _INT_MAX, "selection flags"))
+        selection = Selection(
+            _int(sel[0], _INT_MIN, _INT_MAX, "selx"),
+            _int(sel[1], _INT_MIN, _INT_MAX, "sely"),
+            _int(sel[2], _INT_MIN, _INT_MAX, "selection flags"),
+        )
     pr = _array(cm[4], "prompt")
     prompt = None
     if pr:
         _array(pr, "prompt", 3)
-        prompt = Prompt(_int(pr[0], _INT_MIN, _INT_MAX, "prompt type"),
-                        _text(pr[1], "prompt"), _text(pr[2], "prompt input"))
+        prompt = Prompt(
+            _int(pr[0], _INT_MIN, _INT_MAX, "prompt type"),
+            _text(pr[1], "prompt"),
+            _text(pr[2], "prompt input"),
+        )
     return SyncCopyMode(pid, CopyMode(backing, oy, cx, cy, selection, prompt))
 
 
@@ -414,8 +493,9 @@ def _snapshot_grid(g, what: str) -> tuple[int, int, tuple[SnapshotLine, ...]]:
         text = _text(ln[0], "line text")
         attrs = _array(ln[1], "line attributes")
         if len(attrs) > MAX_SNAPSHOT_LINE_CELLS:
-            raise ProtocolError(f"too many cells in a snapshot line: {len(attrs)} > "
-                                f"{MAX_SNAPSHOT_LINE_CELLS}")
+            raise ProtocolError(
+                f"too many cells in a snapshot line: {len(attrs)} > {MAX_SNAPSHOT_LINE_CELLS}"
+            )
         for a in attrs:
             if type(a) is not int or a < 0 or a > _UINT_MAX:
                 _int(a, 0, _UINT_MAX, "cell attribute")
@@ -423,7 +503,7 @@ def _snapshot_grid(g, what: str) -> tuple[int, int, tuple[SnapshotLine, ...]]:
     return cx, cy, tuple(lines)
 
 
-def _d_snapshot(dec: "HostDecoder", m: list) -> Snapshot:
+def _d_snapshot(dec: HostDecoder, m: list) -> Snapshot:
     _arity(m, 1)
     raw = _array(m[1], "panes")
     if len(raw) > dec.max_panes:
@@ -456,12 +536,13 @@ def _d_exec_cmd(dec, m: list) -> ExecCmd:
 
 def _d_uname(dec, m: list) -> Uname:
     _arity(m, 5)
-    return Uname(*(_text(m[i], f) for i, f in
-                   enumerate(("sysname", "nodename", "release", "version", "machine"), 1)))
+    return Uname(
+        *(_text(m[i], f) for i, f in enumerate(("sysname", "nodename", "release", "version", "machine"), 1))
+    )
 
 
 class HostDecoder(_StreamDecoder):
-    """Decodes the host -> relay stream into `relay.messages` host messages.
+    """Decodes the host -> relay stream into `relay.tmate.messages` host messages.
 
     `feed` takes any chunking of the stream and returns the messages completed so far.
     `protocol` is the version from the last HEADER (`PROTOCOL_VERSION` until one arrives).
@@ -471,16 +552,28 @@ class HostDecoder(_StreamDecoder):
     _large_type = HostMsg.SNAPSHOT
     _pty_fast = True
     _table = {
-        HostMsg.HEADER: _d_header, HostMsg.SYNC_LAYOUT: _d_sync_layout,
-        HostMsg.PTY_DATA: _d_pty_data, HostMsg.EXEC_CMD_STR: _d_exec_cmd_str,
-        HostMsg.FAILED_CMD: _d_failed_cmd, HostMsg.STATUS: _d_status,
-        HostMsg.SYNC_COPY_MODE: _d_sync_copy_mode, HostMsg.WRITE_COPY_MODE: _d_write_copy_mode,
-        HostMsg.FIN: _d_fin, HostMsg.READY: _d_ready, HostMsg.RECONNECT: _d_reconnect,
-        HostMsg.SNAPSHOT: _d_snapshot, HostMsg.EXEC_CMD: _d_exec_cmd, HostMsg.UNAME: _d_uname,
+        HostMsg.HEADER: _d_header,
+        HostMsg.SYNC_LAYOUT: _d_sync_layout,
+        HostMsg.PTY_DATA: _d_pty_data,
+        HostMsg.EXEC_CMD_STR: _d_exec_cmd_str,
+        HostMsg.FAILED_CMD: _d_failed_cmd,
+        HostMsg.STATUS: _d_status,
+        HostMsg.SYNC_COPY_MODE: _d_sync_copy_mode,
+        HostMsg.WRITE_COPY_MODE: _d_write_copy_mode,
+        HostMsg.FIN: _d_fin,
+        HostMsg.READY: _d_ready,
+        HostMsg.RECONNECT: _d_reconnect,
+        HostMsg.SNAPSHOT: _d_snapshot,
+        HostMsg.EXEC_CMD: _d_exec_cmd,
+        HostMsg.UNAME: _d_uname,
     }
 
-    def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE, max_panes: int = MAX_PANES,
-                 max_snapshot_size: int = MAX_SNAPSHOT_SIZE):
+    def __init__(
+        self,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        max_panes: int = MAX_PANES,
+        max_snapshot_size: int = MAX_SNAPSHOT_SIZE,
+    ):
         super().__init__(max_message_size, max_snapshot_size)
         self.max_panes = max_panes
         self.protocol = PROTOCOL_VERSION
@@ -490,6 +583,7 @@ class HostDecoder(_StreamDecoder):
 
 
 # ---------------------------------------------------------------- relay -> host decoding
+
 
 def _r_notify(dec, m):
     _arity(m, 1)
@@ -529,8 +623,7 @@ def _r_pane_key(dec, m):
 def _r_exec_cmd(dec, m):
     if len(m) < 2:
         raise _Bad("missing client id")
-    return ViewerExecCmd(_int(m[1], _INT_MIN, _INT_MAX, "client id"),
-                         _argv(m[2:], "EXEC_CMD"))
+    return ViewerExecCmd(_int(m[1], _INT_MIN, _INT_MAX, "client id"), _argv(m[2:], "EXEC_CMD"))
 
 
 class RelayDecoder(_StreamDecoder):
@@ -538,10 +631,14 @@ class RelayDecoder(_StreamDecoder):
 
     _names = {t.value: t.name for t in RelayMsg}
     _table = {
-        RelayMsg.NOTIFY: _r_notify, RelayMsg.LEGACY_PANE_KEY: _r_legacy_pane_key,
-        RelayMsg.RESIZE: _r_resize, RelayMsg.EXEC_CMD_STR: _r_exec_cmd_str,
-        RelayMsg.SET_ENV: _r_set_env, RelayMsg.READY: _r_ready,
-        RelayMsg.PANE_KEY: _r_pane_key, RelayMsg.EXEC_CMD: _r_exec_cmd,
+        RelayMsg.NOTIFY: _r_notify,
+        RelayMsg.LEGACY_PANE_KEY: _r_legacy_pane_key,
+        RelayMsg.RESIZE: _r_resize,
+        RelayMsg.EXEC_CMD_STR: _r_exec_cmd_str,
+        RelayMsg.SET_ENV: _r_set_env,
+        RelayMsg.READY: _r_ready,
+        RelayMsg.PANE_KEY: _r_pane_key,
+        RelayMsg.EXEC_CMD: _r_exec_cmd,
     }
 
     def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE):
@@ -552,6 +649,7 @@ class RelayDecoder(_StreamDecoder):
 
 
 # ---------------------------------------------------------------- encoding
+
 
 def _e_int(v, lo: int, hi: int, what: str) -> int:
     if type(v) is not int or not lo <= v <= hi:
@@ -585,23 +683,35 @@ def encode(msg: RelayMessage, protocol: int = PROTOCOL_VERSION) -> bytes:
     """
     t = type(msg)
     if t is PaneKey:
-        obj = [RelayMsg.PANE_KEY, _e_int(msg.pane_id, -1, MAX_ID, "pane id"),
-               _e_int(msg.key, 0, _UINT64_MAX, "key")]
+        obj = [
+            RelayMsg.PANE_KEY,
+            _e_int(msg.pane_id, -1, MAX_ID, "pane id"),
+            _e_int(msg.key, 0, _UINT64_MAX, "key"),
+        ]
     elif t is Notify:
         obj = [RelayMsg.NOTIFY, _e_str(msg.message, "message")]
     elif t is Resize:
-        obj = [RelayMsg.RESIZE, _e_int(msg.sx, -1, MAX_DIMENSION, "sx"),
-               _e_int(msg.sy, -1, MAX_DIMENSION, "sy")]
+        obj = [
+            RelayMsg.RESIZE,
+            _e_int(msg.sx, -1, MAX_DIMENSION, "sx"),
+            _e_int(msg.sy, -1, MAX_DIMENSION, "sy"),
+        ]
     elif t is SetEnv:
         obj = [RelayMsg.SET_ENV, _e_str(msg.name, "name"), _e_str(msg.value, "value")]
     elif t is RelayReady:
         obj = [RelayMsg.READY]
     elif t is ViewerExecCmd:
-        obj = [RelayMsg.EXEC_CMD, _e_int(msg.client_id, _INT_MIN, _INT_MAX, "client id"),
-               *_e_argv(msg.argv, "EXEC_CMD")]
+        obj = [
+            RelayMsg.EXEC_CMD,
+            _e_int(msg.client_id, _INT_MIN, _INT_MAX, "client id"),
+            *_e_argv(msg.argv, "EXEC_CMD"),
+        ]
     elif t is ViewerExecCmdStr:
-        obj = [RelayMsg.EXEC_CMD_STR, _e_int(msg.client_id, _INT_MIN, _INT_MAX, "client id"),
-               _e_str(msg.command, "command")]
+        obj = [
+            RelayMsg.EXEC_CMD_STR,
+            _e_int(msg.client_id, _INT_MIN, _INT_MAX, "client id"),
+            _e_str(msg.command, "command"),
+        ]
     elif t is LegacyPaneKey:
         obj = [RelayMsg.LEGACY_PANE_KEY, _e_int(msg.key, 0, _INT_MAX, "key")]
     else:
@@ -620,8 +730,11 @@ def _raw_header(n: int, str8: bool) -> bytes:
 
 
 def _e_grid(cx: int, cy: int, lines) -> list:
-    return [_e_int(cx, 0, MAX_DIMENSION, "cursor x"), _e_int(cy, 0, MAX_DIMENSION, "cursor y"),
-            [[_e_str(ln.text, "line text"), list(ln.attrs)] for ln in lines]]
+    return [
+        _e_int(cx, 0, MAX_DIMENSION, "cursor x"),
+        _e_int(cy, 0, MAX_DIMENSION, "cursor y"),
+        [[_e_str(ln.text, "line text"), list(ln.attrs)] for ln in lines],
+    ]
 
 
 def encode_host(msg: HostMessage, protocol: int = PROTOCOL_VERSION) -> bytes:
@@ -635,18 +748,34 @@ def encode_host(msg: HostMessage, protocol: int = PROTOCOL_VERSION) -> bytes:
         data = msg.data
         if type(data) is not bytes:
             data = bytes(data)
-        return b"".join((b"\x93\x02", msgpack.packb(_e_int(msg.pane_id, 0, MAX_ID, "pane id")),
-                         _raw_header(len(data), protocol >= MSGPACK_STR8_VERSION), data))
+        return b"".join(
+            (
+                b"\x93\x02",
+                msgpack.packb(_e_int(msg.pane_id, 0, MAX_ID, "pane id")),
+                _raw_header(len(data), protocol >= MSGPACK_STR8_VERSION),
+                data,
+            )
+        )
     if t is Header:
         obj = [HostMsg.HEADER, msg.protocol]
         if msg.protocol >= STRING_HEADER_VERSION:
             obj.append(_e_str(msg.client_version, "client version"))
     elif t is SyncLayout:
-        obj = [HostMsg.SYNC_LAYOUT, msg.sx, msg.sy,
-               [[w.idx, _e_str(w.name, "window name"),
-                 [[p.id, p.sx, p.sy, p.xoff, p.yoff] for p in w.panes], w.active_pane]
-                for w in msg.windows],
-               msg.active_window]
+        obj = [
+            HostMsg.SYNC_LAYOUT,
+            msg.sx,
+            msg.sy,
+            [
+                [
+                    w.idx,
+                    _e_str(w.name, "window name"),
+                    [[p.id, p.sx, p.sy, p.xoff, p.yoff] for p in w.panes],
+                    w.active_pane,
+                ]
+                for w in msg.windows
+            ],
+            msg.active_window,
+        ]
     elif t is ExecCmdStr:
         obj = [HostMsg.EXEC_CMD_STR, _e_str(msg.command, "command")]
     elif t is FailedCmd:
@@ -660,10 +789,13 @@ def encode_host(msg: HostMessage, protocol: int = PROTOCOL_VERSION) -> bytes:
         else:
             sel = cm.selection
             pr = cm.prompt
-            body = [cm.oy, cm.cx, cm.cy,
-                    [] if sel is None else [sel.selx, sel.sely, sel.flags],
-                    [] if pr is None else [pr.type, _e_str(pr.prompt, "prompt"),
-                                           _e_str(pr.text, "prompt input")]]
+            body = [
+                cm.oy,
+                cm.cx,
+                cm.cy,
+                [] if sel is None else [sel.selx, sel.sely, sel.flags],
+                [] if pr is None else [pr.type, _e_str(pr.prompt, "prompt"), _e_str(pr.text, "prompt input")],
+            ]
             if protocol >= 2:
                 body.insert(0, cm.backing)
         obj = [HostMsg.SYNC_COPY_MODE, msg.pane_id, body]
@@ -676,17 +808,28 @@ def encode_host(msg: HostMessage, protocol: int = PROTOCOL_VERSION) -> bytes:
     elif t is Reconnect:
         obj = [HostMsg.RECONNECT, _e_str(msg.data, "reconnection data")]
     elif t is Snapshot:
-        obj = [HostMsg.SNAPSHOT,
-               [[p.pane_id, p.mode, _e_grid(p.cursor_x, p.cursor_y, p.lines),
-                 None if p.saved is None else _e_grid(p.saved.cursor_x, p.saved.cursor_y,
-                                                      p.saved.lines)]
-                for p in msg.panes]]
+        obj = [
+            HostMsg.SNAPSHOT,
+            [
+                [
+                    p.pane_id,
+                    p.mode,
+                    _e_grid(p.cursor_x, p.cursor_y, p.lines),
+                    None if p.saved is None else _e_grid(p.saved.cursor_x, p.saved.cursor_y, p.saved.lines),
+                ]
+                for p in msg.panes
+            ],
+        ]
     elif t is ExecCmd:
         obj = [HostMsg.EXEC_CMD, *_e_argv(msg.argv, "EXEC_CMD")]
     elif t is Uname:
-        obj = [HostMsg.UNAME, *(_e_str(v, "uname field") for v in
-                                (msg.sysname, msg.nodename, msg.release, msg.version,
-                                 msg.machine))]
+        obj = [
+            HostMsg.UNAME,
+            *(
+                _e_str(v, "uname field")
+                for v in (msg.sysname, msg.nodename, msg.release, msg.version, msg.machine)
+            ),
+        ]
     else:
         raise TypeError(f"not a host -> relay message: {t.__name__}")
     return _pack(obj, protocol)

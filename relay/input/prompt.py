@@ -6,20 +6,33 @@ Pure logic: keys in, outcomes out. The session routes a viewer's keys here while
 prompt open, draws `display(cols)` in its status line, and runs the commands of a `Done`
 through the viewer's KeyDispatcher (so read-only and local-command rules apply as for bindings).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.tmuxargs import getopt
-from relay.input import (KEY_ENTER, KEY_ESCAPE, KEY_PASTE_END, KEY_PASTE_START, KEYC_BASE,
-                         KEYC_BSPACE, KEYC_DC, KEYC_END, KEYC_HOME, KEYC_LEFT, KEYC_MASK_MOD,
-                         KEYC_RIGHT, KEY_TAB)
+from relay.input.keys import (
+    KEY_ENTER,
+    KEY_ESCAPE,
+    KEY_PASTE_END,
+    KEY_PASTE_START,
+    KEY_TAB,
+    KEYC_BASE,
+    KEYC_BSPACE,
+    KEYC_DC,
+    KEYC_END,
+    KEYC_HOME,
+    KEYC_LEFT,
+    KEYC_MASK_MOD,
+    KEYC_RIGHT,
+)
+from relay.tmux.args import getopt
 
-MAX_INPUT = 4096          # characters a prompt holds
-MAX_COMMANDS = 32         # commands one submitted line may hold
+MAX_INPUT = 4096  # characters a prompt holds
+MAX_COMMANDS = 32  # commands one submitted line may hold
 
-_C = {c: ord(c) - 96 for c in "abcdefghkuw"}          # control keys arrive as their byte
-_CANCEL = {KEY_ESCAPE, 0x03, 0x07}                     # Escape, C-c, C-g
+_C = {c: ord(c) - 96 for c in "abcdefghkuw"}  # control keys arrive as their byte
+_CANCEL = {KEY_ESCAPE, 0x03, 0x07}  # Escape, C-c, C-g
 
 
 class CommandSyntaxError(Exception):
@@ -102,7 +115,7 @@ def parse_commands(line: str) -> list[tuple[str, ...]]:
             j = line.find("'", i + 1)
             if j < 0:
                 raise CommandSyntaxError("syntax error: missing '")
-            word = (word or []) + [line[i + 1:j]]
+            word = (word or []) + [line[i + 1 : j]]
             i = j + 1
         elif ch == '"':
             i += 1
@@ -155,8 +168,9 @@ def expand_formats(text: str, session) -> str:
 class ViewerPrompt:
     """One open prompt of one viewer."""
 
-    def __init__(self, *, labels: list[str], inputs: list[str], template: str, single: bool,
-                 confirm: bool = False):
+    def __init__(
+        self, *, labels: list[str], inputs: list[str], template: str, single: bool, confirm: bool = False
+    ):
         self.labels = labels
         self.inputs = inputs
         self.template = template
@@ -168,7 +182,7 @@ class ViewerPrompt:
         self.cursor = len(self.buffer)
 
     @classmethod
-    def command_prompt(cls, argv: tuple[str, ...], session) -> "ViewerPrompt":
+    def command_prompt(cls, argv: tuple[str, ...], session) -> ViewerPrompt:
         """From `command-prompt [-1] [-I inputs] [-p prompts] [-t client] [template]`."""
         flags, rest = getopt(argv[1:], "Ipt")
         template = rest[0] if rest else "%1"
@@ -183,7 +197,7 @@ class ViewerPrompt:
         return cls(labels=labels, inputs=inputs, template=template, single="1" in flags)
 
     @classmethod
-    def confirm_before(cls, argv: tuple[str, ...], session) -> "ViewerPrompt":
+    def confirm_before(cls, argv: tuple[str, ...], session) -> ViewerPrompt:
         """From `confirm-before [-p prompt] [-t client] command`."""
         flags, rest = getopt(argv[1:], "pt")
         command = rest[0] if rest else ""
@@ -211,9 +225,9 @@ class ViewerPrompt:
         b, c = self.buffer, self.cursor
         if code == KEYC_BSPACE or code == 0x08:
             if c > 0:
-                self.buffer, self.cursor = b[:c - 1] + b[c:], c - 1
+                self.buffer, self.cursor = b[: c - 1] + b[c:], c - 1
         elif code == KEYC_DC or code == _C["d"]:
-            self.buffer = b[:c] + b[c + 1:]
+            self.buffer = b[:c] + b[c + 1 :]
         elif code == KEYC_LEFT or code == _C["b"]:
             self.cursor = max(0, c - 1)
         elif code == KEYC_RIGHT or code == _C["f"]:
@@ -231,7 +245,7 @@ class ViewerPrompt:
             start = b.rfind(" ", 0, start) + 1
             self.buffer, self.cursor = b[:start] + b[c:], start
         elif code == KEY_TAB:
-            pass                                  # no completion
+            pass  # no completion
         elif code < KEYC_BASE and not code & KEYC_MASK_MOD and code >= 0x20 and code != 0x7F:
             if len(b) < MAX_INPUT:
                 self.buffer, self.cursor = b[:c] + chr(code) + b[c:], c + 1
@@ -244,7 +258,7 @@ class ViewerPrompt:
             line = self.template
         else:
             self.template = template_replace(self.template, text, self.idx)
-            if self.idx < len(self.labels):                  # the next of several prompts
+            if self.idx < len(self.labels):  # the next of several prompts
                 self.idx += 1
                 self.label = self.labels[self.idx - 1]
                 self.buffer = self.inputs[self.idx - 1] if self.idx - 1 < len(self.inputs) else ""
@@ -259,9 +273,10 @@ class ViewerPrompt:
     # ------------------------------------------------------------------ drawing
     def display(self, cols: int) -> tuple[str, int]:
         """The status-line text and the cursor's column, scrolled so the cursor is visible."""
-        from relay.render import display_width
+        from relay.screen.render import display_width
+
         label_w = display_width(self.label)
-        before = self.buffer[:self.cursor]
+        before = self.buffer[: self.cursor]
         room = max(1, cols - label_w - 1)
         start = 0
         while display_width(before[start:]) > room:

@@ -37,14 +37,14 @@ holds only the rows whose string changed, each repainted whole from an SGR reset
 position (``CSI row;col H``), then the cursor. Pane rows come from the pane's TerminalModel as
 self-contained VT strings, fetched once per pane change (never cell by cell).
 """
+
 from __future__ import annotations
 
 import re
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["ViewerScreen", "parse_style", "Style", "failed_cmd_message", "display_width",
-           "last_window"]
+__all__ = ["ViewerScreen", "parse_style", "Style", "failed_cmd_message", "display_width", "last_window"]
 
 ESC = "\x1b"
 RESET = "\x1b[0m"
@@ -54,9 +54,19 @@ _INSIDE, _LEFTRIGHT, _TOPBOTTOM, _TOPLEFT, _TOPRIGHT, _BOTTOMLEFT, _BOTTOMRIGHT 
 _TOPJOIN, _BOTTOMJOIN, _LEFTJOIN, _RIGHTJOIN, _JOIN, _OUTSIDE = range(7, 13)
 _BORDER_CHARS = " │─┌┐└┘┬┴├┤┼·"
 # Which of the neighbours (left 8, right 4, top 2, bottom 1) are borders -> the cell's type.
-_BORDER_TYPE = {15: _JOIN, 14: _BOTTOMJOIN, 13: _TOPJOIN, 12: _TOPBOTTOM, 11: _RIGHTJOIN,
-                10: _BOTTOMRIGHT, 9: _TOPRIGHT, 7: _LEFTJOIN, 6: _BOTTOMLEFT, 5: _TOPLEFT,
-                3: _LEFTRIGHT}
+_BORDER_TYPE = {
+    15: _JOIN,
+    14: _BOTTOMJOIN,
+    13: _TOPJOIN,
+    12: _TOPBOTTOM,
+    11: _RIGHTJOIN,
+    10: _BOTTOMRIGHT,
+    9: _TOPRIGHT,
+    7: _LEFTJOIN,
+    6: _BOTTOMLEFT,
+    5: _TOPLEFT,
+    3: _LEFTRIGHT,
+}
 
 _U32 = 1 << 32
 
@@ -75,7 +85,7 @@ def _char_width(ch: str) -> int:
     if w is None:
         o = ord(ch)
         if o < 0x20 or 0x7F <= o < 0xA0:
-            w = -1                       # control: dropped
+            w = -1  # control: dropped
         elif unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
             w = 0
         elif unicodedata.east_asian_width(ch) in ("W", "F"):
@@ -95,16 +105,34 @@ def display_width(text: str) -> int:
 
 
 # ---------------------------------------------------------------------------- styles
-_ATTRS = {"bright": 0x1, "bold": 0x1, "dim": 0x2, "underscore": 0x4, "blink": 0x8,
-          "reverse": 0x10, "hidden": 0x20, "italics": 0x40}
+_ATTRS = {
+    "bright": 0x1,
+    "bold": 0x1,
+    "dim": 0x2,
+    "underscore": 0x4,
+    "blink": 0x8,
+    "reverse": 0x10,
+    "hidden": 0x20,
+    "italics": 0x40,
+}
 _ATTR_SGR = ((0x1, "1"), (0x2, "2"), (0x4, "4"), (0x8, "5"), (0x10, "7"), (0x20, "8"), (0x40, "3"))
-_NAMED = {"black": 0, "red": 1, "green": 2, "yellow": 3, "blue": 4, "magenta": 5, "cyan": 6,
-          "white": 7, "default": 8}
+_NAMED = {
+    "black": 0,
+    "red": 1,
+    "green": 2,
+    "yellow": 3,
+    "blue": 4,
+    "magenta": 5,
+    "cyan": 6,
+    "white": 7,
+    "default": 8,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Style:
     """A cell style: fg/bg as SGR parameter strings ("39" = default), attrs as tmux bits."""
+
     fg: str = "39"
     bg: str = "49"
     attr: int = 0
@@ -207,8 +235,9 @@ def parse_style(text: str, current: Style = DEFAULT_STYLE, base: Style = DEFAULT
 
 def _overlay(gc: Style, st: Style) -> Style:
     """tmux's style_apply_update: only the non-default parts of `st` change `gc`."""
-    return Style(st.fg if st.fg != "39" else gc.fg, st.bg if st.bg != "49" else gc.bg,
-                 st.attr if st.attr else gc.attr)
+    return Style(
+        st.fg if st.fg != "39" else gc.fg, st.bg if st.bg != "49" else gc.bg, st.attr if st.attr else gc.attr
+    )
 
 
 def _option_style(session, name: str, default: str) -> Style:
@@ -216,9 +245,12 @@ def _option_style(session, name: str, default: str) -> Style:
     explicit = session.option(name)
     st = parse_style(explicit if explicit is not None else default) or parse_style(default)
     if explicit is None:
-        prefix = name[:-len("-style")]
-        fg, bg, at = (session.option(prefix + "-fg"), session.option(prefix + "-bg"),
-                      session.option(prefix + "-attr"))
+        prefix = name[: -len("-style")]
+        fg, bg, at = (
+            session.option(prefix + "-fg"),
+            session.option(prefix + "-bg"),
+            session.option(prefix + "-attr"),
+        )
         if fg is not None:
             st = parse_style(f"fg={fg}", st) or st
         if bg is not None:
@@ -253,6 +285,7 @@ def _number(value, default: int, lo: int = 0, hi: int = 32767) -> int:
 class _Line:
     """A one-row cell buffer (status line, window list): (char, style) per column; a wide
     character's second column holds ''."""
+
     __slots__ = ("cells", "x")
 
     def __init__(self, width: int, style: Style):
@@ -265,10 +298,10 @@ class _Line:
         if x < 0 or x + w > n:
             self.x = x + w
             return
-        if cells[x][0] == "" and x > 0:            # overwriting the right half of a wide char
+        if cells[x][0] == "" and x > 0:  # overwriting the right half of a wide char
             cells[x - 1] = (" ", cells[x - 1][1])
         end = x + w
-        if end < n and cells[end][0] == "":        # overwriting the left half of a wide char
+        if end < n and cells[end][0] == "":  # overwriting the left half of a wide char
             cells[end] = (" ", cells[end][1])
         cells[x] = (ch, style)
         if w == 2:
@@ -283,9 +316,9 @@ class _Line:
             if w < 0:
                 continue
             if w == 0:
-                continue                   # combining marks are not kept (rare in status text)
+                continue  # combining marks are not kept (rare in status text)
             if maxlen >= 0 and size + w > maxlen:
-                while size < maxlen:       # a wide char that does not fit: pad
+                while size < maxlen:  # a wide char that does not fit: pad
                     self.put(" ", 1, style)
                     size += 1
                 break
@@ -303,7 +336,7 @@ class _Line:
                 end = text.find("]", i + 2)
                 if end < 0:
                     break
-                cur = parse_style(text[i + 2:end], cur, base) or cur
+                cur = parse_style(text[i + 2 : end], cur, base) or cur
                 i = end + 1
                 continue
             j = text.find("#[", i)
@@ -340,8 +373,13 @@ def _expand_format(fmt: str, vals: dict[str, str]) -> str:
     #{?cond,then,else}. Unknown names expand to ''; #[...] is left for the style pass."""
     out: list[str] = []
     i, n = 0, len(fmt)
-    short = {"I": "window_index", "W": "window_name", "F": "window_flags",
-             "P": "pane_index", "S": "session_name"}
+    short = {
+        "I": "window_index",
+        "W": "window_name",
+        "F": "window_flags",
+        "P": "pane_index",
+        "S": "session_name",
+    }
     while i < n:
         c = fmt[i]
         if c != "#" or i + 1 >= n:
@@ -365,7 +403,7 @@ def _expand_format(fmt: str, vals: dict[str, str]) -> str:
                 if fmt[j] == "}":
                     depth -= 1
                 j += 1
-            body = fmt[i + 2:j - 1] if depth == 0 else fmt[i + 2:]
+            body = fmt[i + 2 : j - 1] if depth == 0 else fmt[i + 2 :]
             out.append(_expand_body(body, vals))
             i = j
         else:
@@ -416,7 +454,7 @@ def _clip_vt(s: str, width: int) -> str:
     pos = 0
     for m in _VT_TOKEN.finditer(s):
         if m.start() > pos:
-            col = _clip_text(s[pos:m.start()], width, col, out)
+            col = _clip_text(s[pos : m.start()], width, col, out)
             if col >= width:
                 return "".join(out) + RESET
         out.append(m.group())
@@ -506,13 +544,14 @@ def _border1(p: _Geom, px: int, py: int) -> int:
 class _BorderGrid:
     """Which cells are pane borders (tmux: the first pane, in window order, for which the cell is
     inside or on the border decides), painted once per layout instead of asked per cell."""
+
     __slots__ = ("rows", "w", "h")
 
     def __init__(self, panes, wsx: int, wsy: int):
         w, h = wsx + 2, wsy + 2
         self.w, self.h = w, h
         rows = [bytearray(w) for _ in range(h)]
-        for p in reversed(panes):             # earlier panes overwrite later ones
+        for p in reversed(panes):  # earlier panes overwrite later ones
             x0, x1 = max(p.xoff - 1, 0), min(p.xoff + p.sx, w - 1)
             y0, y1 = max(p.yoff - 1, 0), min(p.yoff + p.sy, h - 1)
             # left/right borders
@@ -524,12 +563,12 @@ class _BorderGrid:
             # top/bottom borders
             for y in ((p.yoff - 1,) if p.yoff != 0 else ()) + (p.yoff + p.sy,):
                 if 0 <= y < h and x0 <= x1:
-                    rows[y][x0:x1 + 1] = b"\x01" * (x1 - x0 + 1)
+                    rows[y][x0 : x1 + 1] = b"\x01" * (x1 - x0 + 1)
             # inside
             ix1 = min(p.xoff + p.sx, w)
             for y in range(p.yoff, min(p.yoff + p.sy, h)):
                 if p.xoff < ix1:
-                    rows[y][p.xoff:ix1] = bytes(ix1 - p.xoff)
+                    rows[y][p.xoff : ix1] = bytes(ix1 - p.xoff)
         self.rows = rows
 
     def __call__(self, px: int, py: int) -> bool:
@@ -540,8 +579,12 @@ def _cell_type(panes, grid: _BorderGrid, wsx: int, wsy: int, px: int, py: int):
     if px > wsx or py > wsy:
         return _OUTSIDE, None
     for p in panes:
-        if ((p.xoff != 0 and px < p.xoff - 1) or px > p.xoff + p.sx
-                or (p.yoff != 0 and py < p.yoff - 1) or py > p.yoff + p.sy):
+        if (
+            (p.xoff != 0 and px < p.xoff - 1)
+            or px > p.xoff + p.sx
+            or (p.yoff != 0 and py < p.yoff - 1)
+            or py > p.yoff + p.sy
+        ):
             continue
         if not grid(px, py):
             return _INSIDE, p
@@ -567,20 +610,30 @@ def _active_border(px, py, typ, wsx, wsy, npanes, want: _Geom | None, wp: _Geom 
         return True
     if wp is None or typ in (_OUTSIDE, _INSIDE):
         return True
-    if wp.xoff == 0 and wp.sx == wsx:          # full width: top or bottom pane
+    if wp.xoff == 0 and wp.sx == wsx:  # full width: top or bottom pane
         if wp.yoff == 0:
             return px <= wp.sx // 2 if wp is want else px > wp.sx // 2
         return False
-    if wp.yoff == 0 and wp.sy == wsy:          # full height: left or right pane
+    if wp.yoff == 0 and wp.sy == wsy:  # full height: left or right pane
         if wp.xoff == 0:
             return py <= wp.sy // 2 if wp is want else py > wp.sy // 2
         return False
     return bool(typ)
 
 
-def _border_rows(panes: list[_Geom], want: _Geom | None, npanes: int, wsx: int, wsy: int,
-                 cols: int, arows: int, status: int, top: int,
-                 other_sgr: str, active_sgr: str) -> list[str]:
+def _border_rows(
+    panes: list[_Geom],
+    want: _Geom | None,
+    npanes: int,
+    wsx: int,
+    wsy: int,
+    cols: int,
+    arows: int,
+    status: int,
+    top: int,
+    other_sgr: str,
+    active_sgr: str,
+) -> list[str]:
     """Per window-area row, the positioned VT runs painting its border / outside cells and the
     size message. Rows are screen rows `top + y`."""
     # The size message of a viewer larger than the window (tty rows - status = arows).
@@ -596,7 +649,7 @@ def _border_rows(panes: list[_Geom], want: _Geom | None, npanes: int, wsx: int, 
         else:
             small = False
         if msgx < 0:
-            msgx = _U32          # tmux's unsigned position: off screen, nothing skipped
+            msgx = _U32  # tmux's unsigned position: off screen, nothing skipped
     grid = _BorderGrid(panes, wsx, wsy)
     inside: list[bytearray] = []
     for y in range(arows):
@@ -677,8 +730,14 @@ class ViewerScreen:
         self._status_key = None
 
     # ------------------------------------------------------------------ frame
-    def frame(self, session, *, message: str | None = None, readonly: bool = False,
-              prompt: tuple[str, int] | None = None) -> bytes:
+    def frame(
+        self,
+        session,
+        *,
+        message: str | None = None,
+        readonly: bool = False,
+        prompt: tuple[str, int] | None = None,
+    ) -> bytes:
         """Bytes that bring the viewer's terminal from what it last showed to `session` now;
         b"" when nothing changed. (`readonly` changes nothing drawn: tmux shows read-only
         clients the same screen.) `prompt` is a status-line prompt, (text, cursor column): drawn
@@ -753,7 +812,7 @@ class ViewerScreen:
             if p is None or p.sx <= 0 or p.sy <= 0:
                 continue
             if p.xoff >= wsx or p.yoff >= wsy or p.xoff + p.sx > wsx or p.yoff + p.sy > wsy:
-                continue                         # not visible (tmux's window_pane_visible)
+                continue  # not visible (tmux's window_pane_visible)
             panes.append(p)
         ap = session.panes.get(window.active_pane)
 
@@ -768,8 +827,9 @@ class ViewerScreen:
             want = next((g for g in geoms if ageo and g.id == ageo[0]), None)
             if want is None and ageo is not None:
                 want = _Geom(*ageo)
-            self._layout_rows = _border_rows(geoms, want, len(window.pane_ids), wsx, wsy, cols,
-                                             arows, status, top, other, active)
+            self._layout_rows = _border_rows(
+                geoms, want, len(window.pane_ids), wsx, wsy, cols, arows, status, top, other, active
+            )
             self._layout_key = key
             live = {p.id for p in panes}
             for pid in list(self._pane_cache):
@@ -791,12 +851,13 @@ class ViewerScreen:
             if overlays:
                 if mode_sgr is None:
                     mode_sgr = _option_style(session, "mode-style", "bg=yellow,fg=black").sgr()
-                for (i, x, text, sgr) in overlays:
+                for i, x, text, sgr in overlays:
                     if i >= nrows or x >= width:
                         continue
                     y = p.yoff + i
-                    parts[y].append(f"\x1b[{top + y + 1};{p.xoff + x + 1}H"
-                                    f"{mode_sgr if sgr is None else sgr}{text}\x1b[0m")
+                    parts[y].append(
+                        f"\x1b[{top + y + 1};{p.xoff + x + 1}H{mode_sgr if sgr is None else sgr}{text}\x1b[0m"
+                    )
         for y in range(arows):
             row = parts[y]
             new_lines[top + y] = row[0] if len(row) == 1 else "".join(row)
@@ -835,8 +896,16 @@ class ViewerScreen:
         overlays: list[tuple] = []
         if p.message_view:
             lines = list(p.message_lines)
-            key = ("m", session.generation, len(lines), lines[-1] if lines else None, p.sx, p.sy,
-                   cm.oy if cm is not None else None, width)
+            key = (
+                "m",
+                session.generation,
+                len(lines),
+                lines[-1] if lines else None,
+                p.sx,
+                p.sy,
+                cm.oy if cm is not None else None,
+                width,
+            )
             cached = self._pane_cache.get(p.id)
             if cached is not None and cached[0] == key:
                 rows, hsize, oy = cached[1]
@@ -847,8 +916,9 @@ class ViewerScreen:
                 # step with the history the new lines push out).
                 oy = hsize if cm is None else min(max(cm.oy, 0), hsize)
                 t = hsize - oy
-                rows = [(_clip_vt(r, width) if display_width(r) > width else r)
-                        for r in wrapped[t:t + p.sy]]
+                rows = [
+                    (_clip_vt(r, width) if display_width(r) > width else r) for r in wrapped[t : t + p.sy]
+                ]
                 rows += [""] * (p.sy - len(rows))
                 self._pane_cache[p.id] = (key, (rows, hsize, oy))
             text_rows = None
@@ -881,12 +951,11 @@ class ViewerScreen:
             text = f"{cm.prompt.prompt}: {cm.prompt.text}"
             line = _Line(sx, DEFAULT_STYLE)
             line.nputs(text, DEFAULT_STYLE, sx)
-            overlays.append((p.sy - 1, 0, "".join(c for c, _ in line.cells[:min(line.x, sx)]),
-                             None))
+            overlays.append((p.sy - 1, 0, "".join(c for c, _ in line.cells[: min(line.x, sx)]), None))
         if cm is not None and cm.cx == sx and 0 <= cm.cy < p.sy:
             overlays.append((cm.cy, sx - 1, "$", RESET))
         if width < sx:
-            overlays = [(i, x, t[:max(width - x, 0)], s) for (i, x, t, s) in overlays]
+            overlays = [(i, x, t[: max(width - x, 0)], s) for (i, x, t, s) in overlays]
         return rows, overlays
 
     @staticmethod
@@ -934,9 +1003,9 @@ class ViewerScreen:
             if a > b:
                 continue
             cells = _columns(text_rows[py] if py < len(text_rows) else "", sx)
-            seg = cells[a:b + 1]
+            seg = cells[a : b + 1]
             if seg[0] == "":
-                seg[0] = " "                      # starts on the right half of a wide char
+                seg[0] = " "  # starts on the right half of a wide char
             out.append((py, a, "".join(seg), None))
         return out
 
@@ -976,10 +1045,8 @@ class ViewerScreen:
         wstyle = _option_style(session, "window-status-style", "default")
         cstyle = _option_style(session, "window-status-current-style", "default")
         lstyle = _option_style(session, "window-status-last-style", "default")
-        fmt = session.option("window-status-format",
-                             "#I:#W#{?window_flags,#{window_flags}, }")
-        cfmt = session.option("window-status-current-format",
-                              "#I:#W#{?window_flags,#{window_flags}, }")
+        fmt = session.option("window-status-format", "#I:#W#{?window_flags,#{window_flags}, }")
+        cfmt = session.option("window-status-current-format", "#I:#W#{?window_flags,#{window_flags}, }")
         sep = session.option("window-status-separator", " ")
         seplen = display_width(sep)
         entries = []
@@ -997,8 +1064,15 @@ class ViewerScreen:
                 flags = "-"
             if w.idx == last:
                 gc = _overlay(gc, lstyle)
-            text = _expand_format(f, {"window_index": str(w.idx), "window_name": w.name,
-                                      "window_flags": flags, "session_name": "0"})
+            text = _expand_format(
+                f,
+                {
+                    "window_index": str(w.idx),
+                    "window_name": w.name,
+                    "window_flags": flags,
+                    "session_name": "0",
+                },
+            )
             width = _cstrlen(text)
             if w.idx == session.active_window:
                 wloffset, cur_width = wlwidth, width
@@ -1064,11 +1138,27 @@ class ViewerScreen:
             cells[end] = (" ", cells[end][1])
 
 
-_STATUS_OPTIONS = ("status-style", "status-fg", "status-bg", "status-attr", "status-left-length",
-                   "status-right-length", "status-justify", "window-status-format",
-                   "window-status-current-format", "window-status-separator",
-                   "window-status-style", "window-status-current-style",
-                   "window-status-last-style", "window-status-fg", "window-status-bg",
-                   "window-status-attr", "window-status-current-fg", "window-status-current-bg",
-                   "window-status-current-attr", "window-status-last-fg",
-                   "window-status-last-bg", "window-status-last-attr")
+_STATUS_OPTIONS = (
+    "status-style",
+    "status-fg",
+    "status-bg",
+    "status-attr",
+    "status-left-length",
+    "status-right-length",
+    "status-justify",
+    "window-status-format",
+    "window-status-current-format",
+    "window-status-separator",
+    "window-status-style",
+    "window-status-current-style",
+    "window-status-last-style",
+    "window-status-fg",
+    "window-status-bg",
+    "window-status-attr",
+    "window-status-current-fg",
+    "window-status-current-bg",
+    "window-status-current-attr",
+    "window-status-last-fg",
+    "window-status-last-bg",
+    "window-status-last-attr",
+)

@@ -3,10 +3,11 @@
 Everything here runs after the jail is in place (no filesystem, no network namespace, an
 unprivileged uid). Its only ways out are the accepted TCP socket and the control socket to the
 master. The role follows from the first channel request:
-  - `subsystem tmate`: a tmate host; this process becomes the session (relay.host).
-  - `shell` (after `pty-req`): a viewer; the SSH user name is the token (relay.viewer).
+  - `subsystem tmate`: a tmate host; this process becomes the session (relay.conn.host).
+  - `shell` (after `pty-req`): a viewer; the SSH user name is the token (relay.conn.viewer).
   - `exec` and anything else: refused.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,9 @@ HOST_SUBSYSTEM = "tmate"
 @dataclass(frozen=True)
 class ConnectionConfig:
     host_keys: tuple[paramiko.PKey, ...]
-    ssh_host: str           # advertised host in the ssh command lines
-    ssh_port: int           # advertised port
-    grace_period: float = 20.0   # seconds to take a role
+    ssh_host: str  # advertised host in the ssh command lines
+    ssh_port: int  # advertised port
+    grace_period: float = 20.0  # seconds to take a role
     verbose: bool = False
 
 
@@ -51,9 +52,9 @@ class _Server(paramiko.ServerInterface):
         # log in with this key? Asked of the master; None allows everything (warm-up).
         self.authorize = authorize
         self.fingerprint: str | None = None
-        self.size = (80, 24)           # the viewer's terminal, from pty-req / window-change
+        self.size = (80, 24)  # the viewer's terminal, from pty-req / window-change
         self.term = "xterm"
-        self.on_resize = None          # set by the viewer loop once it is linked to a session
+        self.on_resize = None  # set by the viewer loop once it is linked to a session
         self.role_event = threading.Event()
         self.role: str | None = None
         self.channel_id: int | None = None
@@ -231,8 +232,11 @@ class Connection:
                 self.log.info("connection refused", reason=reason)
                 return 0
             chan = transport.accept(timeout=max(0.0, deadline - time.monotonic()))
-            if chan is None or not server.role_event.wait(max(0.0, deadline - time.monotonic())) \
-                    or server.role is None:
+            if (
+                chan is None
+                or not server.role_event.wait(max(0.0, deadline - time.monotonic()))
+                or server.role is None
+            ):
                 reason = server.refusal or "no role taken within the grace period"
                 self.log.info("connection refused", reason=reason, user=server.username)
                 return 0
@@ -247,5 +251,5 @@ class Connection:
 
 
 # Imported last: both modules use this one's names.
-from relay.host import run_host  # noqa: E402
-from relay.viewer import run_viewer  # noqa: E402
+from relay.conn.host import run_host  # noqa: E402
+from relay.conn.viewer import run_viewer  # noqa: E402

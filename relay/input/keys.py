@@ -21,35 +21,98 @@ Three layers, all sans-IO (time is passed in as `now`, in seconds, by the caller
 - `KeyDispatcher` (one per viewer): tmux 2.4's key tables as the C server applies them to a
   viewer (server-client.c): root table, prefix / prefix2, one key in the prefix table, repeat
   (-r) bindings for `repeat-time`, `assume-paste-time`, read-only clients. It returns what to do:
-  relay.messages objects ready to send to the host (PaneKey / LegacyPaneKey already encoded for
+  relay.tmate.messages objects ready to send to the host (PaneKey / LegacyPaneKey already encoded for
   the host's protocol version, ViewerExecCmd / ViewerExecCmdStr), `Local` for commands the relay
   runs itself, and `Notice` for a message to show the viewer.
 
 Relay-private key codes (`KEY_PASTE_START`, `KEY_PASTE_END`) lie above every tmux key code and are
 never sent to the host.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import messages as m
-from .tmuxargs import getopt
+from relay.tmate import messages as m
+from relay.tmux.args import getopt
 
 __all__ = [
-    "KEYC_NONE", "KEYC_UNKNOWN", "KEYC_BASE", "KEYC_ESCAPE", "KEYC_CTRL", "KEYC_SHIFT",
-    "KEYC_MASK_MOD", "KEYC_FOCUS_IN", "KEYC_FOCUS_OUT", "KEYC_MOUSE", "KEYC_BSPACE",
-    "KEYC_F1", "KEYC_F2", "KEYC_F3", "KEYC_F4", "KEYC_F5", "KEYC_F6", "KEYC_F7", "KEYC_F8",
-    "KEYC_F9", "KEYC_F10", "KEYC_F11", "KEYC_F12", "KEYC_IC", "KEYC_DC", "KEYC_HOME", "KEYC_END",
-    "KEYC_NPAGE", "KEYC_PPAGE", "KEYC_BTAB", "KEYC_UP", "KEYC_DOWN", "KEYC_LEFT", "KEYC_RIGHT",
-    "KEYC_KP_SLASH", "KEYC_KP_STAR", "KEYC_KP_MINUS", "KEYC_KP_SEVEN", "KEYC_KP_EIGHT",
-    "KEYC_KP_NINE", "KEYC_KP_PLUS", "KEYC_KP_FOUR", "KEYC_KP_FIVE", "KEYC_KP_SIX", "KEYC_KP_ONE",
-    "KEYC_KP_TWO", "KEYC_KP_THREE", "KEYC_KP_ENTER", "KEYC_KP_ZERO", "KEYC_KP_PERIOD",
-    "KEY_ENTER", "KEY_TAB", "KEY_ESCAPE", "KEY_SPACE", "KEY_PASTE_START", "KEY_PASTE_END",
-    "DEFAULT_ESCAPE_TIME", "MIN_ESCAPE_TIME", "DEFAULT_PREFIX",
-    "key_from_name", "key_to_name", "is_mouse_key", "ctrl_key",
-    "InputParser", "KeyDispatcher", "Local", "Notice", "HOST_MESSAGES",
-    "encode_key", "encode_command", "quote_command", "split_commands", "canonical_command",
-    "escape_time_for", "LOCAL_COMMANDS", "READONLY_COMMANDS",
+    "KEYC_NONE",
+    "KEYC_UNKNOWN",
+    "KEYC_BASE",
+    "KEYC_ESCAPE",
+    "KEYC_CTRL",
+    "KEYC_SHIFT",
+    "KEYC_MASK_MOD",
+    "KEYC_FOCUS_IN",
+    "KEYC_FOCUS_OUT",
+    "KEYC_MOUSE",
+    "KEYC_BSPACE",
+    "KEYC_F1",
+    "KEYC_F2",
+    "KEYC_F3",
+    "KEYC_F4",
+    "KEYC_F5",
+    "KEYC_F6",
+    "KEYC_F7",
+    "KEYC_F8",
+    "KEYC_F9",
+    "KEYC_F10",
+    "KEYC_F11",
+    "KEYC_F12",
+    "KEYC_IC",
+    "KEYC_DC",
+    "KEYC_HOME",
+    "KEYC_END",
+    "KEYC_NPAGE",
+    "KEYC_PPAGE",
+    "KEYC_BTAB",
+    "KEYC_UP",
+    "KEYC_DOWN",
+    "KEYC_LEFT",
+    "KEYC_RIGHT",
+    "KEYC_KP_SLASH",
+    "KEYC_KP_STAR",
+    "KEYC_KP_MINUS",
+    "KEYC_KP_SEVEN",
+    "KEYC_KP_EIGHT",
+    "KEYC_KP_NINE",
+    "KEYC_KP_PLUS",
+    "KEYC_KP_FOUR",
+    "KEYC_KP_FIVE",
+    "KEYC_KP_SIX",
+    "KEYC_KP_ONE",
+    "KEYC_KP_TWO",
+    "KEYC_KP_THREE",
+    "KEYC_KP_ENTER",
+    "KEYC_KP_ZERO",
+    "KEYC_KP_PERIOD",
+    "KEY_ENTER",
+    "KEY_TAB",
+    "KEY_ESCAPE",
+    "KEY_SPACE",
+    "KEY_PASTE_START",
+    "KEY_PASTE_END",
+    "DEFAULT_ESCAPE_TIME",
+    "MIN_ESCAPE_TIME",
+    "DEFAULT_PREFIX",
+    "key_from_name",
+    "key_to_name",
+    "is_mouse_key",
+    "ctrl_key",
+    "InputParser",
+    "KeyDispatcher",
+    "Local",
+    "Notice",
+    "HOST_MESSAGES",
+    "encode_key",
+    "encode_command",
+    "quote_command",
+    "split_commands",
+    "canonical_command",
+    "escape_time_for",
+    "LOCAL_COMMANDS",
+    "READONLY_COMMANDS",
 ]
 
 # ---------------------------------------------------------------------------------- key codes
@@ -57,7 +120,7 @@ __all__ = [
 KEYC_NONE = 0xFFFF00000000
 KEYC_UNKNOWN = 0xFFFE00000000
 KEYC_BASE = 0x100000000000
-KEYC_ESCAPE = 0x200000000000     # Meta
+KEYC_ESCAPE = 0x200000000000  # Meta
 KEYC_CTRL = 0x400000000000
 KEYC_SHIFT = 0x800000000000
 KEYC_MASK_MOD = KEYC_ESCAPE | KEYC_CTRL | KEYC_SHIFT
@@ -66,29 +129,77 @@ _MASK_KEY = (1 << 64) - 1 - KEYC_MASK_MOD
 # The special-key enum, in tmux.h's order, starting at KEYC_BASE.
 KEYC_FOCUS_IN = KEYC_BASE + 0
 KEYC_FOCUS_OUT = KEYC_BASE + 1
-KEYC_MOUSE = KEYC_BASE + 2           # unclassified mouse event
+KEYC_MOUSE = KEYC_BASE + 2  # unclassified mouse event
 # Then 14 mouse events, each in three places (Pane, Status, Border): BASE+3 .. BASE+44.
-_MOUSE_EVENTS = ("MouseDown1", "MouseDown2", "MouseDown3", "MouseUp1", "MouseUp2", "MouseUp3",
-                 "MouseDrag1", "MouseDrag2", "MouseDrag3", "MouseDragEnd1", "MouseDragEnd2",
-                 "MouseDragEnd3", "WheelUp", "WheelDown")
+_MOUSE_EVENTS = (
+    "MouseDown1",
+    "MouseDown2",
+    "MouseDown3",
+    "MouseUp1",
+    "MouseUp2",
+    "MouseUp3",
+    "MouseDrag1",
+    "MouseDrag2",
+    "MouseDrag3",
+    "MouseDragEnd1",
+    "MouseDragEnd2",
+    "MouseDragEnd3",
+    "WheelUp",
+    "WheelDown",
+)
 _MOUSE_PLACES = ("Pane", "Status", "Border")
-KEYC_BSPACE = KEYC_MOUSE + 1 + 3 * len(_MOUSE_EVENTS)     # BASE+45
-(KEYC_F1, KEYC_F2, KEYC_F3, KEYC_F4, KEYC_F5, KEYC_F6, KEYC_F7, KEYC_F8, KEYC_F9, KEYC_F10,
- KEYC_F11, KEYC_F12, KEYC_IC, KEYC_DC, KEYC_HOME, KEYC_END, KEYC_NPAGE, KEYC_PPAGE, KEYC_BTAB,
- KEYC_UP, KEYC_DOWN, KEYC_LEFT, KEYC_RIGHT,
- KEYC_KP_SLASH, KEYC_KP_STAR, KEYC_KP_MINUS, KEYC_KP_SEVEN, KEYC_KP_EIGHT, KEYC_KP_NINE,
- KEYC_KP_PLUS, KEYC_KP_FOUR, KEYC_KP_FIVE, KEYC_KP_SIX, KEYC_KP_ONE, KEYC_KP_TWO, KEYC_KP_THREE,
- KEYC_KP_ENTER, KEYC_KP_ZERO, KEYC_KP_PERIOD) = range(KEYC_BSPACE + 1, KEYC_BSPACE + 40)
+KEYC_BSPACE = KEYC_MOUSE + 1 + 3 * len(_MOUSE_EVENTS)  # BASE+45
+(
+    KEYC_F1,
+    KEYC_F2,
+    KEYC_F3,
+    KEYC_F4,
+    KEYC_F5,
+    KEYC_F6,
+    KEYC_F7,
+    KEYC_F8,
+    KEYC_F9,
+    KEYC_F10,
+    KEYC_F11,
+    KEYC_F12,
+    KEYC_IC,
+    KEYC_DC,
+    KEYC_HOME,
+    KEYC_END,
+    KEYC_NPAGE,
+    KEYC_PPAGE,
+    KEYC_BTAB,
+    KEYC_UP,
+    KEYC_DOWN,
+    KEYC_LEFT,
+    KEYC_RIGHT,
+    KEYC_KP_SLASH,
+    KEYC_KP_STAR,
+    KEYC_KP_MINUS,
+    KEYC_KP_SEVEN,
+    KEYC_KP_EIGHT,
+    KEYC_KP_NINE,
+    KEYC_KP_PLUS,
+    KEYC_KP_FOUR,
+    KEYC_KP_FIVE,
+    KEYC_KP_SIX,
+    KEYC_KP_ONE,
+    KEYC_KP_TWO,
+    KEYC_KP_THREE,
+    KEYC_KP_ENTER,
+    KEYC_KP_ZERO,
+    KEYC_KP_PERIOD,
+) = range(KEYC_BSPACE + 1, KEYC_BSPACE + 40)
 
 KEY_TAB = 0x09
 KEY_ENTER = 0x0D
 KEY_ESCAPE = 0x1B
 KEY_SPACE = 0x20
-DEFAULT_PREFIX = 0x02                # C-b (options-table.c)
+DEFAULT_PREFIX = 0x02  # C-b (options-table.c)
 
 # Relay-private codes, above anything tmux uses (tmux codes stay below 2**48).
 _RELAY_BASE = 1 << 56
-KEY_PASTE_START = _RELAY_BASE + 1    # bracketed paste begins: keys until KEY_PASTE_END are text
+KEY_PASTE_START = _RELAY_BASE + 1  # bracketed paste begins: keys until KEY_PASTE_END are text
 KEY_PASTE_END = _RELAY_BASE + 2
 
 # How long a lone ESC (or a cut-short sequence) waits for more bytes, unless the host replicated
@@ -107,19 +218,47 @@ def is_mouse_key(code: int) -> bool:
 # Name table in key-string.c's order: where two names share a code, the first is the one printed.
 _NAME_TABLE: list[tuple[str, int]] = [
     *((f"F{i + 1}", KEYC_F1 + i) for i in range(12)),
-    ("IC", KEYC_IC), ("DC", KEYC_DC), ("Home", KEYC_HOME), ("End", KEYC_END),
-    ("NPage", KEYC_NPAGE), ("PageDown", KEYC_NPAGE), ("PgDn", KEYC_NPAGE),
-    ("PPage", KEYC_PPAGE), ("PageUp", KEYC_PPAGE), ("PgUp", KEYC_PPAGE),
-    ("Tab", KEY_TAB), ("BTab", KEYC_BTAB), ("Space", KEY_SPACE), ("BSpace", KEYC_BSPACE),
-    ("Enter", KEY_ENTER), ("Escape", KEY_ESCAPE),
-    ("Up", KEYC_UP), ("Down", KEYC_DOWN), ("Left", KEYC_LEFT), ("Right", KEYC_RIGHT),
-    ("KP/", KEYC_KP_SLASH), ("KP*", KEYC_KP_STAR), ("KP-", KEYC_KP_MINUS),
-    ("KP7", KEYC_KP_SEVEN), ("KP8", KEYC_KP_EIGHT), ("KP9", KEYC_KP_NINE), ("KP+", KEYC_KP_PLUS),
-    ("KP4", KEYC_KP_FOUR), ("KP5", KEYC_KP_FIVE), ("KP6", KEYC_KP_SIX), ("KP1", KEYC_KP_ONE),
-    ("KP2", KEYC_KP_TWO), ("KP3", KEYC_KP_THREE), ("KPEnter", KEYC_KP_ENTER),
-    ("KP0", KEYC_KP_ZERO), ("KP.", KEYC_KP_PERIOD),
-    *((ev + place, KEYC_MOUSE + 1 + 3 * i + j)
-      for i, ev in enumerate(_MOUSE_EVENTS) for j, place in enumerate(_MOUSE_PLACES)),
+    ("IC", KEYC_IC),
+    ("DC", KEYC_DC),
+    ("Home", KEYC_HOME),
+    ("End", KEYC_END),
+    ("NPage", KEYC_NPAGE),
+    ("PageDown", KEYC_NPAGE),
+    ("PgDn", KEYC_NPAGE),
+    ("PPage", KEYC_PPAGE),
+    ("PageUp", KEYC_PPAGE),
+    ("PgUp", KEYC_PPAGE),
+    ("Tab", KEY_TAB),
+    ("BTab", KEYC_BTAB),
+    ("Space", KEY_SPACE),
+    ("BSpace", KEYC_BSPACE),
+    ("Enter", KEY_ENTER),
+    ("Escape", KEY_ESCAPE),
+    ("Up", KEYC_UP),
+    ("Down", KEYC_DOWN),
+    ("Left", KEYC_LEFT),
+    ("Right", KEYC_RIGHT),
+    ("KP/", KEYC_KP_SLASH),
+    ("KP*", KEYC_KP_STAR),
+    ("KP-", KEYC_KP_MINUS),
+    ("KP7", KEYC_KP_SEVEN),
+    ("KP8", KEYC_KP_EIGHT),
+    ("KP9", KEYC_KP_NINE),
+    ("KP+", KEYC_KP_PLUS),
+    ("KP4", KEYC_KP_FOUR),
+    ("KP5", KEYC_KP_FIVE),
+    ("KP6", KEYC_KP_SIX),
+    ("KP1", KEYC_KP_ONE),
+    ("KP2", KEYC_KP_TWO),
+    ("KP3", KEYC_KP_THREE),
+    ("KPEnter", KEYC_KP_ENTER),
+    ("KP0", KEYC_KP_ZERO),
+    ("KP.", KEYC_KP_PERIOD),
+    *(
+        (ev + place, KEYC_MOUSE + 1 + 3 * i + j)
+        for i, ev in enumerate(_MOUSE_EVENTS)
+        for j, place in enumerate(_MOUSE_PLACES)
+    ),
 ]
 _NAME_TO_KEY: dict[str, int] = {}
 for _n, _k in _NAME_TABLE:
@@ -247,35 +386,65 @@ def _mods_from_param(v: int | None) -> int:
 
 # CSI n ~ (and the rxvt forms CSI n ^ / $ / @): vt220, xterm, rxvt, linux console, screen.
 _TILDE_KEYS = {
-    1: KEYC_HOME, 2: KEYC_IC, 3: KEYC_DC, 4: KEYC_END, 5: KEYC_PPAGE, 6: KEYC_NPAGE,
-    7: KEYC_HOME, 8: KEYC_END,
-    11: KEYC_F1, 12: KEYC_F2, 13: KEYC_F3, 14: KEYC_F4, 15: KEYC_F5,
-    17: KEYC_F6, 18: KEYC_F7, 19: KEYC_F8, 20: KEYC_F9, 21: KEYC_F10, 23: KEYC_F11, 24: KEYC_F12,
+    1: KEYC_HOME,
+    2: KEYC_IC,
+    3: KEYC_DC,
+    4: KEYC_END,
+    5: KEYC_PPAGE,
+    6: KEYC_NPAGE,
+    7: KEYC_HOME,
+    8: KEYC_END,
+    11: KEYC_F1,
+    12: KEYC_F2,
+    13: KEYC_F3,
+    14: KEYC_F4,
+    15: KEYC_F5,
+    17: KEYC_F6,
+    18: KEYC_F7,
+    19: KEYC_F8,
+    20: KEYC_F9,
+    21: KEYC_F10,
+    23: KEYC_F11,
+    24: KEYC_F12,
 }
 # CSI final bytes for cursor keys and F1-F4 (CSI 1;m X form).
 _CSI_LETTER_KEYS = {
-    ord("A"): KEYC_UP, ord("B"): KEYC_DOWN, ord("C"): KEYC_RIGHT, ord("D"): KEYC_LEFT,
-    ord("H"): KEYC_HOME, ord("F"): KEYC_END,
+    ord("A"): KEYC_UP,
+    ord("B"): KEYC_DOWN,
+    ord("C"): KEYC_RIGHT,
+    ord("D"): KEYC_LEFT,
+    ord("H"): KEYC_HOME,
+    ord("F"): KEYC_END,
 }
 _CSI_FKEYS = {ord("P"): KEYC_F1, ord("Q"): KEYC_F2, ord("R"): KEYC_F3, ord("S"): KEYC_F4}
 # rxvt: CSI a-d are Shift-arrows, SS3 a-d Ctrl-arrows.
 _RXVT_ARROWS = {ord("a"): KEYC_UP, ord("b"): KEYC_DOWN, ord("c"): KEYC_RIGHT, ord("d"): KEYC_LEFT}
 # SS3 finals: cursor keys in application mode, F1-F4, keypad in application mode.
 _SS3_KEYS = {
-    **_CSI_LETTER_KEYS, **_CSI_FKEYS,
-    ord("o"): KEYC_KP_SLASH, ord("j"): KEYC_KP_STAR, ord("m"): KEYC_KP_MINUS,
-    ord("w"): KEYC_KP_SEVEN, ord("x"): KEYC_KP_EIGHT, ord("y"): KEYC_KP_NINE,
-    ord("k"): KEYC_KP_PLUS, ord("t"): KEYC_KP_FOUR, ord("u"): KEYC_KP_FIVE,
-    ord("v"): KEYC_KP_SIX, ord("q"): KEYC_KP_ONE, ord("r"): KEYC_KP_TWO,
-    ord("s"): KEYC_KP_THREE, ord("M"): KEYC_KP_ENTER, ord("p"): KEYC_KP_ZERO,
+    **_CSI_LETTER_KEYS,
+    **_CSI_FKEYS,
+    ord("o"): KEYC_KP_SLASH,
+    ord("j"): KEYC_KP_STAR,
+    ord("m"): KEYC_KP_MINUS,
+    ord("w"): KEYC_KP_SEVEN,
+    ord("x"): KEYC_KP_EIGHT,
+    ord("y"): KEYC_KP_NINE,
+    ord("k"): KEYC_KP_PLUS,
+    ord("t"): KEYC_KP_FOUR,
+    ord("u"): KEYC_KP_FIVE,
+    ord("v"): KEYC_KP_SIX,
+    ord("q"): KEYC_KP_ONE,
+    ord("r"): KEYC_KP_TWO,
+    ord("s"): KEYC_KP_THREE,
+    ord("M"): KEYC_KP_ENTER,
+    ord("p"): KEYC_KP_ZERO,
     ord("n"): KEYC_KP_PERIOD,
 }
-_LINUX_FKEYS = {ord("A"): KEYC_F1, ord("B"): KEYC_F2, ord("C"): KEYC_F3, ord("D"): KEYC_F4,
-                ord("E"): KEYC_F5}
+_LINUX_FKEYS = {ord("A"): KEYC_F1, ord("B"): KEYC_F2, ord("C"): KEYC_F3, ord("D"): KEYC_F4, ord("E"): KEYC_F5}
 _PASTE_END_SEQ = b"\x1b[201~"
-_MAX_SEQ = 64            # longest escape sequence kept whole; longer ones are dropped as garbage
-_PARTIAL = object()      # parse result: need more bytes
-_NOT_SEQ = object()      # parse result: ESC [ / ESC O not followed by a valid sequence
+_MAX_SEQ = 64  # longest escape sequence kept whole; longer ones are dropped as garbage
+_PARTIAL = object()  # parse result: need more bytes
+_NOT_SEQ = object()  # parse result: ESC [ / ESC O not followed by a valid sequence
 
 
 def _utf8_at(buf, i: int, end: int, expired: bool):
@@ -297,8 +466,8 @@ def _utf8_at(buf, i: int, end: int, expired: bool):
     if avail < need:
         return (1, None) if expired else None
     try:
-        ch = bytes(buf[i:i + need]).decode("utf-8")
-    except UnicodeDecodeError:           # overlong form or surrogate
+        ch = bytes(buf[i : i + need]).decode("utf-8")
+    except UnicodeDecodeError:  # overlong form or surrogate
         return 1, None
     return need, ord(ch)
 
@@ -319,7 +488,7 @@ def _modified_char(ch: int | None, mods: int) -> list[int]:
         ch = KEYC_BSPACE
     if ch < KEYC_BASE:
         if ch > 32:
-            mods &= ~KEYC_SHIFT          # the character already is the shifted one
+            mods &= ~KEYC_SHIFT  # the character already is the shifted one
         if mods & KEYC_CTRL and ch not in _CTRL_KEEP:
             c = ctrl_key(ch)
             if c is not None:
@@ -330,7 +499,7 @@ def _modified_char(ch: int | None, mods: int) -> list[int]:
 def _csi_key(params: bytes, inter: bytes, final: int) -> list[int]:
     """Key codes for a complete CSI sequence; [] to drop it."""
     if inter or (params and params[0] in b"<=>?"):
-        return []                                   # SGR mouse, replies, private forms
+        return []  # SGR mouse, replies, private forms
     p = _params(params) if params else []
     first = p[0] if p else None
     mods = _mods_from_param(p[1]) if len(p) >= 2 else 0
@@ -341,7 +510,7 @@ def _csi_key(params: bytes, inter: bytes, final: int) -> list[int]:
     if final in _CSI_FKEYS:
         if not p or (first == 1 and len(p) >= 2):
             return [_CSI_FKEYS[final] | mods]
-        return []                                   # e.g. a cursor position report
+        return []  # e.g. a cursor position report
     if final == ord("Z"):
         return [KEYC_BTAB | (mods & ~KEYC_SHIFT)]
     if final in _RXVT_ARROWS and not p:
@@ -357,11 +526,10 @@ def _csi_key(params: bytes, inter: bytes, final: int) -> list[int]:
         key = _TILDE_KEYS.get(first)
         if key is None:
             return []
-        return [key | {ord("^"): KEYC_CTRL, ord("$"): KEYC_SHIFT,
-                       ord("@"): KEYC_CTRL | KEYC_SHIFT}[final]]
+        return [key | {ord("^"): KEYC_CTRL, ord("$"): KEYC_SHIFT, ord("@"): KEYC_CTRL | KEYC_SHIFT}[final]]
     if final == ord("u") and p:
         return _modified_char(first, mods)
-    return []                                       # focus (I/O), mouse (M/m), KP5 (E/G), ...
+    return []  # focus (I/O), mouse (M/m), KP5 (E/G), ...
 
 
 def _ss3_key(params: bytes, final: int) -> list[int]:
@@ -390,7 +558,7 @@ class InputParser:
         self._buf = bytearray()
         self._deadline: float | None = None
         self._paste = False
-        self._skip_seq = False      # discarding the rest of an overlong escape sequence
+        self._skip_seq = False  # discarding the rest of an overlong escape sequence
 
     @property
     def in_paste(self) -> bool:
@@ -540,7 +708,7 @@ class InputParser:
         if not 0x40 <= final <= 0x7E:
             if j == i + 2:
                 return _NOT_SEQ
-            return j, []                                # malformed: drop what was read
+            return j, []  # malformed: drop what was read
         params, inter = bytes(buf[p0:p1]), bytes(buf[p1:j])
         if not csi:
             if inter:
@@ -570,25 +738,25 @@ class InputParser:
             if b < 0x80:
                 if b == 0x0D:
                     if i + 1 == limit and end < 0:
-                        break                           # maybe CR LF split across reads
+                        break  # maybe CR LF split across reads
                     out.append(KEY_ENTER)
                     if i + 1 < limit and buf[i + 1] == 0x0A:
                         i += 1
                 elif b == 0x0A:
-                    out.append(KEY_ENTER)               # as tmux's paste-buffer and xterm do
+                    out.append(KEY_ENTER)  # as tmux's paste-buffer and xterm do
                 else:
                     out.append(b)
                 i += 1
                 continue
             r = _utf8_at(buf, i, limit, end >= 0)
             if r is None:
-                break                                   # cut short: wait for the rest
+                break  # cut short: wait for the rest
             size, ch = r
             if ch is not None:
                 out.append(ch)
             i += size
         if end >= 0 and i >= limit:
-            del buf[:end + len(_PASTE_END_SEQ)]
+            del buf[: end + len(_PASTE_END_SEQ)]
             self._paste = False
             out.append(KEY_PASTE_END)
             return True
@@ -602,9 +770,8 @@ class InputParser:
 _LEGACY_BASE = 0x1000
 _LEGACY_ESCAPE, _LEGACY_CTRL, _LEGACY_SHIFT = 0x2000, 0x4000, 0x8000
 _LEGACY_KEYS: dict[int, int] = {KEYC_BSPACE: _LEGACY_BASE + 1}
-_LEGACY_KEYS.update({KEYC_F1 + i: _LEGACY_BASE + 2 + i for i in range(12)})   # F13-F20 unused
-_LEGACY_KEYS.update({k: _LEGACY_BASE + 22 + i
-                     for i, k in enumerate(range(KEYC_IC, KEYC_KP_PERIOD + 1))})
+_LEGACY_KEYS.update({KEYC_F1 + i: _LEGACY_BASE + 2 + i for i in range(12)})  # F13-F20 unused
+_LEGACY_KEYS.update({k: _LEGACY_BASE + 22 + i for i, k in enumerate(range(KEYC_IC, KEYC_KP_PERIOD + 1))})
 _LEGACY_KEYS[KEYC_FOCUS_IN] = _LEGACY_BASE + 22 + (KEYC_KP_PERIOD + 1 - KEYC_IC)
 _LEGACY_KEYS[KEYC_FOCUS_OUT] = _LEGACY_KEYS[KEYC_FOCUS_IN] + 1
 # Protocol 5 (tmate 2.2.0): its enum lacks the nine MouseDragEnd keys, so every key from
@@ -625,9 +792,11 @@ def encode_key(code: int, protocol: int | None, pane_id: int = -1) -> list:
         return [m.PaneKey(pane_id, code)]
     # Protocol < 5: LEGACY_PANE_KEY always goes to the host's active pane.
     key = code & _MASK_KEY
-    flags = ((_LEGACY_ESCAPE if code & KEYC_ESCAPE else 0)
-             | (_LEGACY_CTRL if code & KEYC_CTRL else 0)
-             | (_LEGACY_SHIFT if code & KEYC_SHIFT else 0))
+    flags = (
+        (_LEGACY_ESCAPE if code & KEYC_ESCAPE else 0)
+        | (_LEGACY_CTRL if code & KEYC_CTRL else 0)
+        | (_LEGACY_SHIFT if code & KEYC_SHIFT else 0)
+    )
     if key >= KEYC_BASE:
         lk = _LEGACY_KEYS.get(key)
         return [] if lk is None else [m.LegacyPaneKey(flags | lk)]
@@ -635,7 +804,7 @@ def encode_key(code: int, protocol: int | None, pane_id: int = -1) -> list:
         if key > 0x10FFFF or 0xD800 <= key <= 0xDFFF:
             return []
         out = []
-        for byte in chr(key).encode("utf-8"):       # one key per byte, modifiers on the first
+        for byte in chr(key).encode("utf-8"):  # one key per byte, modifiers on the first
             out.append(m.LegacyPaneKey(flags | byte))
             flags = 0
         return out
@@ -688,33 +857,92 @@ def split_commands(argv) -> list[tuple[str, ...]]:
 
 # tmux 2.4's commands and aliases (cmd-*.c), for resolving a binding's command name.
 _COMMANDS = {
-    "attach-session": "attach", "bind-key": "bind", "break-pane": "breakp",
-    "capture-pane": "capturep", "choose-buffer": None, "choose-client": None,
-    "choose-session": None, "choose-tree": None, "choose-window": None,
-    "clear-history": "clearhist", "clock-mode": None, "command-prompt": None,
-    "confirm-before": "confirm", "copy-mode": None, "delete-buffer": "deleteb",
-    "detach-client": "detach", "display-message": "display", "display-panes": "displayp",
-    "find-window": "findw", "has-session": "has", "if-shell": "if", "join-pane": "joinp",
-    "kill-pane": "killp", "kill-server": None, "kill-session": None, "kill-window": "killw",
-    "last-pane": "lastp", "last-window": "last", "link-window": "linkw",
-    "list-buffers": "lsb", "list-clients": "lsc", "list-commands": "lscm", "list-keys": "lsk",
-    "list-panes": "lsp", "list-sessions": "ls", "list-windows": "lsw", "load-buffer": "loadb",
-    "lock-client": "lockc", "lock-server": "lock", "lock-session": "locks",
-    "move-pane": "movep", "move-window": "movew", "new-session": "new", "new-window": "neww",
-    "next-layout": "nextl", "next-window": "next", "paste-buffer": "pasteb",
-    "pipe-pane": "pipep", "previous-layout": "prevl", "previous-window": "prev",
-    "refresh-client": "refresh", "rename-session": "rename", "rename-window": "renamew",
-    "resize-pane": "resizep", "respawn-pane": "respawnp", "respawn-window": "respawnw",
-    "rotate-window": "rotatew", "run-shell": "run", "save-buffer": "saveb",
-    "select-layout": "selectl", "select-pane": "selectp", "select-window": "selectw",
-    "send-keys": "send", "send-prefix": None, "server-info": "info", "set-buffer": "setb",
-    "set-environment": "setenv", "set-hook": None, "set-option": "set",
-    "set-window-option": "setw", "show-buffer": "showb", "show-environment": "showenv",
-    "show-hooks": None, "show-messages": "showmsgs", "show-options": "show",
-    "show-window-options": "showw", "source-file": "source", "split-window": "splitw",
-    "start-server": "start", "suspend-client": "suspendc", "swap-pane": "swapp",
-    "swap-window": "swapw", "switch-client": "switchc", "unbind-key": "unbind",
-    "unlink-window": "unlinkw", "wait-for": "wait",
+    "attach-session": "attach",
+    "bind-key": "bind",
+    "break-pane": "breakp",
+    "capture-pane": "capturep",
+    "choose-buffer": None,
+    "choose-client": None,
+    "choose-session": None,
+    "choose-tree": None,
+    "choose-window": None,
+    "clear-history": "clearhist",
+    "clock-mode": None,
+    "command-prompt": None,
+    "confirm-before": "confirm",
+    "copy-mode": None,
+    "delete-buffer": "deleteb",
+    "detach-client": "detach",
+    "display-message": "display",
+    "display-panes": "displayp",
+    "find-window": "findw",
+    "has-session": "has",
+    "if-shell": "if",
+    "join-pane": "joinp",
+    "kill-pane": "killp",
+    "kill-server": None,
+    "kill-session": None,
+    "kill-window": "killw",
+    "last-pane": "lastp",
+    "last-window": "last",
+    "link-window": "linkw",
+    "list-buffers": "lsb",
+    "list-clients": "lsc",
+    "list-commands": "lscm",
+    "list-keys": "lsk",
+    "list-panes": "lsp",
+    "list-sessions": "ls",
+    "list-windows": "lsw",
+    "load-buffer": "loadb",
+    "lock-client": "lockc",
+    "lock-server": "lock",
+    "lock-session": "locks",
+    "move-pane": "movep",
+    "move-window": "movew",
+    "new-session": "new",
+    "new-window": "neww",
+    "next-layout": "nextl",
+    "next-window": "next",
+    "paste-buffer": "pasteb",
+    "pipe-pane": "pipep",
+    "previous-layout": "prevl",
+    "previous-window": "prev",
+    "refresh-client": "refresh",
+    "rename-session": "rename",
+    "rename-window": "renamew",
+    "resize-pane": "resizep",
+    "respawn-pane": "respawnp",
+    "respawn-window": "respawnw",
+    "rotate-window": "rotatew",
+    "run-shell": "run",
+    "save-buffer": "saveb",
+    "select-layout": "selectl",
+    "select-pane": "selectp",
+    "select-window": "selectw",
+    "send-keys": "send",
+    "send-prefix": None,
+    "server-info": "info",
+    "set-buffer": "setb",
+    "set-environment": "setenv",
+    "set-hook": None,
+    "set-option": "set",
+    "set-window-option": "setw",
+    "show-buffer": "showb",
+    "show-environment": "showenv",
+    "show-hooks": None,
+    "show-messages": "showmsgs",
+    "show-options": "show",
+    "show-window-options": "showw",
+    "source-file": "source",
+    "split-window": "splitw",
+    "start-server": "start",
+    "suspend-client": "suspendc",
+    "swap-pane": "swapp",
+    "swap-window": "swapw",
+    "switch-client": "switchc",
+    "unbind-key": "unbind",
+    "unlink-window": "unlinkw",
+    "wait-for": "wait",
 }
 _ALIASES = {alias: name for name, alias in _COMMANDS.items() if alias}
 
@@ -733,20 +961,47 @@ def canonical_command(name: str) -> str | None:
 
 
 # Commands the relay runs itself (returned as `Local`), never sent to the host.
-LOCAL_COMMANDS = frozenset({
-    # The C server runs these on its own copy of the state (tmate_should_exec_cmd_locally).
-    "bind-key", "unbind-key", "set-option", "set-window-option", "detach-client",
-    "attach-session",
-    # They act on "the client": on the host no client runs the command, so tmux would pick the
-    # host's own terminal (a prompt, a menu, a message or a suspend on the host's screen).
-    "command-prompt", "confirm-before", "display-message", "display-panes", "choose-buffer",
-    "choose-client", "choose-session", "choose-tree", "choose-window", "refresh-client",
-    "suspend-client", "lock-client", "switch-client",
-    # They print to the client: the host discards the output of a client-less command.
-    "list-keys", "list-clients", "list-commands", "list-buffers", "list-panes", "list-sessions",
-    "list-windows", "show-messages", "show-options", "show-window-options", "show-buffer",
-    "show-environment", "show-hooks", "server-info",
-})
+LOCAL_COMMANDS = frozenset(
+    {
+        # The C server runs these on its own copy of the state (tmate_should_exec_cmd_locally).
+        "bind-key",
+        "unbind-key",
+        "set-option",
+        "set-window-option",
+        "detach-client",
+        "attach-session",
+        # They act on "the client": on the host no client runs the command, so tmux would pick the
+        # host's own terminal (a prompt, a menu, a message or a suspend on the host's screen).
+        "command-prompt",
+        "confirm-before",
+        "display-message",
+        "display-panes",
+        "choose-buffer",
+        "choose-client",
+        "choose-session",
+        "choose-tree",
+        "choose-window",
+        "refresh-client",
+        "suspend-client",
+        "lock-client",
+        "switch-client",
+        # They print to the client: the host discards the output of a client-less command.
+        "list-keys",
+        "list-clients",
+        "list-commands",
+        "list-buffers",
+        "list-panes",
+        "list-sessions",
+        "list-windows",
+        "show-messages",
+        "show-options",
+        "show-window-options",
+        "show-buffer",
+        "show-environment",
+        "show-hooks",
+        "server-info",
+    }
+)
 # What a read-only viewer may run: the commands tmux flags CMD_READONLY (tmate-ssh-server's tmux:
 # detach-client, list-clients, switch-client), as key_bindings_dispatch allows them.
 READONLY_COMMANDS = frozenset({"detach-client", "list-clients", "switch-client"})
@@ -758,6 +1013,7 @@ class Local:
     as bound (argv[0] may be an alias). A caller that does not implement `name` should show
     the viewer a "not supported" message. switch-client's -r (toggle read-only) must never be
     honoured."""
+
     name: str
     argv: tuple[str, ...]
 
@@ -765,6 +1021,7 @@ class Local:
 @dataclass(frozen=True, slots=True)
 class Notice:
     """A message for the viewer's status line (e.g. "client is read-only")."""
+
     text: str
 
 
@@ -805,7 +1062,7 @@ _PASTE_CLOSE = [ord("[") | KEYC_ESCAPE, *b"201~"]
 class KeyDispatcher:
     """One viewer's key handling (tmux 2.4 server_client_handle_key, as the C server runs it).
 
-    `key(code, now)` returns a list of: relay.messages objects to send to the host as they are
+    `key(code, now)` returns a list of: relay.tmate.messages objects to send to the host as they are
     (`HOST_MESSAGES`), `Local` commands and `Notice` texts, in order. Keys typed while the
     caller shows this viewer a prompt or menu belong to that UI, not here.
     """
@@ -814,12 +1071,12 @@ class KeyDispatcher:
         self.session = session
         self.client_id = client_id
         self.readonly = readonly
-        self.table = self.root_table        # this viewer's current key table
-        self.repeating = False              # in a -r binding's repeat window
+        self.table = self.root_table  # this viewer's current key table
+        self.repeating = False  # in a -r binding's repeat window
         self._repeat_deadline: float | None = None
         self._last_key: float | None = None
-        self._pasting = False               # assume-paste-time state
-        self._in_paste = False              # between KEY_PASTE_START and KEY_PASTE_END
+        self._pasting = False  # assume-paste-time state
+        self._in_paste = False  # between KEY_PASTE_START and KEY_PASTE_END
         self._paste_wrapped = False
         self._gen: int | None = None
         self._tables: dict[str, dict[int, object]] = {}
@@ -901,11 +1158,11 @@ class KeyDispatcher:
             wrapped, self._paste_wrapped = self._paste_wrapped, False
             return self._send_keys(_PASTE_CLOSE) if wrapped else []
         if self._in_paste:
-            return self._forward(code)              # pasted text never runs bindings
+            return self._forward(code)  # pasted text never runs bindings
         if code in (KEYC_NONE, KEYC_UNKNOWN) or code >= 1 << 48:
             return []
         if code in (KEYC_FOCUS_IN, KEYC_FOCUS_OUT) or is_mouse_key(code):
-            return []                               # not supported (as the C server)
+            return []  # not supported (as the C server)
         self.expire(now)
         if self._assume_paste(now):
             return self._forward(code)
@@ -914,7 +1171,7 @@ class KeyDispatcher:
             bd = table.get(code)
             if bd is not None:
                 if self.repeating and not bd.repeat:
-                    self._set_table(None)           # left the repeat: look again from root
+                    self._set_table(None)  # left the repeat: look again from root
                     continue
                 repeat_ms = _int_option(self.session, "repeat-time", 500)
                 if repeat_ms and bd.repeat:
@@ -927,7 +1184,7 @@ class KeyDispatcher:
                 self._set_table(None)
                 continue
             if self.table != self.root_table:
-                self._set_table(None)               # not bound in this table: dropped
+                self._set_table(None)  # not bound in this table: dropped
                 return []
             if code == self._prefix or code == self._prefix2:
                 self.table = "prefix"

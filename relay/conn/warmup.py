@@ -9,6 +9,7 @@ the children run: an SSH handshake with each host key type and the cipher suite 
 clients negotiate, auth, the tmate subsystem, a scripted host stream, and the terminal engine's
 rendering calls. All of it is closed and its threads joined before the master forks anything.
 """
+
 from __future__ import annotations
 
 import socket
@@ -16,17 +17,19 @@ import threading
 
 import paramiko
 
-from relay import messages as m
-from relay.connection import HOST_SUBSYSTEM, SSH_BANNER, _Server
-from relay.protocol import HostDecoder, RelayDecoder, encode, encode_host
-from relay.session import Session
+from relay.conn.process import HOST_SUBSYSTEM, SSH_BANNER, _Server
+from relay.tmate import messages as m
+from relay.tmate.codec import HostDecoder, RelayDecoder, encode, encode_host
+from relay.tmate.session import Session
 
 # What the real clients negotiate with paramiko: Debian's tmate 2.4 (libssh) takes aes256-gcm
 # (ARCHITECTURE.md §6); OpenSSH 9.2, whose chacha20-poly1305 paramiko lacks, takes aes128-ctr
 # with hmac-sha2-256-etm.
 _KEX = ("curve25519-sha256@libssh.org", "curve25519-sha256")
-_SUITES = {"tmate": (("aes256-gcm@openssh.com", "aes128-ctr"), None),
-           "openssh": (("aes128-ctr",), ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256"))}
+_SUITES = {
+    "tmate": (("aes256-gcm@openssh.com", "aes128-ctr"), None),
+    "openssh": (("aes128-ctr",), ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256")),
+}
 _KEY_TYPES = {"ssh-ed25519": ("ssh-ed25519",), "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
 
 
@@ -37,12 +40,17 @@ def _host_stream() -> bytes:
         m.ExecCmd(("set-option", "-g", "status-keys", "emacs")),
         m.Uname("Linux", "warmup", "6", "#1", "x86_64"),
         m.HostReady(),
-        m.SyncLayout(80, 24, (m.Window(0, "sh", (m.PaneGeom(0, 40, 24, 0, 0), m.PaneGeom(1, 39, 24, 41, 0)), 0),), 0),
+        m.SyncLayout(
+            80, 24, (m.Window(0, "sh", (m.PaneGeom(0, 40, 24, 0, 0), m.PaneGeom(1, 39, 24, 41, 0)), 0),), 0
+        ),
         m.WriteCopyMode(0, "Connecting..."),
         m.SyncCopyMode(0, None),
         m.Status("[tmate] ", "warmup"),
-        m.PtyData(0, b"\x1b[?2004h\x1b[1;32muser@host\x1b[0m:~$ ls --color\r\n"
-                     b"\x1b[01;34mdir\x1b[0m  file \xe6\x97\xa5\xe6\x9c\xac\r\n" * 30),
+        m.PtyData(
+            0,
+            b"\x1b[?2004h\x1b[1;32muser@host\x1b[0m:~$ ls --color\r\n"
+            b"\x1b[01;34mdir\x1b[0m  file \xe6\x97\xa5\xe6\x9c\xac\r\n" * 30,
+        ),
         m.PtyData(1, b"\x1b[?1049h\x1b[2J\x1b[H\x1b[38;5;208mtop\x1b[48;2;10;20;30m x\x1b[?1049l"),
         m.SyncCopyMode(0, m.CopyMode(1, 3, 0, 0, None, None)),
         m.Fin(),

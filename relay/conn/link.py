@@ -8,6 +8,7 @@ viewer -> session:  b"I" + terminal input bytes
 session -> viewer:  b"O" + bytes for the viewer's terminal
                     b"X" + a last line for the viewer; the session is done with it
 """
+
 from __future__ import annotations
 
 import struct
@@ -16,7 +17,7 @@ INPUT = b"I"
 RESIZE = b"R"
 OUTPUT = b"O"
 EXIT = b"X"
-MAX_RECORD = 256 * 1024     # a frame larger than this is split into several OUTPUT records
+MAX_RECORD = 256 * 1024  # a frame larger than this is split into several OUTPUT records
 SOCKET_BUFFER = 1024 * 1024
 _SIZE = struct.Struct("!HH")
 
@@ -42,4 +43,4 @@ def parse(record: bytes) -> tuple[bytes, bytes | tuple[int, int]]:
 
 
 def output_records(data: bytes) -> list[bytes]:
-    return [OUTPUT + data[i:i + MAX_RECORD - 1] for i in range(0, len(data), MAX_RECORD - 1)]
+    return [OUTPUT + data[i : i + MAX_RECORD - 1] for i in range(0, len(data), MAX_RECORD - 1)]

@@ -235,24 +235,19 @@ def _parse_private_key(path: str, data: bytes, key_type: str, pkey_class, crypto
         loaded = serialization.load_ssh_private_key(data, password=None)
     except TypeError:
         # cryptography raises TypeError for a password-protected key.
-        raise HostKeyError(
-            f"{path}: key is passphrase-protected; host keys must be unencrypted"
-        ) from None
+        raise HostKeyError(f"{path}: key is passphrase-protected; host keys must be unencrypted") from None
     except UnsupportedAlgorithm:
         raise HostKeyError(f"{path}: unsupported key type (expected {key_type})") from None
     except ValueError:
         raise HostKeyError(f"{path}: corrupt or truncated OpenSSH private key") from None
 
     if not isinstance(loaded, crypto_class):
-        raise HostKeyError(
-            f"{path}: wrong key type: {_crypto_key_type(loaded)} (expected {key_type})"
-        )
+        raise HostKeyError(f"{path}: wrong key type: {_crypto_key_type(loaded)} (expected {key_type})")
     if key_type == "rsa":
         bits = loaded.key_size
         if bits < RSA_BITS:
             raise HostKeyError(
-                f"{path}: RSA key is {bits} bits, minimum is {RSA_BITS} "
-                "(move it aside and run keygen again)"
+                f"{path}: RSA key is {bits} bits, minimum is {RSA_BITS} (move it aside and run keygen again)"
             )
         if bits > RSA_MAX_BITS:
             raise HostKeyError(f"{path}: RSA key is {bits} bits, maximum is {RSA_MAX_BITS}")
@@ -261,9 +256,7 @@ def _parse_private_key(path: str, data: bytes, key_type: str, pkey_class, crypto
     try:
         pkey = pkey_class.from_private_key(io.StringIO(text))
     except Exception as exc:  # paramiko raises assorted exceptions on bad input
-        raise HostKeyError(
-            f"{path}: paramiko cannot load the key ({type(exc).__name__})"
-        ) from None
+        raise HostKeyError(f"{path}: paramiko cannot load the key ({type(exc).__name__})") from None
     expected_pub = loaded.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
@@ -332,9 +325,7 @@ def _check_directory(directory: str, *, create: bool) -> None:
         except FileExistsError:
             pass  # created concurrently; checked below
         except OSError as exc:
-            raise HostKeyError(
-                f"{directory}: cannot create directory ({_oserror_text(exc)})"
-            ) from None
+            raise HostKeyError(f"{directory}: cannot create directory ({_oserror_text(exc)})") from None
         try:
             st = os.stat(directory)
         except OSError as exc:
@@ -384,7 +375,7 @@ def _link_into_place(tmp: str, final: str) -> bool:
         os.fchmod(fd, mode)
         view = memoryview(content)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -405,16 +396,14 @@ def _write_new_file(directory: str, name: str, content: bytes, mode: int) -> boo
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise HostKeyError(
-                f"{directory}: directory is not writable ({_oserror_text(exc)})"
-            ) from None
+            raise HostKeyError(f"{directory}: directory is not writable ({_oserror_text(exc)})") from None
         raise HostKeyError(f"{final}: cannot create ({_oserror_text(exc)})") from None
     try:
         try:
             os.fchmod(fd, 0o600)  # exact, whatever the umask
             view = memoryview(content)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)
             os.fsync(fd)
         finally:
@@ -472,8 +461,7 @@ def ensure_host_keys(directory) -> list[HostKeyInfo]:
                 _check_pub_file(pub_path, path, pkey)
         elif _lexists(pub_path):
             raise HostKeyError(
-                f"{pub_path}: exists without its private key {name} "
-                "(remove it or restore the private key)"
+                f"{pub_path}: exists without its private key {name} (remove it or restore the private key)"
             )
         else:
             pub_exists = False
@@ -535,8 +523,7 @@ def load_host_keys(directory) -> list[paramiko.PKey]:
         keys.append(pkey)
     if not keys:
         raise HostKeyError(
-            f"{directory}: no host keys found "
-            f"(run: pymate-relay keygen -k {shlex.quote(directory)})"
+            f"{directory}: no host keys found (run: pymate-relay keygen -k {shlex.quote(directory)})"
         )
     return keys
 
@@ -610,18 +597,28 @@ def _keygen_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "-k", "--keys-dir", metavar="DIR", default="keys",
+        "-k",
+        "--keys-dir",
+        metavar="DIR",
+        default="keys",
         help="host key directory, created mode 0700 if missing (default: keys)",
     )
     parser.add_argument(
-        "-h", "--host", metavar="HOST", type=_host_arg, default=default_host,
+        "-h",
+        "--host",
+        metavar="HOST",
+        type=_host_arg,
+        default=default_host,
         help="host name tmate clients connect to, for the printed tmate.conf lines "
         f"(default: this machine's host name, {default_host})",
     )
     parser.add_argument(
-        "-p", "--port", metavar="PORT", type=_port_arg, default=22,
-        help="port tmate clients connect to, for the printed tmate.conf lines "
-        "(default: 22)",
+        "-p",
+        "--port",
+        metavar="PORT",
+        type=_port_arg,
+        default=22,
+        help="port tmate clients connect to, for the printed tmate.conf lines (default: 22)",
     )
     parser.add_argument("--help", action="help", help="show this help and exit")
     return parser

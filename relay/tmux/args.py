@@ -1,6 +1,7 @@
 """tmux-style command flags, shared by the session (replicated commands), key dispatch and
 prompts: single-letter flags until the first word that is not one (or `--`), grouped (`-nr`),
 values attached (`-Tname`) or in the next word (`-T name`)."""
+
 from __future__ import annotations
 
 
@@ -27,7 +28,7 @@ def getopt(args, with_value: str, known: str | None = None) -> tuple[dict[str, s
             c = a[j]
             if c in with_value:
                 if j + 1 < len(a):
-                    flags[c] = a[j + 1:]
+                    flags[c] = a[j + 1 :]
                 elif i + 1 < len(args):
                     i += 1
                     flags[c] = args[i]

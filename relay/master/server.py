@@ -5,6 +5,7 @@ connection, hands out session tokens and keeps the registry (token -> session). 
 a byte a client sent; what connection processes tell it over their control sockets is checked
 as untrusted input.
 """
+
 from __future__ import annotations
 
 import errno
@@ -18,16 +19,17 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from jail import JailConfig, JailedProcess, JailError, Jailer
-from relay import control, log, tokens
-from relay.connection import Connection, ConnectionConfig
-from relay.host import MAX_AUTHORIZED_KEYS
-from relay.warmup import warm_up
+from jail import JailConfig, JailedProcess, Jailer, JailError
+from relay import control, log
+from relay.conn.host import MAX_AUTHORIZED_KEYS
+from relay.conn.process import Connection, ConnectionConfig
+from relay.conn.warmup import warm_up
+from relay.master import tokens
 
-CONTROL_BACKSTOP = 5.0     # seconds past the grace period before the master kills a role-less child
+CONTROL_BACKSTOP = 5.0  # seconds past the grace period before the master kills a role-less child
 SHUTDOWN_WAIT = 2.0
-LOG_BURST = 200            # log events a connection may send at once ...
-LOG_RATE = 20.0            # ... and per second after that; the excess is dropped and counted
+LOG_BURST = 200  # log events a connection may send at once ...
+LOG_RATE = 20.0  # ... and per second after that; the excess is dropped and counted
 
 
 @dataclass
@@ -52,8 +54,8 @@ class Child:
     started: float
     role: str | None = None
     tokens: tuple[str, ...] = ()
-    joinable: bool = False                   # a host: ready, viewers may join
-    authorized: frozenset[str] | None = None # a host: key fingerprints viewers must hold, or None
+    joinable: bool = False  # a host: ready, viewers may join
+    authorized: frozenset[str] | None = None  # a host: key fingerprints viewers must hold, or None
     log_allowance: float = LOG_BURST
     log_stamp: float = 0.0
     logs_dropped: int = 0
@@ -61,9 +63,11 @@ class Child:
 
 def _fingerprints(value) -> bool:
     """None, or a bounded list of SHA256 key fingerprints (as a session reports them)."""
-    return value is None or (isinstance(value, list) and len(value) <= MAX_AUTHORIZED_KEYS
-                             and all(isinstance(x, str) and x.startswith("SHA256:") and len(x) <= 64
-                                     for x in value))
+    return value is None or (
+        isinstance(value, list)
+        and len(value) <= MAX_AUTHORIZED_KEYS
+        and all(isinstance(x, str) and x.startswith("SHA256:") and len(x) <= 64 for x in value)
+    )
 
 
 def _tcp_keepalive(sock: socket.socket) -> None:
@@ -80,11 +84,15 @@ class Master:
         self.cfg = cfg
         self.log = log.get_logger()
         self.jailer = jailer or Jailer(cfg.jail)
-        self.children: dict[int, Child] = {}        # by pid
-        self.registry: dict[str, Child] = {}        # token -> session
-        self.conn_cfg = ConnectionConfig(host_keys=cfg.host_keys, ssh_host=cfg.ssh_host,
-                                         ssh_port=cfg.ssh_port, grace_period=cfg.grace_period,
-                                         verbose=cfg.verbose)
+        self.children: dict[int, Child] = {}  # by pid
+        self.registry: dict[str, Child] = {}  # token -> session
+        self.conn_cfg = ConnectionConfig(
+            host_keys=cfg.host_keys,
+            ssh_host=cfg.ssh_host,
+            ssh_port=cfg.ssh_port,
+            grace_period=cfg.grace_period,
+            verbose=cfg.verbose,
+        )
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self._stopping = False
@@ -124,11 +132,14 @@ class Master:
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
         self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         if self.jailer.rootless:
-            self.log.warning("rootless mode: every session runs under the invoking uid "
-                             "(jailed in its own namespaces, but not under a distinct uid)")
+            self.log.warning(
+                "rootless mode: every session runs under the invoking uid "
+                "(jailed in its own namespaces, but not under a distinct uid)"
+            )
         addr = self.listener.getsockname()
-        self.log.info("listening", address=addr[0], port=addr[1],
-                      ssh_host=self.cfg.ssh_host, ssh_port=self.cfg.ssh_port)
+        self.log.info(
+            "listening", address=addr[0], port=addr[1], ssh_host=self.cfg.ssh_host, ssh_port=self.cfg.ssh_port
+        )
         try:
             while not self._stopping:
                 for key, _ in self.sel.select(timeout=1.0):
@@ -163,8 +174,11 @@ class Master:
                     return
                 raise
             if len(self.children) >= self.cfg.max_connections:
-                self.log.warning("connection refused", ip=addr[0],
-                                 reason=f"too many connections (limit {self.cfg.max_connections})")
+                self.log.warning(
+                    "connection refused",
+                    ip=addr[0],
+                    reason=f"too many connections (limit {self.cfg.max_connections})",
+                )
                 conn.close()
                 continue
             self._spawn(conn, addr[0])
@@ -178,8 +192,9 @@ class Master:
         ctl_master, ctl_child = control.socketpair()
         connection = Connection(conn, ctl_child, ip, self.conn_cfg)
         try:
-            proc = self.jailer.spawn(connection.run, keep_fds=[conn.fileno(), ctl_child.fileno()],
-                                     title=f"pymate [pending] {ip}")
+            proc = self.jailer.spawn(
+                connection.run, keep_fds=[conn.fileno(), ctl_child.fileno()], title=f"pymate [pending] {ip}"
+            )
         except JailError as e:
             self.log.error("connection refused", ip=ip, reason=f"jail failed: {e}")
             ctl_master.close()
@@ -232,12 +247,22 @@ class Master:
             self.registry[rw] = child
             self.registry[ro] = child
             self._send(child, "tokens", rw, ro)
-        elif kind == "viewer" and child.role is None and len(msg) == 4 and isinstance(msg[1], str) \
-                and all(x is None or isinstance(x, str) for x in msg[2:]):
+        elif (
+            kind == "viewer"
+            and child.role is None
+            and len(msg) == 4
+            and isinstance(msg[1], str)
+            and all(x is None or isinstance(x, str) for x in msg[2:])
+        ):
             child.role = "viewer"
             self._join(child, msg[1][:128], msg[2], msg[3])
-        elif kind == "auth" and child.role is None and len(msg) == 3 and isinstance(msg[1], str) \
-                and (msg[2] is None or isinstance(msg[2], str)):
+        elif (
+            kind == "auth"
+            and child.role is None
+            and len(msg) == 3
+            and isinstance(msg[1], str)
+            and (msg[2] is None or isinstance(msg[2], str))
+        ):
             self._send(child, "auth", self._may_log_in(msg[1][:128], msg[2]))
         elif kind == "access" and child.role == "host" and len(msg) == 2 and _fingerprints(msg[1]):
             child.joinable = True
@@ -260,8 +285,13 @@ class Master:
         if child.log_allowance >= 1:
             child.log_allowance -= 1
             if child.logs_dropped:
-                self.log.warning("log events dropped", pid=child.proc.pid, ip=child.ip,
-                                 count=child.logs_dropped, reason="connection logged too fast")
+                self.log.warning(
+                    "log events dropped",
+                    pid=child.proc.pid,
+                    ip=child.ip,
+                    count=child.logs_dropped,
+                    reason="connection logged too fast",
+                )
                 child.logs_dropped = 0
             return True
         child.logs_dropped += 1
@@ -285,8 +315,9 @@ class Master:
         readonly = token.startswith(tokens.RO_PREFIX)
         ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            control.send_with_fd(session.ctl, control.pack("viewer", readonly, viewer.ip, pubkey),
-                                 ends[0].fileno())
+            control.send_with_fd(
+                session.ctl, control.pack("viewer", readonly, viewer.ip, pubkey), ends[0].fileno()
+            )
         except OSError as e:
             self.log.warning("viewer refused", ip=viewer.ip, reason=f"session did not take the viewer: {e}")
             self._send(viewer, "no-session")
@@ -300,8 +331,13 @@ class Master:
             return
         finally:
             ends[1].close()
-        self.log.info("viewer linked", ip=viewer.ip, pid=viewer.proc.pid,
-                      session_pid=session.proc.pid, readonly=readonly)
+        self.log.info(
+            "viewer linked",
+            ip=viewer.ip,
+            pid=viewer.proc.pid,
+            session_pid=session.proc.pid,
+            readonly=readonly,
+        )
 
     def _enforce_grace(self) -> None:
         limit = time.monotonic() - self.cfg.grace_period - CONTROL_BACKSTOP

@@ -1,4 +1,4 @@
-"""Sans-IO state of one tmate session, fed the host's typed messages (relay.messages).
+"""Sans-IO state of one tmate session, fed the host's typed messages (relay.tmate.messages).
 
 `Session.handle(msg)` updates the state and returns the messages to send back to the host. The
 state is laid out for a renderer to read directly: `windows` (by index, in the host's order),
@@ -8,18 +8,28 @@ mode and message-view lines, the replicated key tables and options.
 Behaviour follows tmate-ssh-server (the C server, tmate 2.4 protocol) where it defines it; the
 places where this module deliberately differs are marked "Differs from the C server".
 """
+
 from __future__ import annotations
 
 import shlex
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import messages as m
-from .terminal import TerminalModel
-from .tmuxargs import UsageError, getopt
+from relay.screen.terminal import TerminalModel
+from relay.tmate import messages as m
+from relay.tmux.args import UsageError, getopt
 
-__all__ = ["SessionError", "Session", "PaneState", "WindowState", "Binding",
-           "ssh_connection_string", "MAX_PANE_DIM", "MAX_BINDINGS", "MAX_OPTIONS"]
+__all__ = [
+    "SessionError",
+    "Session",
+    "PaneState",
+    "WindowState",
+    "Binding",
+    "ssh_connection_string",
+    "MAX_PANE_DIM",
+    "MAX_BINDINGS",
+    "MAX_OPTIONS",
+]
 
 # Sanity bound on a pane's or the session's width/height. tmux's own limit is 10000; a 16-bit
 # terminal size could otherwise make one pane allocate gigabytes.
@@ -30,7 +40,7 @@ MAX_BINDINGS = 10000
 MAX_OPTIONS = 10000
 # Bound on the message-view lines kept per pane (tmate shows its notices there).
 MAX_MESSAGE_LINES = 1000
-MAX_WINDOW_STACK = 32            # previously current windows remembered for last-window
+MAX_WINDOW_STACK = 32  # previously current windows remembered for last-window
 # Notice the C server sends once when the host asks for a named session (needs a websocket server).
 NAMED_SESSION_OPTIONS = ("tmate-api-key", "tmate-session-name", "tmate-session-name-ro")
 NAMED_SESSIONS_UNSUPPORTED = "Named sessions are not supported (no websocket server)"
@@ -49,8 +59,8 @@ def ssh_connection_string(token: str, host: str, port: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Binding:
     command: tuple[str, ...]
-    repeat: bool = False          # bind-key -r
-    flags: tuple[str, ...] = ()   # other flags as given (e.g. "-c")
+    repeat: bool = False  # bind-key -r
+    flags: tuple[str, ...] = ()  # other flags as given (e.g. "-c")
 
 
 @dataclass(slots=True)
@@ -70,8 +80,8 @@ class PaneState:
     xoff: int
     yoff: int
     model: TerminalModel
-    in_mode: bool = False                       # copy mode or tmate's message view is shown
-    copy_mode: m.CopyMode | None = None         # latest SYNC_COPY_MODE state while in_mode
+    in_mode: bool = False  # copy mode or tmate's message view is shown
+    copy_mode: m.CopyMode | None = None  # latest SYNC_COPY_MODE state while in_mode
     message_lines: deque = field(default_factory=lambda: deque(maxlen=MAX_MESSAGE_LINES))
 
     @property
@@ -82,8 +92,16 @@ class PaneState:
 
 
 class Session:
-    def __init__(self, *, rw_token: str, ro_token: str, ssh_host: str, ssh_port: int,
-                 max_panes: int = 1000, history_lines: int = 2000):
+    def __init__(
+        self,
+        *,
+        rw_token: str,
+        ro_token: str,
+        ssh_host: str,
+        ssh_port: int,
+        max_panes: int = 1000,
+        history_lines: int = 2000,
+    ):
         self.rw_token = rw_token
         self.ro_token = ro_token
         self.ssh_host = ssh_host
@@ -93,7 +111,7 @@ class Session:
         self.ssh_rw = ssh_connection_string(rw_token, ssh_host, ssh_port)
         self.ssh_ro = ssh_connection_string(ro_token, ssh_host, ssh_port)
 
-        self.protocol: int | None = None          # client protocol version from HEADER
+        self.protocol: int | None = None  # client protocol version from HEADER
         self.client_version: str | None = None
         self.host_ready = False
         self.finished = False
@@ -106,23 +124,23 @@ class Session:
         self.panes: dict[int, PaneState] = {}
         self.active_window: int | None = None
         self.status: m.Status = m.Status("", "")
-        self._window_stack: list[int] = []        # previously current windows, most recent first
+        self._window_stack: list[int] = []  # previously current windows, most recent first
 
         # Replicated host configuration.
         self.key_tables: dict[str, dict[str, Binding]] = {"prefix": {}, "root": {}}
-        self.mode_key_tables: dict[str, dict[str, Binding]] = {}   # bind-key -t (vi-copy, ...)
-        self.options: dict[str, str] = {}          # set-option [-g]: session/global options
-        self.window_options: dict[str, str] = {}   # set-window-option, set-option -w
-        self.server_options: dict[str, str] = {}   # set-option -s
-        self.tmate_values: dict[str, str] = {}     # set-option tmate-set NAME=VALUE
+        self.mode_key_tables: dict[str, dict[str, Binding]] = {}  # bind-key -t (vi-copy, ...)
+        self.options: dict[str, str] = {}  # set-option [-g]: session/global options
+        self.window_options: dict[str, str] = {}  # set-window-option, set-option -w
+        self.server_options: dict[str, str] = {}  # set-option -s
+        self.tmate_values: dict[str, str] = {}  # set-option tmate-set NAME=VALUE
         # Viewer access restriction (tmate -a FILE): None = anyone with the token; otherwise the
         # list of (key type, base64 blob) public keys allowed, possibly empty.
         self.authorized_keys: list[tuple[str, str]] | None = None
 
         self.other_commands: deque[tuple[str, ...]] = deque(maxlen=100)  # ignored, log-worthy
-        self.failed_cmds: deque[tuple[int, str]] = deque(maxlen=100)     # for the viewer layer
-        self.notes: deque[str] = deque(maxlen=100)                       # log-worthy oddities
-        self.generation = 0       # bumped on every state change other than pane output
+        self.failed_cmds: deque[tuple[int, str]] = deque(maxlen=100)  # for the viewer layer
+        self.notes: deque[str] = deque(maxlen=100)  # log-worthy oddities
+        self.generation = 0  # bumped on every state change other than pane output
         self._named_session_warned = False
 
     # ------------------------------------------------------------------ entry point
@@ -223,8 +241,9 @@ class Session:
             cols, rows = max(g.sx, 1), max(g.sy, 1)
             pane = self.panes.get(pid)
             if pane is None:
-                self.panes[pid] = PaneState(pid, widx, g.sx, g.sy, g.xoff, g.yoff,
-                                            TerminalModel(cols, rows, self.history_lines))
+                self.panes[pid] = PaneState(
+                    pid, widx, g.sx, g.sy, g.xoff, g.yoff, TerminalModel(cols, rows, self.history_lines)
+                )
                 continue
             # Differs from the C server, which closes the session when a pane shows up in
             # another window; break-pane / join-pane on the host legitimately move panes.
@@ -236,8 +255,9 @@ class Session:
         if self.active_window is not None and msg.active_window != self.active_window:
             # tmux's last-window stack: the previously current window goes on top.
             prev = self.active_window
-            self._window_stack = [prev] + [w for w in self._window_stack
-                                           if w not in (prev, msg.active_window)][:MAX_WINDOW_STACK - 1]
+            self._window_stack = [prev] + [
+                w for w in self._window_stack if w not in (prev, msg.active_window)
+            ][: MAX_WINDOW_STACK - 1]
         self.windows = new_windows
         self.sx, self.sy = msg.sx, msg.sy
         self.active_window = msg.active_window
@@ -273,7 +293,7 @@ class Session:
         else:
             if not pane.in_mode:
                 pane.in_mode = True
-                pane.message_lines.clear()   # entering a fresh view (backed or output-only)
+                pane.message_lines.clear()  # entering a fresh view (backed or output-only)
             pane.copy_mode = msg.mode
         self.generation += 1
 
@@ -338,8 +358,7 @@ class Session:
         if len(rest) < 2:
             raise _Usage("bind-key needs a key and a command")
         key, command = rest[0], tuple(rest[1:])
-        binding = Binding(command, repeat="r" in flags,
-                          flags=tuple(f"-{f}" for f in flags if f in "c"))
+        binding = Binding(command, repeat="r" in flags, flags=tuple(f"-{f}" for f in flags if f in "c"))
         table = self._table_for(flags, create=True)
         if key not in table and self._count(self.key_tables, self.mode_key_tables) >= MAX_BINDINGS:
             raise SessionError(f"too many key bindings (max {MAX_BINDINGS})")
@@ -389,9 +408,14 @@ class Session:
             store = self.server_options
         else:
             store = self.options
-        if name not in store and "u" not in flags and self._count(
-                {0: self.options, 1: self.window_options, 2: self.server_options,
-                 3: self.tmate_values}) >= MAX_OPTIONS:
+        if (
+            name not in store
+            and "u" not in flags
+            and self._count(
+                {0: self.options, 1: self.window_options, 2: self.server_options, 3: self.tmate_values}
+            )
+            >= MAX_OPTIONS
+        ):
             raise SessionError(f"too many options (max {MAX_OPTIONS})")
         if "u" in flags:
             store.pop(name, None)
@@ -479,10 +503,14 @@ class Session:
     }
 
     _COMMANDS = {
-        "bind-key": _bind_key, "bind": _bind_key,
-        "unbind-key": _unbind_key, "unbind": _unbind_key,
-        "set-option": _set_option, "set": _set_option,
-        "set-window-option": _set_window_option, "setw": _set_window_option,
+        "bind-key": _bind_key,
+        "bind": _bind_key,
+        "unbind-key": _unbind_key,
+        "unbind": _unbind_key,
+        "set-option": _set_option,
+        "set": _set_option,
+        "set-window-option": _set_window_option,
+        "setw": _set_window_option,
     }
 
 
@@ -504,14 +532,14 @@ _MODE_CURSOR = 0x1
 
 def _colour_sgr(value: int, is256: bool, rgb: bool, base: int) -> str | None:
     if rgb:
-        return None                    # the packing keeps only one byte of an RGB colour
+        return None  # the packing keeps only one byte of an RGB colour
     if is256:
         return f"{base + 8};5;{value}"
     if value < 8:
         return str(base + value)
-    if 90 <= value <= 97:              # aixterm bright colours
+    if 90 <= value <= 97:  # aixterm bright colours
         return str(value + (base - 30))
-    return None                        # 8: default
+    return None  # 8: default
 
 
 def _snapshot_vt(sp: m.SnapshotPane) -> bytes:
