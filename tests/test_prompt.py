@@ -3,16 +3,15 @@ import pytest
 from relay.input.keys import KEY_ENTER, KEY_ESCAPE, KEYC_BSPACE, KEYC_HOME, KEYC_LEFT
 from relay.input.prompt import (
     Cancelled,
-    CommandSyntaxError,
     Done,
     Failed,
     ViewerPrompt,
     expand_formats,
-    parse_commands,
     template_replace,
 )
 from relay.tmate import messages as m
 from relay.tmate.session import Session
+from relay.tmux.cmdline import CommandSyntaxError, parse_commands
 
 
 def session_with_window(name="bash") -> Session:

@@ -27,16 +27,12 @@ from relay.input.keys import (
     KEYC_RIGHT,
 )
 from relay.tmux.args import getopt
+from relay.tmux.cmdline import CommandSyntaxError, parse_commands
 
 MAX_INPUT = 4096  # characters a prompt holds
-MAX_COMMANDS = 32  # commands one submitted line may hold
 
 _C = {c: ord(c) - 96 for c in "abcdefghkuw"}  # control keys arrive as their byte
 _CANCEL = {KEY_ESCAPE, 0x03, 0x07}  # Escape, C-c, C-g
-
-
-class CommandSyntaxError(Exception):
-    """str() is the message tmux would show (capitalised by the caller's status line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,73 +73,6 @@ def template_replace(template: str, text: str, idx: int) -> str:
                 continue
         out.append(ch)
     return "".join(out)
-
-
-def parse_commands(line: str) -> list[tuple[str, ...]]:
-    """Split a command line the way tmux's parser does for what a user types: words separated
-    by blanks, '...' literal, "..." with backslash escapes, a backslash escaping the next
-    character, an unquoted `;` (alone or ending a word) separating commands, `#` at the start
-    of a word starting a comment. Environment variables and `~` are not expanded."""
-    commands: list[tuple[str, ...]] = []
-    words: list[str] = []
-    word: list[str] | None = None
-    i, n = 0, len(line)
-
-    def end_word():
-        nonlocal word
-        if word is not None:
-            words.append("".join(word))
-            word = None
-
-    def end_command():
-        end_word()
-        if words:
-            commands.append(tuple(words))
-            words.clear()
-
-    while i < n:
-        ch = line[i]
-        if ch in " \t\r\n":
-            end_word()
-            i += 1
-        elif ch == ";":
-            end_command()
-            i += 1
-        elif ch == "#" and word is None:
-            break
-        elif ch == "'":
-            j = line.find("'", i + 1)
-            if j < 0:
-                raise CommandSyntaxError("syntax error: missing '")
-            word = (word or []) + [line[i + 1 : j]]
-            i = j + 1
-        elif ch == '"':
-            i += 1
-            part = []
-            while True:
-                if i >= n:
-                    raise CommandSyntaxError('syntax error: missing "')
-                c = line[i]
-                if c == '"':
-                    i += 1
-                    break
-                if c == "\\" and i + 1 < n:
-                    part.append(line[i + 1])
-                    i += 2
-                    continue
-                part.append(c)
-                i += 1
-            word = (word or []) + ["".join(part)]
-        elif ch == "\\" and i + 1 < n:
-            word = (word or []) + [line[i + 1]]
-            i += 2
-        else:
-            word = (word or []) + [ch]
-            i += 1
-    end_command()
-    if len(commands) > MAX_COMMANDS:
-        raise CommandSyntaxError(f"too many commands (limit {MAX_COMMANDS})")
-    return commands
 
 
 def expand_formats(text: str, session) -> str:
@@ -273,7 +202,7 @@ class ViewerPrompt:
     # ------------------------------------------------------------------ drawing
     def display(self, cols: int) -> tuple[str, int]:
         """The status-line text and the cursor's column, scrolled so the cursor is visible."""
-        from relay.screen.render import display_width
+        from relay.screen.width import display_width
 
         label_w = display_width(self.label)
         before = self.buffer[: self.cursor]

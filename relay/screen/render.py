@@ -41,8 +41,12 @@ self-contained VT strings, fetched once per pane change (never cell by cell).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
+
+from relay.screen.width import char_width as _char_width
+from relay.screen.width import display_width
+from relay.tmux.options import flag as _flag
+from relay.tmux.options import number as _number
 
 __all__ = ["ViewerScreen", "parse_style", "Style", "failed_cmd_message", "display_width", "last_window"]
 
@@ -74,34 +78,6 @@ _U32 = 1 << 32
 def failed_cmd_message(cause: str) -> str:
     """The status message the C server shows a viewer for FAILED_CMD: the cause, capitalised."""
     return cause[:1].upper() + cause[1:]
-
-
-# ---------------------------------------------------------------------------- widths
-_width_cache: dict[str, int] = {}
-
-
-def _char_width(ch: str) -> int:
-    w = _width_cache.get(ch)
-    if w is None:
-        o = ord(ch)
-        if o < 0x20 or 0x7F <= o < 0xA0:
-            w = -1  # control: dropped
-        elif unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
-            w = 0
-        elif unicodedata.east_asian_width(ch) in ("W", "F"):
-            w = 2
-        else:
-            w = 1
-        if len(_width_cache) < 65536:
-            _width_cache[ch] = w
-    return w
-
-
-def display_width(text: str) -> int:
-    """Columns `text` takes on a terminal (control characters count 0)."""
-    if text.isascii() and text.isprintable():
-        return len(text)
-    return sum(w for w in map(_char_width, text) if w > 0)
 
 
 # ---------------------------------------------------------------------------- styles
@@ -260,25 +236,6 @@ def _option_style(session, name: str, default: str) -> Style:
             if a is not None:
                 st = Style(st.fg, st.bg, a)
     return st
-
-
-def _flag(value, default: bool) -> bool:
-    if value is None:
-        return default
-    v = str(value).lower()
-    if v in ("on", "yes", "1"):
-        return True
-    if v in ("off", "no", "0"):
-        return False
-    return default
-
-
-def _number(value, default: int, lo: int = 0, hi: int = 32767) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        return default
-    return n if lo <= n <= hi else default
 
 
 # ---------------------------------------------------------------------------- cell lines
