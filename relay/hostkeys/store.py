@@ -1,0 +1,141 @@
+"""The host key directory: create what is missing (`ensure_host_keys`), load what is there
+(`load_host_keys`). Existing files are validated before anything is written; nothing is ever
+overwritten."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+
+import paramiko
+
+from .errors import HostKeyError
+from .files import check_directory, lexists, write_new_file
+from .parse import (
+    SLOTS,
+    KeySlot,
+    check_pub_file,
+    fingerprint,
+    generate,
+    load_private_key,
+    parse_private_key,
+    pub_line,
+)
+
+
+@dataclass(frozen=True)
+class HostKeyInfo:
+    path: str  # path of the private key file (directory as given + file name)
+    key_type: str  # "rsa" or "ed25519"
+    fingerprint: str  # "SHA256:<43 base64 chars>", as `ssh-keygen -l -E sha256`
+    created: bool  # True if this call generated the key
+    pub_created: bool = False  # True if this call (re)wrote the missing .pub
+
+
+@dataclass
+class _Existing:
+    """What one slot's files are before `ensure_host_keys` writes anything."""
+
+    slot: KeySlot
+    path: str
+    pkey: paramiko.PKey | None  # None: the private key is missing
+    pub_exists: bool
+
+
+def _validate_existing(directory: str) -> list[_Existing]:
+    """Phase 1: validate everything that exists."""
+    plan = []
+    for slot in SLOTS:
+        path = os.path.join(directory, slot.name)
+        pub_path = path + ".pub"
+        pkey = None
+        if lexists(path):
+            pkey = load_private_key(path, slot)
+            pub_exists = lexists(pub_path)
+            if pub_exists:
+                check_pub_file(pub_path, path, pkey)
+        elif lexists(pub_path):
+            raise HostKeyError(
+                f"{pub_path}: exists without its private key {slot.name} (remove it or restore the private key)"
+            )
+        else:
+            pub_exists = False
+        plan.append(_Existing(slot, path, pkey, pub_exists))
+    return plan
+
+
+def _generate_missing(plan: list[_Existing]) -> dict[str, bytes]:
+    """Phase 2: generate (and check) every missing key before writing any."""
+    generated = {}
+    for e in plan:
+        if e.pkey is None:
+            private = generate(e.slot.key_type)
+            parse_private_key(e.path, private, e.slot)
+            generated[e.slot.name] = private
+    return generated
+
+
+def _write_missing(directory: str, e: _Existing, private: bytes | None) -> HostKeyInfo:
+    """Phase 3, one slot: write its key (if generated) and its .pub (if missing)."""
+    name, path, pkey, pub_exists = e.slot.name, e.path, e.pkey, e.pub_exists
+    created = False
+    if pkey is None:
+        assert private is not None
+        created = write_new_file(directory, name, private, 0o600)
+        # Read back what is now in place; if a concurrent keygen won the
+        # race this is its key, reported as existing.
+        pkey = load_private_key(path, e.slot)
+        pub_exists = lexists(path + ".pub")
+        if pub_exists:
+            check_pub_file(path + ".pub", path, pkey)
+    pub_created = False
+    if not pub_exists:
+        pub_created = write_new_file(directory, name + ".pub", pub_line(pkey), 0o644)
+        if not pub_created:
+            check_pub_file(path + ".pub", path, pkey)
+    return HostKeyInfo(
+        path=path,
+        key_type=e.slot.key_type,
+        fingerprint=fingerprint(pkey),
+        created=created,
+        pub_created=pub_created,
+    )
+
+
+def ensure_host_keys(directory: str | os.PathLike[str]) -> list[HostKeyInfo]:
+    """Create whichever host keys (and .pub files) are missing in ``directory``.
+
+    Existing files are validated first; on any problem `HostKeyError` is
+    raised and nothing is created or modified.  Returns one `HostKeyInfo` per
+    key, RSA first.
+    """
+    directory = os.fspath(directory)
+    check_directory(directory, create=True)
+    plan = _validate_existing(directory)
+    generated = _generate_missing(plan)
+    return [_write_missing(directory, e, generated.get(e.slot.name)) for e in plan]
+
+
+def load_host_keys(directory: str | os.PathLike[str]) -> list[paramiko.PKey]:
+    """Load the host keys present in ``directory`` (RSA first).
+
+    Raises `HostKeyError` if the directory is missing, holds neither key, or
+    any present key (or .pub) fails validation.  Never modifies anything.
+    """
+    directory = os.fspath(directory)
+    check_directory(directory, create=False)
+    keys = []
+    for slot in SLOTS:
+        path = os.path.join(directory, slot.name)
+        if not lexists(path):
+            continue
+        pkey = load_private_key(path, slot)
+        if lexists(path + ".pub"):
+            check_pub_file(path + ".pub", path, pkey)
+        keys.append(pkey)
+    if not keys:
+        raise HostKeyError(
+            f"{directory}: no host keys found (run: pymate-relay keygen -k {shlex.quote(directory)})"
+        )
+    return keys
