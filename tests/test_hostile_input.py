@@ -13,12 +13,13 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from relay.input.keys import InputParser, KeyDispatcher, Local, Notice
+from relay.input.dispatch import KeyDispatcher, Local, Notice
+from relay.input.parser import InputParser
 from relay.input.prompt import ViewerPrompt
 from relay.screen.render import ViewerScreen
 from relay.tmate.codec import HostDecoder, ProtocolError
 from relay.tmate.session import Session, SessionError
-from tests.test_input import _session as session_from_fixture
+from tests.test_dispatch import _session as session_from_fixture
 
 STREAMS = sorted((Path(__file__).parent / "fixtures").glob("host-stream-*.bin"))
 EDGE_INTS = [

@@ -1,6 +1,6 @@
 import pytest
 
-from relay.input.keys import KEY_ENTER, KEY_ESCAPE, KEYC_BSPACE, KEYC_HOME, KEYC_LEFT
+from relay.input.keycodes import KEY_ENTER, KEY_ESCAPE, KEYC_BSPACE, KEYC_HOME, KEYC_LEFT
 from relay.input.prompt import (
     Cancelled,
     Done,

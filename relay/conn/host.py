@@ -27,7 +27,8 @@ from jail import set_process_title
 from relay import control
 from relay.conn import link
 from relay.hostkeys import blob_fingerprint
-from relay.input.keys import InputParser, KeyDispatcher, Local, Notice
+from relay.input.dispatch import KeyDispatcher, Local, Notice
+from relay.input.parser import InputParser
 from relay.input.prompt import Done, Failed, ViewerPrompt, expand_formats
 from relay.screen.render import ViewerScreen, failed_cmd_message
 from relay.tmate import messages as m

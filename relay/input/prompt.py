@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.input.keys import (
+from relay.input.keycodes import (
     KEY_ENTER,
     KEY_ESCAPE,
     KEY_PASTE_END,
