@@ -26,6 +26,7 @@ from relay.tmate.messages import (
     FailedCmd,
     Fin,
     Header,
+    HostMessage,
     HostMsg,
     HostReady,
     LegacyPaneKey,
@@ -35,6 +36,7 @@ from relay.tmate.messages import (
     Prompt,
     PtyData,
     Reconnect,
+    RelayMessage,
     RelayReady,
     Resize,
     Selection,
@@ -192,7 +194,7 @@ SNAP = Snapshot(
     )
 )
 
-HOST_MESSAGES = [
+HOST_MESSAGES: list[HostMessage] = [
     Header(6, "2.4.0"),
     Header(6, ""),
     SyncLayout(
@@ -243,7 +245,7 @@ HOST_MESSAGES = [
     Uname("", "", "", "", ""),
 ]
 
-RELAY_MESSAGES = [
+RELAY_MESSAGES: list[RelayMessage] = [
     Notify("ssh session: ssh TOKEN@host"),
     Notify(""),
     Notify("é" * 200),
@@ -312,7 +314,9 @@ def test_invalid_utf8_in_texts_is_replaced():
     wire = msgpack.packb([7, 0, b"ok \xff\xfe end"], use_bin_type=False)
     assert HostDecoder().feed(wire) == [WriteCopyMode(0, "ok \ufffd\ufffd end")]
     wire = msgpack.packb([1, 10, 5, [[0, b"w\xc3", [[0, 10, 5, 0, 0]], 0]], 0], use_bin_type=False)
-    assert HostDecoder().feed(wire)[0].windows[0].name == "w\ufffd"
+    layout = HostDecoder().feed(wire)[0]
+    assert isinstance(layout, SyncLayout)
+    assert layout.windows[0].name == "w\ufffd"
 
 
 def test_pane_key_encodings():
@@ -329,16 +333,16 @@ def test_pane_key_encodings():
         PaneKey(0, 2**64),
         PaneKey(True, 1),
         Resize(-2, 0),
-        Notify(b"bytes"),
+        Notify(b"bytes"),  # type: ignore[arg-type]  # deliberately not a str
         ViewerExecCmd(0, ()),
         ViewerExecCmd(0, tuple("x" * (P.MAX_ARGV + 1))),
     ):
         with pytest.raises(ValueError):
             encode(bad)
     with pytest.raises(TypeError):
-        encode(Fin())
+        encode(Fin())  # type: ignore[arg-type]  # deliberately a host message
     with pytest.raises(TypeError):
-        encode_host(Notify("x"))
+        encode_host(Notify("x"))  # type: ignore[arg-type]  # deliberately a relay message
 
 
 def test_encode_for_old_msgpack_peers():
@@ -444,7 +448,9 @@ def pty_of_size(total: int) -> bytes:
 
 def test_message_size_limit_exact():
     ok = pty_of_size(P.MAX_MESSAGE_SIZE)
-    assert HostDecoder().feed(ok)[0].data == b"y" * (P.MAX_MESSAGE_SIZE - 6)
+    pty = HostDecoder().feed(ok)[0]
+    assert isinstance(pty, PtyData)
+    assert pty.data == b"y" * (P.MAX_MESSAGE_SIZE - 6)
     for chunk in (None, 1000, 1):
         e = raises(pty_of_size(P.MAX_MESSAGE_SIZE + 1), chunk=chunk)
         assert "message too large" in e.reason and "17408" in e.reason
@@ -509,6 +515,7 @@ def test_pane_limit():
     ok = layout([91] * 10 + [90])  # 1000 panes in 11 windows
     assert len(ok) < P.MAX_MESSAGE_SIZE
     msg = HostDecoder().feed(ok)[0]
+    assert isinstance(msg, SyncLayout)
     assert sum(len(w.panes) for w in msg.windows) == 1000
     e = raises(layout([91] * 11))  # 1001
     assert e.reason == "too many panes: more than 1000 in SYNC_LAYOUT"
@@ -565,7 +572,9 @@ def test_snapshot_line_and_cell_limits():
         raises(wire(1, P.MAX_SNAPSHOT_LINE_CELLS + 1)).reason
         == "too many cells in a snapshot line: 10001 > 10000"
     )
-    assert len(HostDecoder().feed(wire(P.MAX_SNAPSHOT_LINES, 0))[0].panes[0].lines) == 2000
+    snap = HostDecoder().feed(wire(P.MAX_SNAPSHOT_LINES, 0))[0]
+    assert isinstance(snap, Snapshot)
+    assert len(snap.panes[0].lines) == 2000
     assert (
         raises(msgpack.packb([11, [[0, 0, [0, 0, [["", [-1]]]], None]]])).reason
         == "malformed SNAPSHOT: cell attribute -1 out of range [0, 4294967295]"
