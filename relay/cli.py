@@ -99,6 +99,8 @@ def serve_main(argv: list[str]) -> int:
     from jail import JailConfig, JailError
     from relay import hostkeys as keys
     from relay import log
+    from relay.conn.process import Connection, ConnectionConfig
+    from relay.conn.warmup import warm_up
     from relay.master.server import Master, RelayConfig
 
     log.configure_master(args.verbose)
@@ -110,18 +112,28 @@ def serve_main(argv: list[str]) -> int:
     bind_any = args.bind in ("0.0.0.0", "::", "")
     ssh_host = args.host or (socket.gethostname() if bind_any else args.bind)
     cfg = RelayConfig(
-        host_keys=tuple(host_keys),
         port=args.port,
         bind=args.bind,
         ssh_host=ssh_host,
         ssh_port=args.ssh_port or args.port,
         grace_period=args.grace_period,
-        verbose=args.verbose,
         max_connections=args.max_connections,
         jail=JailConfig(uid_base=uid_start, uid_count=uid_count),
     )
+    # The master knows nothing of SSH: it is handed what its jailed children run.
+    conn_cfg = ConnectionConfig(
+        host_keys=tuple(host_keys),
+        ssh_host=cfg.ssh_host,
+        ssh_port=cfg.ssh_port,
+        grace_period=cfg.grace_period,
+        verbose=args.verbose,
+    )
+
+    def connection(sock: socket.socket, ctl: socket.socket, ip: str):
+        return Connection(sock, ctl, ip, conn_cfg).run
+
     try:
-        master = Master(cfg)
+        master = Master(cfg, connection=connection, warm_up=lambda: warm_up(conn_cfg.host_keys))
         master.bind()
     except JailError as e:
         print(f"pymate-relay: error: cannot jail connections: {e}", file=sys.stderr)

@@ -1,52 +1,207 @@
-"""The control channel between the master and one connection process.
+"""The control channel between the master and one connection process: its one table of messages.
 
 A SOCK_SEQPACKET socketpair: every send is one message, a msgpack array whose first element
-names it. The master treats everything it receives as untrusted (a connection process parses
-client bytes and could be compromised): sizes are bounded and shapes are checked.
+names it, at most MAX_CONTROL_MESSAGE bytes. `TO_MASTER` and `TO_CONNECTION` below are the whole
+interface; every message is encoded (`encode`) and decoded (`decode`) against them, so a field of
+the wrong type or past its bound is refused on either side, and nothing else packs a control
+message. The master treats what it receives as untrusted (a connection process parses client
+bytes and could be compromised): it dispatches through `TO_MASTER`, and a message that fails the
+check (unknown, malformed, from a role that may not send it, or a second instance of a once-only
+message) gets the sender killed, and only the sender.
 
-Connection -> master:
-  ["log", level, event, {key: value}]      a log event, re-emitted by the master
-  ["host"]                                   this connection is a tmate host: allocate tokens
-  ["viewer", token, pubkey or nil]           this connection wants to join the session `token`
-Master -> connection:
-  ["tokens", rw_token, ro_token]
-  ["joined", readonly] + link fd             to a viewer: the session was found
-  ["no-session"]                             to a viewer: no session has that token
-  ["viewer", readonly, ip, pubkey] + link fd to a session: a viewer joins
-Connection processes never send file descriptors; the master reads with plain recv(), which
-discards (and closes) any that a compromised process would try to pass.
+A connection process starts with no role; its first `host` or `join` gives it one.
+
+Connection -> master (`TO_MASTER`):
+  log     level, event, fields      any role, repeatable. A log event the master re-emits with
+                                    the connection's pid and ip (rate-limited; fields reduced to
+                                    32 short scalars, reserved keys dropped; an unknown level is
+                                    logged as info; the event is cut to 512 characters).
+  auth    user, fingerprint|nil     no role yet, repeatable (paramiko allows a few attempts). May
+                                    this SSH user (a token) log in with this key? Answer: auth.
+  host    (no fields)               no role yet, once: the connection becomes a session process
+                                    (a tmate host). Answer: tokens.
+  join    token, pubkey|nil,        no role yet, once: the connection becomes an ssh viewer
+          fingerprint|nil           connection of the session `token` names. Answer: joined (with
+                                    the link's fd) or no-session.
+  access  [fingerprint]|nil         host only, repeatable: the host is ready, viewers may join
+                                    from now on; nil lets any key in, a list (at most
+                                    MAX_AUTHORIZED_KEYS) only those keys.
+Master -> connection (`TO_CONNECTION`):
+  auth        allowed               to a connection with no role yet, per auth.
+  tokens      rw_token, ro_token    to a host, once.
+  joined      readonly  + fd        to a viewer, once: its end of the link to the session.
+  no-session  (no fields)           to a viewer, once: no joinable session has that token (or the
+                                    key is not one the session allows).
+  viewer      readonly, ip,         to a session process, repeatable: a viewer joins; the fd is
+              pubkey|nil  + fd      the session's end of the link.
+Only the master passes file descriptors. It reads with plain recv(), which discards (and closes)
+any that a compromised connection process would try to pass.
+
+`Client` is the connection side: one wrapper per message (`request_tokens`, `join`, `authorize`,
+`publish_access`, `log`, `receive_viewer`, `master_gone`).
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import msgpack
 
 MAX_CONTROL_MESSAGE = 8192
+MAX_AUTHORIZED_KEYS = 100  # key fingerprints (`tmate -a`) a session may restrict its viewers to
+MAX_USER = 128  # an SSH user name (a token, for a viewer)
+MAX_FINGERPRINT = 64  # "SHA256:" and 43 base64 characters, with room
+MAX_PUBKEY = 4096  # "type base64" of a viewer's key (a 16384-bit RSA key is ~2.8 KB)
+MAX_IP = 64
+MAX_LOG_EVENT = 512
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 RESERVED_LOG_KEYS = frozenset({"event", "level", "timestamp", "pid", "ip", "self"})
+ANSWER_TIMEOUT = 5.0  # seconds a connection waits for the master's answer
+
+# Roles of a connection process, as the master knows them.
+NO_ROLE = None
+HOST = "host"
+VIEWER = "viewer"
+Role = str | None
 
 
 class ControlError(Exception):
     pass
 
 
-def socketpair() -> tuple[socket.socket, socket.socket]:
-    """(master end, connection end)."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+class MasterGone(ControlError):
+    """The master closed the control socket (it is shutting down)."""
 
 
-def pack(*items) -> bytes:
-    data = msgpack.packb(list(items), use_bin_type=True)
+# ---------------------------------------------------------------------- field types
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # what the docstring and errors call it
+    check: Callable[[object], bool]
+
+
+def _text(limit: int) -> Callable[[object], bool]:
+    return lambda v: isinstance(v, str) and len(v) <= limit
+
+
+def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _fingerprint(v: object) -> bool:
+    return isinstance(v, str) and v.startswith("SHA256:") and len(v) <= MAX_FINGERPRINT
+
+
+def _fingerprints(v: object) -> bool:
+    return isinstance(v, list) and len(v) <= MAX_AUTHORIZED_KEYS and all(_fingerprint(x) for x in v)
+
+
+def _bool(v: object) -> bool:
+    return isinstance(v, bool)
+
+
+def _map(v: object) -> bool:
+    return isinstance(v, dict)
+
+
+def text(name: str, limit: int) -> Field:
+    return Field(name, f"str <= {limit}", _text(limit))
+
+
+def optional_text(name: str, limit: int) -> Field:
+    return Field(name, f"str <= {limit} | nil", _optional(_text(limit)))
+
+
+def flag(name: str) -> Field:
+    return Field(name, "bool", _bool)
+
+
+def optional_fingerprint(name: str) -> Field:
+    return Field(name, "SHA256 fingerprint | nil", _optional(_fingerprint))
+
+
+# ---------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Message:
+    name: str
+    fields: tuple[Field, ...]
+    roles: frozenset[Role]  # to the master: roles that may send it; to a connection: recipients
+    once: bool = False  # at most one per connection
+    fd: bool = False  # carries one file descriptor (master -> connection only)
+
+    def check(self, args: list) -> None:
+        if len(args) != len(self.fields):
+            raise ControlError(f"{self.name}: {len(args)} fields, expected {len(self.fields)}")
+        for f, v in zip(self.fields, args, strict=True):
+            if not f.check(v):
+                raise ControlError(f"{self.name}: {f.name} is not {f.kind}")
+
+
+ANY_ROLE: frozenset[Role] = frozenset({NO_ROLE, HOST, VIEWER})
+FIRST: frozenset[Role] = frozenset({NO_ROLE})
+
+
+def _table(*messages: Message) -> Mapping[str, Message]:
+    return {msg.name: msg for msg in messages}
+
+
+TO_MASTER = _table(
+    Message(
+        "log",
+        (text("level", 16), text("event", MAX_CONTROL_MESSAGE), Field("fields", "map", _map)),
+        ANY_ROLE,
+    ),
+    Message("auth", (text("user", MAX_USER), optional_fingerprint("fp")), FIRST),
+    Message("host", (), FIRST, once=True),
+    Message(
+        "join",
+        (
+            text("token", MAX_USER),
+            optional_text("pubkey", MAX_PUBKEY),
+            optional_fingerprint("fp"),
+        ),
+        FIRST,
+        once=True,
+    ),
+    Message(
+        "access", (Field("fps", "[SHA256 fingerprint] | nil", _optional(_fingerprints)),), frozenset({HOST})
+    ),
+)
+
+TO_CONNECTION = _table(
+    Message("auth", (flag("allowed"),), FIRST),
+    Message("tokens", (text("rw", MAX_USER), text("ro", MAX_USER)), frozenset({HOST}), once=True),
+    Message("joined", (flag("readonly"),), frozenset({VIEWER}), once=True, fd=True),
+    Message("no-session", (), frozenset({VIEWER}), once=True),
+    Message(
+        "viewer",
+        (flag("readonly"), text("ip", MAX_IP), optional_text("pubkey", MAX_PUBKEY)),
+        frozenset({HOST}),
+        fd=True,
+    ),
+)
+
+
+# ---------------------------------------------------------------------- codec
+def encode(table: Mapping[str, Message], name: str, *args: object) -> bytes:
+    """One message of `table`, checked as the receiving side will check it."""
+    spec = table.get(name)
+    if spec is None:
+        raise ControlError(f"no control message {name!r}")
+    spec.check(list(args))
+    data = msgpack.packb([name, *args], use_bin_type=True)
     if len(data) > MAX_CONTROL_MESSAGE:
         raise ControlError(f"control message too large: {len(data)} bytes")
     return data
 
 
-def unpack(data: bytes) -> list:
-    """Decode one control message; ControlError if it is not a non-empty array led by a str."""
+def decode(table: Mapping[str, Message], data: bytes) -> tuple[Message, list]:
+    """(its table entry, its fields); ControlError unless it is a well-formed message of `table`."""
     if len(data) > MAX_CONTROL_MESSAGE:
         raise ControlError(f"control message too large: {len(data)} bytes")
     try:
@@ -55,18 +210,23 @@ def unpack(data: bytes) -> list:
         raise ControlError(f"undecodable control message: {type(e).__name__}") from None
     if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):
         raise ControlError("control message is not a named array")
-    return msg
+    spec = table.get(msg[0])
+    if spec is None:
+        raise ControlError(f"unexpected control message {msg[0][:32]!r}")
+    spec.check(msg[1:])
+    return spec, msg[1:]
 
 
-def recv(sock: socket.socket) -> list | None:
-    """One message, or None at end of stream."""
-    data = sock.recv(MAX_CONTROL_MESSAGE + 1)
-    if not data:
-        return None
-    return unpack(data)
+def socketpair() -> tuple[socket.socket, socket.socket]:
+    """(master end, connection end)."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def log_fields(fields) -> dict[str, str | int | float | bool | None]:
+def send_with_fd(sock: socket.socket, data: bytes, fd: int) -> None:
+    socket.send_fds(sock, [data], [fd])
+
+
+def log_fields(fields: object) -> dict[str, str | int | float | bool | None]:
     """Log fields from a connection process, reduced to short scalars."""
     if not isinstance(fields, dict):
         return {}
@@ -81,20 +241,116 @@ def log_fields(fields) -> dict[str, str | int | float | bool | None]:
     return out
 
 
-def send_with_fd(sock: socket.socket, data: bytes, fd: int) -> None:
-    socket.send_fds(sock, [data], [fd])
+# ---------------------------------------------------------------------- connection side
+@dataclass(frozen=True)
+class NewViewer:
+    """A viewer the master linked to this session: the session's end of the link is `fd`."""
+
+    readonly: bool
+    ip: str
+    pubkey: str | None
+    fd: int
 
 
-def recv_with_fds(sock: socket.socket) -> tuple[list | None, list[int]]:
-    """One message and the file descriptors that came with it (connection processes only)."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_CONTROL_MESSAGE + 1, 4)
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None, []
-    try:
-        return unpack(data), fds
-    except ControlError:
-        for fd in fds:
-            os.close(fd)
-        raise
+class Client:
+    """The connection process's end of the control socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _send(self, name: str, *args: object) -> None:
+        self.sock.send(encode(TO_MASTER, name, *args))
+
+    def _receive(self) -> tuple[Message, list, list[int]]:
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_CONTROL_MESSAGE + 1, 4)
+        if not data:
+            _close_all(fds)
+            raise MasterGone("the master closed the control socket")
+        try:
+            spec, args = decode(TO_CONNECTION, data)
+            if len(fds) != int(spec.fd):
+                raise ControlError(f"{spec.name}: {len(fds)} file descriptors, expected {int(spec.fd)}")
+        except ControlError:
+            _close_all(fds)
+            raise
+        return spec, args, fds
+
+    def _ask(self, name: str, *args: object, answers: tuple[str, ...]) -> tuple[str, list, list[int]]:
+        self._send(name, *args)
+        if not select.select([self.sock], [], [], ANSWER_TIMEOUT)[0]:
+            raise ConnectionError("the master did not answer")
+        spec, reply, fds = self._receive()
+        if spec.name not in answers:
+            _close_all(fds)
+            raise ConnectionError(f"unexpected answer from the master: {spec.name!r}")
+        return spec.name, reply, fds
+
+    def log(self, level: str, event: str, fields: Mapping[str, object]) -> None:
+        """Never fails: a log event that cannot be sent is dropped."""
+        try:
+            self._send("log", level[:16], event[:MAX_LOG_EVENT], log_fields(dict(fields)))
+        except (OSError, ControlError):
+            pass
+
+    def authorize(self, user: str, fp: str | None) -> bool:
+        """May `user` log in with key `fp`? Fails closed (runs on paramiko's thread)."""
+        if fp is not None and not _fingerprint(fp):
+            fp = None  # not a key the master could know: asked as a keyless login
+        try:
+            _, reply, _ = self._ask("auth", str(user)[:MAX_USER], fp, answers=("auth",))
+        except (OSError, ConnectionError, ControlError):
+            return False
+        return reply[0] is True
+
+    def request_tokens(self) -> tuple[str, str]:
+        """This connection is a tmate host: its (read-write, read-only) tokens."""
+        _, (rw, ro), _ = self._ask("host", answers=("tokens",))
+        return rw, ro
+
+    def join(self, token: str, pubkey: str | None, fp: str | None) -> tuple[bool, int] | None:
+        """This connection is a viewer of the session `token` names: (readonly, link fd), or
+        None when no session takes it."""
+        if pubkey is not None and len(pubkey) > MAX_PUBKEY:
+            pubkey = None
+        if fp is not None and not _fingerprint(fp):
+            fp = None
+        name, reply, fds = self._ask("join", token, pubkey, fp, answers=("joined", "no-session"))
+        if name == "no-session":
+            return None
+        return reply[0], fds[0]
+
+    def publish_access(self, fps: list[str] | None) -> None:
+        """The host is ready; viewers must hold one of `fps` (None: any key)."""
+        self._send("access", fps)
+
+    def receive_viewer(self) -> NewViewer | None:
+        """The session's next message from the master: a viewer, or None for anything else
+        (ignored); MasterGone when the master closed the socket."""
+        try:
+            spec, args, fds = self._receive()
+        except MasterGone:
+            raise
+        except ControlError:
+            return None
+        if spec.name != "viewer":
+            _close_all(fds)
+            return None
+        return NewViewer(readonly=args[0], ip=args[1], pubkey=args[2], fd=fds[0])
+
+    def master_gone(self) -> bool:
+        """Read one message (an ssh viewer connection expects none); True at end of stream."""
+        try:
+            self._receive()
+        except MasterGone:
+            return True
+        except ControlError:
+            pass
+        return False
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

@@ -41,7 +41,7 @@ class SocketChannel:
 
 class Conn:
     def __init__(self, ctl: socket.socket):
-        self.ctl = ctl
+        self.master = control.Client(ctl)
         self.peer_ip = "192.0.2.1"
         self.log = structlog.get_logger()
 
@@ -67,7 +67,8 @@ class RunningSession:
     def join(self) -> socket.socket:
         """A viewer joins (80x24); returns its end of the link."""
         viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        control.send_with_fd(self.ctl, control.pack("viewer", False, "192.0.2.2", None), session_end.fileno())
+        data = control.encode(control.TO_CONNECTION, "viewer", False, "192.0.2.2", None)
+        control.send_with_fd(self.ctl, data, session_end.fileno())
         session_end.close()
         viewer_end.send(link.resize(80, 24))
         self.sockets.append(viewer_end)

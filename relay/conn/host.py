@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import select
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import paramiko
 
@@ -28,12 +28,16 @@ from relay import control
 from relay.conn import link
 from relay.hostkeys import blob_fingerprint
 from relay.input.dispatch import KeyDispatcher, Local, Notice
-from relay.input.parser import InputParser
+from relay.input.parser import InputParser, escape_time_for
 from relay.input.prompt import Done, Failed, ViewerPrompt, expand_formats
 from relay.screen.render import ViewerScreen, failed_cmd_message
 from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, ProtocolError, encode
 from relay.tmate.session import Session, SessionError
+
+if TYPE_CHECKING:
+    from relay.conn.process import Connection
+    from relay.conn.ssh import Server
 
 READ_CHUNK = 65536
 HOST_READ_BUDGET = 1 << 20  # bytes of host data handled before serving viewers again
@@ -41,7 +45,6 @@ FRAME_INTERVAL = 1 / 60  # at most this many frames a second per viewer
 MESSAGE_TIME = 3.0  # seconds a status-line message stays
 MAX_VIEWERS = 64
 MAX_INPUT_RECORD = 64 * 1024
-MAX_AUTHORIZED_KEYS = 100  # keys of `tmate -a` the relay checks viewers against
 
 ENTER_TERMINAL = b"\x1b[?1049h\x1b[H\x1b[2J"  # alternate screen, as tmux does
 LEAVE_TERMINAL = b"\x1b[0m\x1b[?25h\x1b[?1049l"
@@ -56,10 +59,10 @@ class Viewer:
     sock: socket.socket
     readonly: bool
     ip: str
+    parser: InputParser  # escape-time follows the session's option, verase the viewer's terminal
     cols: int = 80
     rows: int = 24
     screen: ViewerScreen | None = None
-    parser: InputParser = field(default_factory=InputParser)
     dispatcher: KeyDispatcher | None = None
     dirty: bool = True
     last_frame: float = 0.0
@@ -80,6 +83,7 @@ class HostSession:
         self.host_size: tuple[int, int] | None = None  # last RESIZE sent
         self.access_sent: tuple | None = None  # last access state told to the master
         self.access_generation: int | None = None  # session.generation it was computed at
+        self.closing = False  # close() has begun: nothing more is sent to the host
         self.log = conn.log
 
     # ------------------------------------------------------------------ host
@@ -124,15 +128,17 @@ class HostSession:
                 except (binascii.Error, ValueError):
                     continue
             fps = sorted(set(found))
-            if len(fps) > MAX_AUTHORIZED_KEYS:
+            if len(fps) > control.MAX_AUTHORIZED_KEYS:
                 self.log.warning(
-                    "authorized keys cut", reason=f"more than {MAX_AUTHORIZED_KEYS} keys", keys=len(fps)
+                    "authorized keys cut",
+                    reason=f"more than {control.MAX_AUTHORIZED_KEYS} keys",
+                    keys=len(fps),
                 )
-                fps = fps[:MAX_AUTHORIZED_KEYS]
+                fps = fps[: control.MAX_AUTHORIZED_KEYS]
         state = (True, tuple(fps) if fps is not None else None)
         if state == self.access_sent:
             return
-        self.conn.ctl.send(control.pack("access", list(fps) if fps is not None else None))
+        self.conn.master.publish_access(fps)
         if fps is not None:
             self.log.info("viewer access restricted to authorized keys", keys=len(fps))
         self.access_sent = state
@@ -155,7 +161,8 @@ class HostSession:
                 pass
         cid = self.next_client_id
         self.next_client_id += 1
-        v = Viewer(id=cid, sock=sock, readonly=readonly, ip=str(ip)[:64])
+        parser = InputParser(escape_time_for(self.session))
+        v = Viewer(id=cid, sock=sock, readonly=readonly, ip=str(ip)[:64], parser=parser)
         v.dispatcher = KeyDispatcher(self.session, cid, readonly)
         self.viewers[cid] = v
         self.by_fd[sock.fileno()] = v
@@ -183,6 +190,8 @@ class HostSession:
 
     def _update_host_size(self) -> None:
         """RESIZE to the smallest read-write viewer, less its status line; -1,-1 for none."""
+        if self.closing:
+            return  # the session is over: the host gets nothing more
         sizes = [(v.cols, v.rows) for v in self.viewers.values() if not v.readonly and v.screen]
         if sizes:
             status = 0 if self.session.option("status", "on") == "off" else 1
@@ -210,7 +219,7 @@ class HostSession:
             return
         try:
             kind, payload = link.parse(record)
-            if kind not in (link.RESIZE, link.INPUT):
+            if kind not in (link.RESIZE, link.INPUT, link.ERASE):
                 raise link.LinkError(f"unexpected record {kind!r}")
         except link.LinkError as e:
             # A misbehaving viewer process loses its own link, never the session.
@@ -228,7 +237,10 @@ class HostSession:
             v.cols, v.rows = cols, rows
             v.dirty = True
             self._update_host_size()
+        elif kind == link.ERASE:
+            v.parser.verase = payload[0]  # the viewer's terminal's Backspace (from its pty-req)
         else:
+            v.parser.escape_time = escape_time_for(self.session)  # the host may have changed it
             self._keys(v, v.parser.feed(payload, now), now)
 
     def _keys(self, v: Viewer, codes: list[int], now: float) -> None:
@@ -324,7 +336,7 @@ class HostSession:
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def run(self) -> str:
-        ctl = self.conn.ctl
+        ctl = self.conn.master
         while True:
             now = time.monotonic()
             timeout = self._timeout(now)
@@ -339,14 +351,12 @@ class HostSession:
             if self.chan in readable and not self._on_host_data():
                 return "host finished the session" if self.session.finished else "host closed the connection"
             if ctl in readable:
-                msg, fds = control.recv_with_fds(ctl)
-                if msg is None:
+                try:
+                    new = ctl.receive_viewer()
+                except control.MasterGone:
                     return "relay is shutting down"
-                if msg[0] == "viewer" and len(fds) == 1 and len(msg) == 4:
-                    self._add_viewer(fds[0], bool(msg[1]), msg[2])
-                else:
-                    for fd in fds:
-                        os.close(fd)
+                if new is not None:
+                    self._add_viewer(new.fd, new.readonly, new.ip)
             now = time.monotonic()
             for sock in readable:
                 v = self.by_fd.get(sock.fileno()) if sock not in (self.chan, ctl) else None
@@ -366,12 +376,18 @@ class HostSession:
                     self._render(v, now)
 
     def close(self, last: bytes) -> None:
+        """Tell every viewer `last` and let it go. Never writes to the host (it may be gone: a
+        killed host's channel is closed), and a viewer that cannot be told stops nobody else."""
+        self.closing = True
         for v in list(self.viewers.values()):
-            self._remove_viewer(v, last)
+            try:
+                self._remove_viewer(v, last)
+            except Exception as e:  # noqa: BLE001 - the other viewers must still be told
+                self.log.warning("viewer not told", client=v.id, reason=f"{type(e).__name__}: {e}"[:200])
 
 
-def run_host(conn, transport: paramiko.Transport, chan: paramiko.Channel, server) -> int:
-    _, rw_token, ro_token = conn.request("host", expect="tokens")
+def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
+    rw_token, ro_token = conn.master.request_tokens()
     set_process_title(f"pymate [{rw_token[:4]}...] host {conn.peer_ip}")
     conn.log = conn.log.bind(session=rw_token[:4])
     conn.log.info("host session started", user=server.username, pubkey=server.pubkey)
@@ -391,7 +407,9 @@ def run_host(conn, transport: paramiko.Transport, chan: paramiko.Channel, server
     except (OSError, EOFError, paramiko.SSHException) as e:
         reason = f"connection lost: {e or type(e).__name__}"
     finally:
-        hs.close(last)
-        session.close()
+        try:
+            hs.close(last)
+        finally:
+            session.close()
     (conn.log.warning if code else conn.log.info)("host session ended", reason=reason)
     return code

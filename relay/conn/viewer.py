@@ -12,12 +12,16 @@ import random
 import select
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import paramiko
 
 from jail import set_process_title
-from relay import control
 from relay.conn import link
+
+if TYPE_CHECKING:
+    from relay.conn.process import Connection
+    from relay.conn.ssh import Server
 
 INVALID_TOKEN = b"Invalid session token\r\n"
 EXPIRED_TOKEN = b"Invalid or expired session token\r\n"
@@ -36,25 +40,21 @@ def refusal_delay() -> float:
     return random.SystemRandom().uniform(*REFUSAL_DELAY)
 
 
-def run_viewer(conn, transport: paramiko.Transport, chan: paramiko.Channel, server) -> int:
+def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     token = server.username or ""
     log = conn.log
     if not token_is_valid(token):
         chan.sendall(INVALID_TOKEN)
         log.info("viewer refused", reason="malformed token")
         return 0
-    reply, fds = conn.request_with_fds(
-        "viewer", token, server.pubkey, server.fingerprint, expect=("joined", "no-session")
-    )
-    if reply[0] == "no-session":
+    joined = conn.master.join(token, server.pubkey, server.fingerprint)
+    if joined is None:
         time.sleep(refusal_delay())
         chan.sendall(EXPIRED_TOKEN)
         log.info("viewer refused", reason="no session for this token")
         return 0
-    if len(fds) != 1:
-        raise ConnectionError("the master sent no link")
-    readonly = bool(reply[1])
-    lk = socket.socket(fileno=fds[0])
+    readonly, fd = joined
+    lk = socket.socket(fileno=fd)
     role = "ro-viewer" if readonly else "viewer"
     shown = token[3:] if token.startswith("ro-") else token
     set_process_title(f"pymate [{shown[:4]}...] {role} {conn.peer_ip}")
@@ -69,11 +69,16 @@ def run_viewer(conn, transport: paramiko.Transport, chan: paramiko.Channel, serv
             pass
 
     server.on_resize = send_size
+    if server.erase is not None:  # before any input, so that the session maps it to BSpace
+        try:
+            lk.send(link.erase(server.erase))
+        except OSError:
+            pass
     send_size(*server.size)
     reason = "viewer left"
     try:
         while True:
-            readable, _, _ = select.select([chan, lk, conn.ctl], [], [])
+            readable, _, _ = select.select([chan, lk, conn.master], [], [])
             if chan in readable:
                 data = chan.recv(READ_CHUNK)
                 if not data:
@@ -91,7 +96,7 @@ def run_viewer(conn, transport: paramiko.Transport, chan: paramiko.Channel, serv
                     chan.sendall(payload)
                     reason = "session closed the viewer"
                     break
-            if conn.ctl in readable and control.recv(conn.ctl) is None:
+            if conn.master in readable and conn.master.master_gone():
                 reason = "relay is shutting down"
                 break
     except (OSError, EOFError, paramiko.SSHException, link.LinkError) as e:

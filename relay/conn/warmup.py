@@ -17,7 +17,7 @@ import threading
 
 import paramiko
 
-from relay.conn.process import HOST_SUBSYSTEM, SSH_BANNER, _Server
+from relay.conn.ssh import HOST_SUBSYSTEM, SSH_BANNER, Server
 from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, RelayDecoder, encode, encode_host
 from relay.tmate.session import Session
@@ -73,7 +73,7 @@ def _one_session(host_keys, key_type: str, suite: str) -> None:
         if macs:
             opts.digests = [d for d in macs if d in opts.digests] or opts.digests
         opts.key_types = [k for k in _KEY_TYPES[key_type] if k in opts.key_types] or opts.key_types
-        server = _Server()
+        server = Server()
         done = threading.Event()
         server_t.start_server(event=done, server=server)
         client_t.start_client()

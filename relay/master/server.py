@@ -3,7 +3,10 @@
 It owns the host keys and the listening socket, forks one jailed connection process per TCP
 connection, hands out session tokens and keeps the registry (token -> session). It never parses
 a byte a client sent; what connection processes tell it over their control sockets is checked
-as untrusted input.
+as untrusted input, against relay.control's table.
+
+It knows nothing of SSH: what runs in a connection process (`connection`) and the warm-up before
+the first fork (`warm_up`) are handed to it by whoever starts it (relay.cli).
 """
 
 from __future__ import annotations
@@ -15,16 +18,15 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import paramiko
 
 from jail import JailConfig, JailedProcess, Jailer, JailError
 from relay import control, log
-from relay.conn.host import MAX_AUTHORIZED_KEYS
-from relay.conn.process import Connection, ConnectionConfig
-from relay.conn.warmup import warm_up
 from relay.master import tokens
+
+# connection(accepted TCP socket, control socket, peer ip) -> what the jailed process runs
+ConnectionFactory = Callable[[socket.socket, socket.socket, str], Callable[[], int]]
 
 CONTROL_BACKSTOP = 5.0  # seconds past the grace period before the master kills a role-less child
 SHUTDOWN_WAIT = 2.0
@@ -34,13 +36,11 @@ LOG_RATE = 20.0  # ... and per second after that; the excess is dropped and coun
 
 @dataclass
 class RelayConfig:
-    host_keys: tuple[paramiko.PKey, ...]
     port: int = 22
     bind: str = "0.0.0.0"
     ssh_host: str = ""
     ssh_port: int = 0
-    grace_period: float = 20.0
-    verbose: bool = False
+    grace_period: float = 20.0  # the connection's own limit; the master's is CONTROL_BACKSTOP later
     jail: JailConfig = field(default_factory=JailConfig)
     backlog: int = 128
     max_connections: int = 1000
@@ -52,22 +52,14 @@ class Child:
     ip: str
     ctl: socket.socket
     started: float
-    role: str | None = None
+    role: control.Role = control.NO_ROLE
+    seen: set[str] = field(default_factory=set)  # once-only messages it has sent
     tokens: tuple[str, ...] = ()
     joinable: bool = False  # a host: ready, viewers may join
     authorized: frozenset[str] | None = None  # a host: key fingerprints viewers must hold, or None
     log_allowance: float = LOG_BURST
     log_stamp: float = 0.0
     logs_dropped: int = 0
-
-
-def _fingerprints(value) -> bool:
-    """None, or a bounded list of SHA256 key fingerprints (as a session reports them)."""
-    return value is None or (
-        isinstance(value, list)
-        and len(value) <= MAX_AUTHORIZED_KEYS
-        and all(isinstance(x, str) and x.startswith("SHA256:") and len(x) <= 64 for x in value)
-    )
 
 
 def _tcp_keepalive(sock: socket.socket) -> None:
@@ -80,19 +72,29 @@ def _tcp_keepalive(sock: socket.socket) -> None:
 
 
 class Master:
-    def __init__(self, cfg: RelayConfig, jailer: Jailer | None = None):
+    def __init__(
+        self,
+        cfg: RelayConfig,
+        connection: ConnectionFactory,
+        warm_up: Callable[[], None] = lambda: None,
+        jailer: Jailer | None = None,
+    ):
         self.cfg = cfg
+        self.connection = connection
+        self.warm_up = warm_up
         self.log = log.get_logger()
         self.jailer = jailer or Jailer(cfg.jail)
         self.children: dict[int, Child] = {}  # by pid
         self.registry: dict[str, Child] = {}  # token -> session
-        self.conn_cfg = ConnectionConfig(
-            host_keys=cfg.host_keys,
-            ssh_host=cfg.ssh_host,
-            ssh_port=cfg.ssh_port,
-            grace_period=cfg.grace_period,
-            verbose=cfg.verbose,
-        )
+        # What each message of control.TO_MASTER does; the table says who may send it and how often.
+        self.handlers: dict[str, Callable[..., None]] = {
+            "log": self._on_log,
+            "auth": self._on_auth,
+            "host": self._on_host,
+            "join": self._on_join,
+            "access": self._on_access,
+        }
+        assert self.handlers.keys() == control.TO_MASTER.keys()
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self._stopping = False
@@ -122,21 +124,20 @@ class Master:
 
     # ------------------------------------------------------------------ loop
     def serve_forever(self) -> None:
-        if self.listener is None:
-            self.bind()
-        warm_up(self.cfg.host_keys)
+        listener = self.listener or self.bind()
+        self.warm_up()
         # Free the warm-up's garbage now: prepare() freezes the heap the children will share.
         gc.collect()
         self.jailer.prepare()
         self._install_signals()
-        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.sel.register(listener, selectors.EVENT_READ, "accept")
         self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         if self.jailer.rootless:
             self.log.warning(
                 "rootless mode: every session runs under the invoking uid "
                 "(jailed in its own namespaces, but not under a distinct uid)"
             )
-        addr = self.listener.getsockname()
+        addr = listener.getsockname()
         self.log.info(
             "listening", address=addr[0], port=addr[1], ssh_host=self.cfg.ssh_host, ssh_port=self.cfg.ssh_port
         )
@@ -163,6 +164,7 @@ class Master:
 
     # ------------------------------------------------------------------ connections
     def _accept(self) -> None:
+        assert self.listener is not None
         for _ in range(64):
             try:
                 conn, addr = self.listener.accept()
@@ -190,10 +192,11 @@ class Master:
         except OSError:
             pass
         ctl_master, ctl_child = control.socketpair()
-        connection = Connection(conn, ctl_child, ip, self.conn_cfg)
         try:
             proc = self.jailer.spawn(
-                connection.run, keep_fds=[conn.fileno(), ctl_child.fileno()], title=f"pymate [pending] {ip}"
+                self.connection(conn, ctl_child, ip),
+                keep_fds=[conn.fileno(), ctl_child.fileno()],
+                title=f"pymate [pending] {ip}",
             )
         except JailError as e:
             self.log.error("connection refused", ip=ip, reason=f"jail failed: {e}")
@@ -212,68 +215,73 @@ class Master:
     def _on_control(self, child: Child) -> None:
         for _ in range(64):
             try:
-                msg = control.recv(child.ctl)
+                data = child.ctl.recv(control.MAX_CONTROL_MESSAGE + 1)
             except BlockingIOError:
                 return
-            except (OSError, control.ControlError) as e:
+            except OSError as e:
                 self._kill(child, f"bad control message: {e}")
                 return
-            if msg is None:
+            if not data:
                 self._forget(child)
                 return
             try:
-                self._handle(child, msg)
+                spec, args = self._admit(child, data)
+            except control.ControlError as e:
+                self._kill(child, f"bad control message: {e}"[:200])
+                return
+            try:
+                self.handlers[spec.name](child, *args)
             except Exception as e:  # noqa: BLE001 - nothing a child sends may stop the master
                 self._kill(child, f"control message failed: {type(e).__name__}: {e}"[:200])
                 return
             if child.ctl.fileno() < 0:
                 return
 
-    def _handle(self, child: Child, msg: list) -> None:
-        kind = msg[0]
-        if kind == "log" and len(msg) == 4 and isinstance(msg[1], str) and isinstance(msg[2], str):
-            if not self._log_allowed(child):
-                return
-            level = msg[1] if msg[1] in control.LOG_LEVELS else "info"
-            fields = control.log_fields(msg[3])
-            fields.update(pid=child.proc.pid, ip=child.ip)
-            getattr(self.log, level)(msg[2][:512], **fields)
-        elif kind == "host" and child.role is None:
-            rw, ro = tokens.new_token_pair()
-            while rw in self.registry or ro in self.registry:
-                rw, ro = tokens.new_token_pair()
-            child.role = "host"
-            child.tokens = (rw, ro)
-            self.registry[rw] = child
-            self.registry[ro] = child
-            self._send(child, "tokens", rw, ro)
-        elif (
-            kind == "viewer"
-            and child.role is None
-            and len(msg) == 4
-            and isinstance(msg[1], str)
-            and all(x is None or isinstance(x, str) for x in msg[2:])
-        ):
-            child.role = "viewer"
-            self._join(child, msg[1][:128], msg[2], msg[3])
-        elif (
-            kind == "auth"
-            and child.role is None
-            and len(msg) == 3
-            and isinstance(msg[1], str)
-            and (msg[2] is None or isinstance(msg[2], str))
-        ):
-            self._send(child, "auth", self._may_log_in(msg[1][:128], msg[2]))
-        elif kind == "access" and child.role == "host" and len(msg) == 2 and _fingerprints(msg[1]):
-            child.joinable = True
-            child.authorized = None if msg[1] is None else frozenset(msg[1])
-        else:
-            self._kill(child, f"unexpected control message {kind[:32]!r}")
+    def _admit(self, child: Child, data: bytes) -> tuple[control.Message, list]:
+        """The message, if the table lets this child send it now; ControlError if not."""
+        spec, args = control.decode(control.TO_MASTER, data)
+        if spec.once and spec.name in child.seen:
+            raise control.ControlError(f"{spec.name!r} sent twice")
+        if child.role not in spec.roles:
+            raise control.ControlError(f"{spec.name!r} from a connection with role {child.role or 'none'}")
+        if spec.once:
+            child.seen.add(spec.name)
+        return spec, args
 
-    def _send(self, child: Child, *msg) -> None:
+    # ------------------------------------------------------------------ messages (control.TO_MASTER)
+    def _on_log(self, child: Child, level: str, event: str, fields: dict) -> None:
+        if not self._log_allowed(child):
+            return
+        out = control.log_fields(fields)
+        out.update(pid=child.proc.pid, ip=child.ip)
+        method = level if level in control.LOG_LEVELS else "info"
+        getattr(self.log, method)(event[: control.MAX_LOG_EVENT], **out)
+
+    def _on_auth(self, child: Child, user: str, fp: str | None) -> None:
+        self._send(child, "auth", self._may_log_in(user, fp))
+
+    def _on_host(self, child: Child) -> None:
+        rw, ro = tokens.new_token_pair()
+        while rw in self.registry or ro in self.registry:
+            rw, ro = tokens.new_token_pair()
+        child.role = control.HOST
+        child.tokens = (rw, ro)
+        self.registry[rw] = child
+        self.registry[ro] = child
+        self._send(child, "tokens", rw, ro)
+
+    def _on_join(self, child: Child, token: str, pubkey: str | None, fp: str | None) -> None:
+        child.role = control.VIEWER
+        self._join(child, token, pubkey, fp)
+
+    def _on_access(self, child: Child, fps: list[str] | None) -> None:
+        child.joinable = True
+        child.authorized = None if fps is None else frozenset(fps)
+
+    def _send(self, child: Child, name: str, *args: object) -> None:
         """A control message to a child; one that cannot take it (its buffer full) is killed."""
         try:
-            child.ctl.send(control.pack(*msg))
+            child.ctl.send(control.encode(control.TO_CONNECTION, name, *args))
         except OSError as e:
             self._kill(child, f"control socket not writable: {e}")
 
@@ -315,9 +323,8 @@ class Master:
         readonly = token.startswith(tokens.RO_PREFIX)
         ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            control.send_with_fd(
-                session.ctl, control.pack("viewer", readonly, viewer.ip, pubkey), ends[0].fileno()
-            )
+            data = control.encode(control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey)
+            control.send_with_fd(session.ctl, data, ends[0].fileno())
         except OSError as e:
             self.log.warning("viewer refused", ip=viewer.ip, reason=f"session did not take the viewer: {e}")
             self._send(viewer, "no-session")
@@ -325,7 +332,8 @@ class Master:
         finally:
             ends[0].close()
         try:
-            control.send_with_fd(viewer.ctl, control.pack("joined", readonly), ends[1].fileno())
+            data = control.encode(control.TO_CONNECTION, "joined", readonly)
+            control.send_with_fd(viewer.ctl, data, ends[1].fileno())
         except OSError as e:
             self._kill(viewer, f"cannot hand the link to the viewer: {e}")
             return
@@ -403,10 +411,10 @@ class Master:
                 pid, _ = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            child = self.children.pop(pid, None)
-            if child is not None:
-                self._forget(child)
-                self.jailer.release(child.proc)
+            gone = self.children.pop(pid, None)
+            if gone is not None:
+                self._forget(gone)
+                self.jailer.release(gone.proc)
         if self.listener is not None:
             self.listener.close()
         self.log.info("stopped")
