@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.input import commands, parser
+from relay.input import commands
 from relay.input import encode as enc
 from relay.input.dispatch import KeyDispatcher, Local, Notice
 from relay.input.keycodes import (
@@ -334,11 +334,3 @@ def test_bindings_follow_session_changes(sess):
     assert press(d, [0x02, ord("c")]) == [m.ViewerExecCmd(3, ("new-window", "-c", "#{pane_current_path}"))]
     sess.handle(m.ExecCmd(("unbind-key", "c")))
     assert press(d, [0x02, ord("c")]) == []
-
-
-def test_escape_time_for(sess):
-    assert parser.escape_time_for(sess) == parser.DEFAULT_ESCAPE_TIME
-    sess.handle(m.ExecCmd(("set-option", "-s", "escape-time", "0")))
-    assert parser.escape_time_for(sess) == 0
-    sess.handle(m.ExecCmd(("set-option", "-s", "escape-time", "50")))
-    assert parser.escape_time_for(sess) == 0.05

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from relay.input import parser
 from relay.input.keycodes import (
     KEY_PASTE_END,
     KEY_PASTE_START,
@@ -38,6 +39,8 @@ from relay.input.keycodes import (
     KEYC_UP,
 )
 from relay.input.parser import InputParser
+from relay.tmate import messages as m
+from tests.test_dispatch import _session
 
 
 # ---------------------------------------------------------------- parser
@@ -320,3 +323,73 @@ def test_paste_with_lone_cr_lf():
         0x0D,
         KEY_PASTE_END,
     ]
+
+
+# ---------------------------------------------------------------- escape-time from the host
+
+
+def test_escape_time_for(sess):
+    assert parser.escape_time_for(sess) == parser.DEFAULT_ESCAPE_TIME
+    sess.handle(m.ExecCmd(("set-option", "-s", "escape-time", "0")))
+    assert parser.escape_time_for(sess) == 0
+    sess.handle(m.ExecCmd(("set-option", "-s", "escape-time", "50")))
+    assert parser.escape_time_for(sess) == 0.05
+
+
+@pytest.fixture
+def sess():
+    s = _session()
+    yield s
+    s.close()
+
+
+def set_escape_time(sess, value: str) -> None:
+    sess.handle(m.ExecCmd(("set-option", "-g", "escape-time", value)))
+
+
+def test_escape_time_500_from_the_host(sess):
+    set_escape_time(sess, "500")
+    p = InputParser(parser.escape_time_for(sess))
+    assert p.feed(b"\x1b", 10.0) == []
+    assert p.pending_timeout(10.0) == pytest.approx(0.5)
+    assert p.flush(10.4) == []  # not a key before escape-time
+    assert p.flush(10.5) == [0x1B]  # a key after it
+    assert p.feed(b"\x1b", 20.0) == []
+    assert p.feed(b"x", 20.45) == [ord("x") | KEYC_ESCAPE]  # within escape-time: Meta-x
+
+
+def test_escape_time_0_from_the_host(sess):
+    set_escape_time(sess, "0")
+    p = InputParser(parser.escape_time_for(sess))
+    assert p.feed(b"\x1b", 10.0) == []
+    assert p.flush(10.0005) == []
+    assert p.flush(10.001) == [0x1B]  # at once (bytes already on their way may still join)
+
+
+def test_escape_time_change_applies_to_an_existing_parser(sess):
+    p = InputParser(parser.escape_time_for(sess))
+    assert p.escape_time == parser.DEFAULT_ESCAPE_TIME
+    set_escape_time(sess, "500")
+    p.escape_time = parser.escape_time_for(sess)
+    p.feed(b"\x1b", 0.0)
+    assert p.flush(0.2) == [] and p.flush(0.5) == [0x1B]
+    set_escape_time(sess, "0")
+    p.escape_time = parser.escape_time_for(sess)
+    p.feed(b"\x1b", 1.0)
+    assert p.flush(1.001) == [0x1B]
+
+
+@pytest.mark.parametrize(
+    "value,seconds",
+    [
+        ("abc", parser.DEFAULT_ESCAPE_TIME),
+        ("-1", parser.DEFAULT_ESCAPE_TIME),
+        ("", parser.DEFAULT_ESCAPE_TIME),
+        ("5000", 5.0),
+        ("99999999", parser.MAX_ESCAPE_TIME),
+        ("2147483648", parser.DEFAULT_ESCAPE_TIME),
+    ],
+)
+def test_escape_time_values_a_host_may_send(sess, value, seconds):
+    set_escape_time(sess, value)
+    assert parser.escape_time_for(sess) == seconds

@@ -60,10 +60,10 @@ class Viewer:
     readonly: bool
     ip: str
     parser: InputParser  # escape-time follows the session's option, verase the viewer's terminal
+    dispatcher: KeyDispatcher
     cols: int = 80
     rows: int = 24
     screen: ViewerScreen | None = None
-    dispatcher: KeyDispatcher | None = None
     dirty: bool = True
     last_frame: float = 0.0
     message: str | None = None
@@ -162,8 +162,8 @@ class HostSession:
         cid = self.next_client_id
         self.next_client_id += 1
         parser = InputParser(escape_time_for(self.session))
-        v = Viewer(id=cid, sock=sock, readonly=readonly, ip=str(ip)[:64], parser=parser)
-        v.dispatcher = KeyDispatcher(self.session, cid, readonly)
+        dispatcher = KeyDispatcher(self.session, cid, readonly)
+        v = Viewer(id=cid, sock=sock, readonly=readonly, ip=str(ip)[:64], parser=parser, dispatcher=dispatcher)
         self.viewers[cid] = v
         self.by_fd[sock.fileno()] = v
         self.log.info("viewer attached", client=cid, readonly=readonly, ip=v.ip, viewers=len(self.viewers))
@@ -239,7 +239,7 @@ class HostSession:
             self._update_host_size()
         elif kind == link.ERASE:
             v.parser.verase = payload[0]  # the viewer's terminal's Backspace (from its pty-req)
-        else:
+        elif isinstance(payload, bytes):  # INPUT: the viewer's terminal input
             v.parser.escape_time = escape_time_for(self.session)  # the host may have changed it
             self._keys(v, v.parser.feed(payload, now), now)
 

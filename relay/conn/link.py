@@ -5,6 +5,7 @@ is one record: a one-byte kind, then its payload.
 
 viewer -> session:  b"I" + terminal input bytes
                     b"R" + cols, rows (two big-endian uint16)
+                    b"E" + the byte the viewer's terminal sends for Backspace (its VERASE mode)
 session -> viewer:  b"O" + bytes for the viewer's terminal
                     b"X" + a last line for the viewer; the session is done with it
 """
@@ -15,6 +16,7 @@ import struct
 
 INPUT = b"I"
 RESIZE = b"R"
+ERASE = b"E"
 OUTPUT = b"O"
 EXIT = b"X"
 MAX_RECORD = 256 * 1024  # a frame larger than this is split into several OUTPUT records
@@ -30,14 +32,20 @@ def resize(cols: int, rows: int) -> bytes:
     return RESIZE + _SIZE.pack(max(0, min(cols, 0xFFFF)), max(0, min(rows, 0xFFFF)))
 
 
+def erase(char: int) -> bytes:
+    return ERASE + bytes([char])
+
+
 def parse(record: bytes) -> tuple[bytes, bytes | tuple[int, int]]:
-    """(kind, payload); a RESIZE payload is (cols, rows)."""
+    """(kind, payload); a RESIZE payload is (cols, rows), an ERASE payload exactly one byte."""
     kind, payload = record[:1], record[1:]
     if kind == RESIZE:
         if len(payload) != _SIZE.size:
             raise LinkError("malformed resize record")
         return kind, _SIZE.unpack(payload)
-    if kind not in (INPUT, OUTPUT, EXIT):
+    if kind == ERASE and len(payload) != 1:
+        raise LinkError("malformed erase record")
+    if kind not in (INPUT, OUTPUT, EXIT, ERASE):
         raise LinkError(f"unknown link record {kind!r}")
     return kind, payload
 
