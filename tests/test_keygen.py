@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import itertools
 import os
 import re
 import shutil
@@ -17,15 +18,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from relay import hostkeys as keys
 from relay.hostkeys import (
     ED25519_KEY_FILE,
     RSA_BITS,
@@ -45,6 +46,20 @@ KEYGEN_CMD = [
     "-c",
     "import sys; from relay.hostkeys import keygen_main; sys.exit(keygen_main(sys.argv[1:]))",
 ]
+# The command with RSA generation replaced by the pre-made key in $PREMADE_RSA_KEY (PEM), for the
+# subprocess tests that are not about generation (see the premade_rsa fixture).
+PREMADE_KEYGEN_CMD = [
+    sys.executable,
+    "-c",
+    "import os, sys\n"
+    "from cryptography.hazmat.primitives import serialization\n"
+    "from cryptography.hazmat.primitives.asymmetric import rsa\n"
+    "with open(os.environ['PREMADE_RSA_KEY'], 'rb') as f:\n"
+    "    key = serialization.load_pem_private_key(f.read(), None, unsafe_skip_rsa_key_validation=True)\n"
+    "rsa.generate_private_key = lambda public_exponent, key_size: key\n"
+    "from relay.hostkeys import keygen_main\n"
+    "sys.exit(keygen_main(sys.argv[1:]))",
+]
 FP_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 ALL_FILES = [RSA_KEY_FILE, RSA_KEY_FILE + ".pub", ED25519_KEY_FILE, ED25519_KEY_FILE + ".pub"]
 
@@ -55,19 +70,22 @@ pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="need
 # helpers
 
 
-def _env() -> dict:
+def _env(premade: Path | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if premade is not None:
+        env["PREMADE_RSA_KEY"] = str(premade)
     return env
 
 
-def run_keygen(*args, prefix=(), cwd=None, timeout=120) -> subprocess.CompletedProcess:
-    """`pymate-relay keygen ARGS` as a real process."""
+def run_keygen(*args, prefix=(), cwd=None, timeout=120, premade=None) -> subprocess.CompletedProcess:
+    """`pymate-relay keygen ARGS` as a real process (RSA generation replaced by the key in the
+    PEM file `premade`, if given)."""
     return subprocess.run(
-        [*prefix, *KEYGEN_CMD, *map(str, args)],
+        [*prefix, *(KEYGEN_CMD if premade is None else PREMADE_KEYGEN_CMD), *map(str, args)],
         cwd=cwd or REPO,
-        env=_env(),
+        env=_env(premade),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -192,6 +210,41 @@ def write_file(path, data, mode=0o600):
 # --------------------------------------------------------------------------
 # fixtures (generating RSA-3072 keys is slow-ish: do it once)
 
+PREMADE_COUNT = 4
+
+
+@pytest.fixture(scope="session")
+def rsa_pool(tmp_path_factory) -> list[tuple[rsa.RSAPrivateKey, Path]]:
+    """Distinct RSA keys of the generated size, made once: (key, its PEM file)."""
+    d = tmp_path_factory.mktemp("premade")
+    pool = []
+    for i in range(PREMADE_COUNT):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        pem = d / f"rsa{i}.pem"
+        pem.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        pool.append((key, pem))
+    return pool
+
+
+@pytest.fixture
+def premade_rsa(monkeypatch, rsa_pool) -> list[Path]:
+    """For tests that are not about generation: in this process, RSA generation hands out the
+    pool's keys in turn (consecutive keys differ); returns the pool's PEM files for subprocesses
+    (run_keygen(premade=...)). Generation itself is tested by test_subprocess_creates_keys,
+    test_ensure_host_keys_api and the pool."""
+    keys = itertools.cycle([key for key, _ in rsa_pool])
+
+    def premade(public_exponent: int, key_size: int, backend: object = None) -> rsa.RSAPrivateKey:
+        assert (public_exponent, key_size) == (65537, RSA_BITS)
+        return next(keys)
+
+    monkeypatch.setattr(rsa, "generate_private_key", premade)
+    return [pem for _, pem in rsa_pool]
+
 
 @pytest.fixture(scope="session")
 def good_keys(tmp_path_factory) -> Path:
@@ -213,11 +266,17 @@ def foreign(tmp_path_factory) -> Path:
         )
 
     sshkg("rsa2048", "-t", "rsa", "-b", "2048", "-N", "")
-    sshkg("rsa3072_pem", "-t", "rsa", "-b", "3072", "-m", "PEM", "-N", "")
     sshkg("ecdsa", "-t", "ecdsa", "-N", "")
     sshkg("ed25519_encrypted", "-t", "ed25519", "-N", "secret")
     sshkg("rsa_by_ssh_keygen", "-t", "rsa", "-b", "3072", "-N", "")
     sshkg("ed25519_by_ssh_keygen", "-t", "ed25519", "-N", "")
+    # A 3072-bit RSA key in PEM form: ssh-keygen converts a copy of its own key (no second keygen).
+    shutil.copy2(d / "rsa_by_ssh_keygen", d / "rsa3072_pem")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-m", "PEM", "-N", "", "-f", str(d / "rsa3072_pem")],
+        check=True,
+        capture_output=True,
+    )
 
     key = ed25519.Ed25519PrivateKey.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.example.com")])
@@ -254,9 +313,9 @@ def test_subprocess_creates_keys(tmp_path):
     assert parsed["conf"] == expected_conf("relay.example.com", 2222, d)
 
 
-def test_second_run_creates_nothing_and_touches_nothing(tmp_path):
+def test_second_run_creates_nothing_and_touches_nothing(tmp_path, premade_rsa):
     d = tmp_path / "keys"
-    first = run_keygen("-k", d, "-h", "relay.example.com", "-p", "2222")
+    first = run_keygen("-k", d, "-h", "relay.example.com", "-p", "2222", premade=premade_rsa[0])
     assert first.returncode == 0, first.stderr
     before = snapshot(d)
     dir_mtime = d.stat().st_mtime_ns
@@ -271,7 +330,7 @@ def test_second_run_creates_nothing_and_touches_nothing(tmp_path):
     assert p2["conf"] == p1["conf"]
 
 
-def test_inprocess_keygen_main(tmp_path, capsys):
+def test_inprocess_keygen_main(tmp_path, capsys, premade_rsa):
     d = tmp_path / "sub" / "keys"  # parents are created too
     rc, out, err = run_inprocess(capsys, "-k", d, "-h", "10.0.0.1", "-p", "443")
     assert rc == 0, err
@@ -328,7 +387,7 @@ def test_ensure_host_keys_api(tmp_path):
     assert [i.fingerprint for i in again] == [i.fingerprint for i in infos]
 
 
-def test_exact_modes_whatever_the_umask(tmp_path):
+def test_exact_modes_whatever_the_umask(tmp_path, premade_rsa):
     for umask in (0o000, 0o077, 0o027):
         old = os.umask(umask)
         try:
@@ -352,7 +411,7 @@ def test_adopts_keys_made_by_ssh_keygen(tmp_path, foreign):
     assert_good_keys(d)
 
 
-def test_creates_only_the_missing_key(tmp_path, capsys, good_keys):
+def test_creates_only_the_missing_key(tmp_path, capsys, good_keys, premade_rsa):
     d = copy_keys(good_keys, tmp_path / "keys", [ED25519_KEY_FILE, ED25519_KEY_FILE + ".pub"])
     before = snapshot(d)
     rc, out, err = run_inprocess(capsys, "-k", d, "-h", "h", "-p", "1")
@@ -388,18 +447,18 @@ def test_missing_pub_is_regenerated(tmp_path, capsys, good_keys, name):
     assert infos[changed].pub_created and not infos[changed].created
 
 
-def test_concurrent_keygens_do_not_clobber(tmp_path):
+def test_concurrent_keygens_do_not_clobber(tmp_path, premade_rsa):
     d = tmp_path / "keys"
     procs = [
         subprocess.Popen(
-            [*KEYGEN_CMD, "-k", str(d), "-h", "h", "-p", "22"],
+            [*PREMADE_KEYGEN_CMD, "-k", str(d), "-h", "h", "-p", "22"],
             cwd=REPO,
-            env=_env(),
+            env=_env(premade),  # each process its own RSA key
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(4)
+        for premade in premade_rsa
     ]
     outs = []
     for p in procs:
@@ -415,18 +474,18 @@ def test_concurrent_keygens_do_not_clobber(tmp_path):
     assert_good_keys(d)
 
 
-def test_works_without_hard_links(tmp_path, monkeypatch):
+def test_works_without_hard_links(tmp_path, monkeypatch, premade_rsa):
     def no_link(src, dst, *a, **kw):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(keys.os, "link", no_link)
+    monkeypatch.setattr(os, "link", no_link)
     d = tmp_path / "keys"
     infos = ensure_host_keys(d)
     assert all(i.created for i in infos)
     assert_good_keys(d)
 
 
-def test_link_losing_a_race_keeps_the_winner(tmp_path, good_keys, monkeypatch):
+def test_link_losing_a_race_keeps_the_winner(tmp_path, good_keys, monkeypatch, premade_rsa):
     """If the key appears between validation and link, ours is discarded."""
     d = tmp_path / "keys"
     real_link = os.link
@@ -437,7 +496,7 @@ def test_link_losing_a_race_keeps_the_winner(tmp_path, good_keys, monkeypatch):
             shutil.copy2(good_keys / name, dst)  # a concurrent keygen wins
         return real_link(src, dst, *a, **kw)
 
-    monkeypatch.setattr(keys.os, "link", racing_link)
+    monkeypatch.setattr(os, "link", racing_link)
     infos = ensure_host_keys(d)
     assert [i.created for i in infos] == [False, False]
     for name in ALL_FILES:
@@ -455,6 +514,23 @@ def _corrupt_middle(path):
     line = lines[mid]
     lines[mid] = ("B" if line[5] != "B" else "C").join([line[:5], line[6:]])
     path.write_text("".join(lines))
+
+
+ED25519_PAIR = (ED25519_KEY_FILE, ED25519_KEY_FILE + ".pub")
+
+
+def _move_in(d: Path, name: str, src: Path, *, drop: tuple[str, ...] = (), mode: int | None = None) -> None:
+    """Remove the files `drop` from d, then copy src to d/name (and chmod it to `mode`)."""
+    for n in drop:
+        os.unlink(d / n)
+    shutil.copy2(src, d / name)
+    if mode is not None:
+        os.chmod(d / name, mode)
+
+
+def _rewrite(path: Path, data: str, mode: int) -> None:
+    os.unlink(path)
+    write_file(path, data, mode)
 
 
 # Each case: (id, setup(dir, good, foreign), expected message substrings).
@@ -489,11 +565,7 @@ REFUSALS = [
     ),
     (
         "rsa-in-ed25519-file",
-        lambda d, g, f: (
-            os.unlink(d / ED25519_KEY_FILE),
-            os.unlink(d / (ED25519_KEY_FILE + ".pub")),
-            shutil.copy2(g / RSA_KEY_FILE, d / ED25519_KEY_FILE),
-        ),
+        lambda d, g, f: _move_in(d, ED25519_KEY_FILE, g / RSA_KEY_FILE, drop=ED25519_PAIR),
         [ED25519_KEY_FILE + ": wrong key type: rsa (expected ed25519)"],
     ),
     (
@@ -523,16 +595,12 @@ REFUSALS = [
     ),
     (
         "passphrase",
-        lambda d, g, f: (
-            os.unlink(d / ED25519_KEY_FILE),
-            os.unlink(d / (ED25519_KEY_FILE + ".pub")),
-            shutil.copy2(f / "ed25519_encrypted", d / ED25519_KEY_FILE),
-        ),
+        lambda d, g, f: _move_in(d, ED25519_KEY_FILE, f / "ed25519_encrypted", drop=ED25519_PAIR),
         [ED25519_KEY_FILE + ": key is passphrase-protected"],
     ),
     (
         "mode-0644",
-        lambda d, g, f: (shutil.copy2(g / RSA_KEY_FILE, d / RSA_KEY_FILE), os.chmod(d / RSA_KEY_FILE, 0o644)),
+        lambda d, g, f: _move_in(d, RSA_KEY_FILE, g / RSA_KEY_FILE, mode=0o644),
         [RSA_KEY_FILE + ": permissions 0644 are too open (want 0600)"],
     ),
     (
@@ -567,18 +635,14 @@ REFUSALS = [
     ),
     (
         "pub-mismatch",
-        lambda d, g, f: (
-            os.unlink(d / (ED25519_KEY_FILE + ".pub")),
-            shutil.copy2(f / "ed25519_by_ssh_keygen.pub", d / (ED25519_KEY_FILE + ".pub")),
+        lambda d, g, f: _move_in(
+            d, ED25519_KEY_FILE + ".pub", f / "ed25519_by_ssh_keygen.pub", drop=(ED25519_KEY_FILE + ".pub",)
         ),
         [ED25519_KEY_FILE + ".pub: does not match", ED25519_KEY_FILE],
     ),
     (
         "pub-garbage",
-        lambda d, g, f: (
-            os.unlink(d / (ED25519_KEY_FILE + ".pub")),
-            write_file(d / (ED25519_KEY_FILE + ".pub"), "nonsense\n", 0o644),
-        ),
+        lambda d, g, f: _rewrite(d / (ED25519_KEY_FILE + ".pub"), "nonsense\n", 0o644),
         [ED25519_KEY_FILE + ".pub: not an OpenSSH public key"],
     ),
     (
@@ -834,7 +898,7 @@ def test_tmate_conf_lines():
     assert tmate_conf_lines("::1", 22, rfp, efp)[0] == "set -g tmate-server-host ::1"
     assert tmate_conf_lines("[::1]", 22, rfp, efp)[0] == 'set -g tmate-server-host "[::1]"'
     assert tmate_conf_lines('a"b$c\\d', 22, rfp, efp)[0] == ('set -g tmate-server-host "a\\"b\\$c\\\\d"')
-    for bad in [
+    bad_args: list[tuple[Any, ...]] = [
         ("h\nx", 22, rfp, efp),
         ("", 22, rfp, efp),
         ("a b", 22, rfp, efp),
@@ -844,6 +908,7 @@ def test_tmate_conf_lines():
         ("h", 22, "SHA256:short", efp),
         ("h", 22, rfp, "MD5:" + "A" * 43),
         ("h", 22, rfp, efp + "="),
-    ]:
+    ]
+    for bad in bad_args:
         with pytest.raises(ValueError):
             tmate_conf_lines(*bad)

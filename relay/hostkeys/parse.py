@@ -163,12 +163,20 @@ def parse_private_key(path: str, data: bytes, slot: KeySlot) -> paramiko.PKey:
     return pkey
 
 
-def load_private_key(path: str, slot: KeySlot) -> paramiko.PKey:
-    """Read, check the permissions of, and parse a private key file."""
+def load_private_key(
+    path: str, slot: KeySlot, *, validated: tuple[bytes, paramiko.PKey] | None = None
+) -> paramiko.PKey:
+    """Read, check the permissions of, and parse a private key file.
+
+    ``validated`` is (bytes, key) already parsed by `parse_private_key`: a file holding exactly
+    those bytes gives that key without parsing them again (RSA validation is the slow part).
+    """
     data, st = read_regular_file(path)
     perms = stat.S_IMODE(st.st_mode)
     if perms & 0o077:
         raise HostKeyError(f"{path}: permissions {perms:04o} are too open (want 0600)")
+    if validated is not None and data == validated[0]:
+        return validated[1]
     return parse_private_key(path, data, slot)
 
 

@@ -65,27 +65,26 @@ def _validate_existing(directory: str) -> list[_Existing]:
     return plan
 
 
-def _generate_missing(plan: list[_Existing]) -> dict[str, bytes]:
+def _generate_missing(plan: list[_Existing]) -> dict[str, tuple[bytes, paramiko.PKey]]:
     """Phase 2: generate (and check) every missing key before writing any."""
     generated = {}
     for e in plan:
         if e.pkey is None:
             private = generate(e.slot.key_type)
-            parse_private_key(e.path, private, e.slot)
-            generated[e.slot.name] = private
+            generated[e.slot.name] = (private, parse_private_key(e.path, private, e.slot))
     return generated
 
 
-def _write_missing(directory: str, e: _Existing, private: bytes | None) -> HostKeyInfo:
+def _write_missing(directory: str, e: _Existing, new: tuple[bytes, paramiko.PKey] | None) -> HostKeyInfo:
     """Phase 3, one slot: write its key (if generated) and its .pub (if missing)."""
     name, path, pkey, pub_exists = e.slot.name, e.path, e.pkey, e.pub_exists
     created = False
     if pkey is None:
-        assert private is not None
-        created = write_new_file(directory, name, private, 0o600)
+        assert new is not None
+        created = write_new_file(directory, name, new[0], 0o600)
         # Read back what is now in place; if a concurrent keygen won the
         # race this is its key, reported as existing.
-        pkey = load_private_key(path, e.slot)
+        pkey = load_private_key(path, e.slot, validated=new)
         pub_exists = lexists(path + ".pub")
         if pub_exists:
             check_pub_file(path + ".pub", path, pkey)
