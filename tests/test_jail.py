@@ -18,14 +18,14 @@ import sys
 import threading
 import time
 
+import paramiko
 import pytest
 
 # Everything a target needs must be imported before the fork (no filesystem in the jail).
-paramiko = pytest.importorskip("paramiko")
 msgpack = pytest.importorskip("msgpack")
 pyghostty = pytest.importorskip("pyghostty")
 
-from jail import JailConfig, JailedProcess, Jailer, JailError, _core, _sys, set_process_title  # noqa: E402  # noqa: E402
+from jail import JailConfig, JailedProcess, Jailer, JailError, _sys, set_process_title  # noqa: E402
 from tests.e2e import AcceptingSshServer, ed25519_host_key  # noqa: E402
 
 NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts")
@@ -43,7 +43,13 @@ def _errno_of(fn):
     try:
         fn()
     except OSError as e:
-        return errno.errorcode.get(e.errno, e.errno)
+        code = e.errno or 0
+        return errno.errorcode.get(code, code)
+    return "ok"
+
+
+def _title_probe() -> str:
+    set_process_title("pymate [abcd...] host 192.0.2.7")
     return "ok"
 
 
@@ -92,7 +98,7 @@ PROBES = {
     "fork": lambda: _errno_of(_probe_fork),
     "setuid0": lambda: _errno_of(lambda: os.setuid(0)),
     "thread": _probe_thread,
-    "title": lambda: set_process_title("pymate [abcd...] host 192.0.2.7") or "ok",
+    "title": _title_probe,
 }
 
 
@@ -356,8 +362,9 @@ def test_title_can_be_changed_inside(jailer, no_leftovers):
 def test_set_process_title_truncates_to_argv_area():
     """A title longer than the original command line and environment is cut to them (never
     overflows), and a title longer than the command line alone still shows whole."""
-    from jail._core import _ARGV_AREA
+    from jail.title import _ARGV_AREA
 
+    assert _ARGV_AREA is not None
     start, end = _ARGV_AREA
     with open("/proc/self/cmdline", "rb") as f:
         assert len(f.read()) <= end - start
@@ -584,7 +591,7 @@ def test_userns_unavailable_is_a_clear_error(monkeypatch):
     def refuse(flags):
         raise OSError(errno.EPERM, "unshare: Operation not permitted")
 
-    monkeypatch.setattr(_core._sys, "unshare", refuse)
+    monkeypatch.setattr(_sys, "unshare", refuse)
     with pytest.raises(JailError, match="user namespaces unavailable .*unshare: Operation not"):
         Jailer(JailConfig(uid_base=UID_BASE))
 
@@ -613,6 +620,7 @@ def rootless_helper_main() -> int:
             open(f"/proc/{p.pid}/environ", "rb").read()
             environ = "readable"
         except OSError as e:
+            assert e.errno is not None
             environ = errno.errorcode[e.errno]
         print(
             json.dumps(
@@ -667,6 +675,7 @@ def test_rootless_mode(no_leftovers, tmp_path):
         env=env,
         text=True,
     )
+    assert helper.stdout is not None and helper.stderr is not None
     try:
         line = helper.stdout.readline()
         if not line:

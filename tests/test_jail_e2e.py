@@ -69,7 +69,9 @@ def test_live_host_sessions_are_jailed(relay, make_host):
     titles = {title(p) for p in pids}
     assert titles == {f"pymate [{t}...] host 127.0.0.1" for t in tokens}
     # A viewer's connection is jailed too, under a uid of its own.
-    token = SSH_LINE.match(a.display("#{tmate_ssh}")).group(2)
+    m = SSH_LINE.match(a.display("#{tmate_ssh}"))
+    assert m, a.display("#{tmate_ssh}")
+    token = m.group(2)
     with SshViewer(a.dir / "viewer", relay.port, token) as viewer:
         viewer.wait_screen("0:")
         [viewer_pid] = [p for p in _host_pids(relay, 3) if p not in pids]
@@ -140,7 +142,9 @@ def _rootless_session(keys: Path, make_host) -> None:
         [pid] = _host_pids(relay, 1)
         assert_jailed(pid, relay.proc.pid, NOBODY)
         # A viewer joins through the rootless relay, and its connection is jailed the same way.
-        token = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
+        m = SSH_LINE.match(host.display("#{tmate_ssh}"))
+        assert m, host.display("#{tmate_ssh}")
+        token = m.group(2)
         host.leave_messages()
         with SshViewer(host.dir / "viewer", relay.port, token) as viewer:
             viewer.wait_screen("0:")

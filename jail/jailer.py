@@ -1,6 +1,7 @@
 """The jail: forks one process per connection and locks it down before it runs any code.
 
-Sequence (see ARCHITECTURE.md section 2; the master is single-threaded):
+Sequence (see ARCHITECTURE.md section 2; the master is single-threaded). This module is the
+master's side; jail/child.py runs C1 and C2, jail/title.py sets the process title:
 
   master                         C1 (intermediate)              C2 (the session, PID 1)
   ------                         -----------------              -----------------------
@@ -44,23 +45,13 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import _sys
+from .child import UNSHARE_FLAGS, ChildPlan, OnError, Target, run_child1
 from .seccomp import SeccompProgram, build_filter
 
-UNSHARE_FLAGS = (
-    _sys.CLONE_NEWUSER
-    | _sys.CLONE_NEWNS
-    | _sys.CLONE_NEWPID
-    | _sys.CLONE_NEWIPC
-    | _sys.CLONE_NEWNET
-    | _sys.CLONE_NEWUTS
-    | _sys.CLONE_NEWCGROUP
-)
-HOSTNAME = b"pymate"
-DOMAINNAME = b"(none)"
 EXIT_SIGNALLED = 128 + signal.SIGTERM
 
 
@@ -85,67 +76,6 @@ class JailedProcess:
     uid: int
 
 
-_ENVIRON_COPIES: list = []  # libc's environ points here once the original strings are freed
-
-
-def _free_environ_strings(env_start: int, env_end: int) -> bool:
-    """Copy libc's environment strings elsewhere and repoint `environ` at the copies, so the
-    original strings' memory (right after argv) may carry a longer process title. Python's
-    os.environ is a copy made at start-up and is not affected."""
-    try:
-        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(_sys.libc, "environ")
-        i = 0
-        while environ[i]:
-            addr = environ[i]
-            if env_start <= addr < env_end:
-                copy = ctypes.create_string_buffer(ctypes.string_at(addr))
-                _ENVIRON_COPIES.append(copy)
-                environ[i] = ctypes.addressof(copy)
-            i += 1
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-def _argv_area() -> tuple[int, int] | None:
-    """The memory ps shows as this process's command line: the original argv strings and, when
-    they follow them directly, the environment strings (moved out of the way first).
-
-    Read once at import, in the master, while /proc is there; forked children have the
-    same layout. (python-prctl's set_proctitle finds the area by walking back from
-    environ[0] instead, and segfaults when the environment is empty.)
-    """
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            data = f.read()
-        fields = data[data.rindex(b")") + 2 :].split()
-        # stat fields 48-51: arg_start, arg_end, env_start, env_end
-        start, end, env_start, env_end = (int(x) for x in fields[45:49])
-    except (OSError, ValueError, IndexError):
-        return None
-    if not 0 < start < end:
-        return None
-    if env_start == end and env_end > env_start and _free_environ_strings(env_start, env_end):
-        end = env_end
-    return start, end
-
-
-_ARGV_AREA = _argv_area()
-
-
-def set_process_title(title: str) -> None:
-    """Title in ps (argv and environment area, truncated to its length) and
-    comm (PR_SET_NAME, 15 bytes). Works inside the jail: no file, no allocation by libc."""
-    raw = title.encode("utf-8", "replace")
-    if _ARGV_AREA is not None:
-        start, end = _ARGV_AREA
-        size = end - start
-        text = raw[: size - 1].decode("utf-8", "ignore").encode()
-        ctypes.memmove(start, text + b"\0" * (size - len(text)), size)
-    name = ctypes.create_string_buffer(raw[:15].decode("utf-8", "ignore").encode(), 16)
-    _sys.prctl(_sys.PR_SET_NAME, ctypes.addressof(name))
-
-
 def _read_int(path: str) -> int | None:
     try:
         with open(path) as f:
@@ -163,14 +93,6 @@ def _userns_hint() -> str:
     if _read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == 1:
         hints.append("sysctl kernel.apparmor_restrict_unprivileged_userns=1")
     return f" ({', '.join(hints)})" if hints else ""
-
-
-class _Step(Exception):
-    """A failure forced by a test hook; carries the step it was forced at."""
-
-    def __init__(self, step: str):
-        super().__init__(f"forced failure (test hook) at {step}")
-        self.step = step
 
 
 class Jailer:
@@ -296,14 +218,24 @@ class Jailer:
 
     def spawn(
         self,
-        target: Callable[[], int | None],
+        target: Target,
         *,
         keep_fds: Sequence[int],
         title: str,
-        on_error: Callable[[BaseException], object] | None = None,
+        on_error: OnError | None = None,
     ) -> JailedProcess:
         self.prepare()
-        keep = sorted({int(fd) for fd in keep_fds})
+        plan = ChildPlan(
+            rootless=self.rootless,
+            inside_uid=self.config.inside_uid,
+            root=self._root,
+            seccomp=self._seccomp,
+            cap_last_cap=self._cap_last_cap,
+            keep=sorted({int(fd) for fd in keep_fds}),
+            title=title,
+            fail_step=self._test_fail_step,
+            hang_step=self._test_hang_step,
+        )
         uid = self._alloc_uid()
         gid = os.getegid() if self.rootless else uid
         deadline = time.monotonic() + self.config.spawn_timeout
@@ -316,7 +248,7 @@ class Jailer:
             if c1 == 0:  # pragma: no cover - runs in the child
                 try:
                     m.close()
-                    self._child1(c, keep, title, target, on_error)
+                    run_child1(plan, c, target, on_error)
                 finally:
                     os._exit(127)
             c.close()
@@ -406,162 +338,3 @@ class Jailer:
             self._reap(c1)  # after this, C2 (if any) is our child: we are a subreaper
         if c2 is not None:
             self._reap(c2)
-
-    # ----------------------------------------------------------------- child side
-
-    def _step(self, name: str) -> str:
-        if self._test_hang_step == name:
-            while True:
-                time.sleep(3600)
-        if self._test_fail_step == name:
-            raise _Step(name)
-        return name
-
-    def _child1(
-        self,
-        c: socket.socket,
-        keep: list[int],
-        title: str,
-        target: Callable[[], int | None],
-        on_error: Callable[[BaseException], object] | None,
-    ) -> None:  # pragma: no cover
-        step = "start"
-        try:
-            step = self._step("stdio")
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):
-                if null != fd:
-                    os.dup2(null, fd)
-            if null > 2:
-                os.close(null)
-            if not self.rootless:
-                step = self._step("setgroups")
-                os.setgroups([])
-            step = self._step("unshare")
-            _sys.unshare(UNSHARE_FLAGS)
-            step = self._step("fork")
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    self._child2(c, keep, title, target, on_error)
-                finally:
-                    os._exit(127)
-            c.send(b"P%d" % pid)
-            os._exit(0)
-        except BaseException as e:
-            _report_error(c, step, e)
-            os._exit(127)
-
-    def _child2(
-        self,
-        c: socket.socket,
-        keep: list[int],
-        title: str,
-        target: Callable[[], int | None],
-        on_error: Callable[[BaseException], object] | None,
-    ) -> None:  # pragma: no cover
-        # Everything inherited is permanent for this process: the collector never walks
-        # (and so never dirties) the master's objects, and never finalizes the master's
-        # garbage (whose fds we are about to close).
-        gc.freeze()
-        step = "wait for uid map"
-        try:
-            if c.recv(16) != b"G":
-                os._exit(126)  # the master gave up
-            cfg = self.config
-            inside = cfg.inside_uid
-            step = self._step("mounts")
-            _sys.mount(None, b"/", None, _sys.MS_REC | _sys.MS_PRIVATE)
-            step = self._step("empty root")
-            _sys.mount(
-                b"tmpfs",
-                self._root,
-                b"tmpfs",
-                _sys.MS_RDONLY | _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC,
-                b"size=4k,nr_inodes=2,mode=555",
-            )
-            os.chdir(self._root)
-            step = self._step("pivot_root")
-            _sys.pivot_root(b".", b".")
-            _sys.umount2(b".", _sys.MNT_DETACH)
-            os.chroot(".")
-            os.chdir("/")
-            step = self._step("hostname")
-            _sys.sethostname(HOSTNAME)
-            _sys.setdomainname(DOMAINNAME)
-            step = self._step("setresuid")
-            os.setresgid(inside, inside, inside)
-            os.setresuid(inside, inside, inside)
-            step = self._step("capabilities")
-            _sys.drop_bounding_set(self._cap_last_cap)
-            _sys.clear_capabilities()
-            step = self._step("no_new_privs")
-            _sys.prctl(_sys.PR_SET_NO_NEW_PRIVS, 1)
-            step = self._step("dumpable")
-            _sys.prctl(_sys.PR_SET_DUMPABLE, 0)
-            step = self._step("seccomp")
-            if self._seccomp is not None:
-                self._seccomp.load()
-            step = self._step("signals")
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-                signal.signal(sig, _exit_on_signal)
-            signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # PID 1: children auto-reaped
-            step = self._step("close fds")
-            _close_fds_except(set(keep) | {0, 1, 2, c.fileno()})
-            step = self._step("title")
-            set_process_title(title)
-            step = self._step("ready")
-            c.send(b"R")
-            c.close()
-        except BaseException as e:
-            _report_error(c, step, e)
-            os._exit(127)
-        code = 0
-        try:
-            rc = target()
-            code = rc if isinstance(rc, int) else 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        except BaseException as e:
-            code = 1
-            if on_error is not None:
-                try:
-                    on_error(e)
-                except BaseException:
-                    pass
-        os._exit(code & 0xFF)
-
-
-def _exit_on_signal(signum, frame):  # pragma: no cover - runs in the jail
-    os._exit(128 + signum)
-
-
-def _report_error(c: socket.socket, step: str, e: BaseException) -> None:  # pragma: no cover
-    try:
-        if isinstance(e, _Step):
-            step, reason = e.step, str(e)
-        else:
-            reason = f"{type(e).__name__}: {e}"
-        c.send(
-            b"E" + f"jail step {step!r} failed: {reason}".replace("\n", " ").encode("utf-8", "replace")[:2000]
-        )
-    except BaseException:
-        pass
-
-
-try:
-    _close_range = _sys.libc.close_range
-    _close_range.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_int]
-    _close_range.restype = ctypes.c_int
-except AttributeError:  # pragma: no cover - glibc < 2.34
-    _close_range = None
-
-
-def _close_fds_except(keep: set[int]) -> None:
-    lo = 0
-    for fd in sorted(keep) + [0x7FFFFFFF + 1]:
-        if fd > lo:
-            hi = fd - 1
-            if _close_range is None or _close_range(lo, min(hi, 0xFFFFFFFF), 0) != 0:
-                os.closerange(lo, hi + 1)
-        lo = fd + 1
