@@ -29,6 +29,7 @@ from relay.input.parser import InputParser
 from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, encode
 from relay.tmate.session import Session
+from relay.tmux import cmdline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -82,13 +83,13 @@ def test_encode_command():
 
 
 def test_split_commands():
-    assert commands.split_commands(("select-pane", "-t=;", "send-keys", "-M")) == [
+    assert cmdline.split_commands(("select-pane", "-t=;", "send-keys", "-M")) == [
         ("select-pane", "-t="),
         ("send-keys", "-M"),
     ]
-    assert commands.split_commands(("a", ";", "b")) == [("a",), ("b",)]
-    assert commands.split_commands(("send-keys", "\\;")) == [("send-keys", ";")]
-    assert commands.split_commands(("split-window",)) == [("split-window",)]
+    assert cmdline.split_commands(("a", ";", "b")) == [("a",), ("b",)]
+    assert cmdline.split_commands(("send-keys", "\\;")) == [("send-keys", ";")]
+    assert cmdline.split_commands(("split-window",)) == [("split-window",)]
 
 
 def test_canonical_command():

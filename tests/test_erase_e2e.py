@@ -36,7 +36,9 @@ def test_ctrl_h_erases_for_a_viewer_whose_terminal_erases_with_it(relay, make_ho
     host = make_host(relay)
     host.wait_ready()
     host.leave_messages()
-    token = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
+    line = SSH_LINE.match(host.display("#{tmate_ssh}"))
+    assert line is not None
+    token = line.group(2)
     with (
         CtrlHViewer(tmp_path / "ctrl-h", relay.port, token) as ctrl_h,
         SshViewer(tmp_path / "plain", relay.port, token) as plain,

@@ -1,36 +1,11 @@
 """The tmux 2.4 command table as the relay needs it for a viewer's commands: canonical names and
-aliases, the commands the relay runs itself and those a read-only viewer may run; a key binding's
-words split into commands, and a command quoted back into one string for the host.
+aliases, the commands the relay runs itself and those a read-only viewer may run.
 
-Command *lines* (what a viewer types, what a host sends as a string) are parsed by
-relay.tmux.cmdline.parse_commands; a binding arrives already split into words.
+The syntax of commands (a line into commands, a binding's words into commands, a command back
+into a line) is relay.tmux.cmdline's.
 """
 
 from __future__ import annotations
-
-
-def split_commands(argv) -> list[tuple[str, ...]]:
-    """Split a binding's command words into commands as tmux's cmd_list_parse does: a word
-    ending in ';' ends a command (the ';' removed, a lone ';' dropped); a word ending in '\\;'
-    keeps a literal ';'."""
-    cmds: list[tuple[str, ...]] = []
-    cur: list[str] = []
-    for a in argv:
-        if a.endswith(";"):
-            if a.endswith("\\;"):
-                cur.append(a[:-2] + ";")
-                continue
-            if a != ";":
-                cur.append(a[:-1])
-            if cur:
-                cmds.append(tuple(cur))
-            cur = []
-        else:
-            cur.append(a)
-    if cur:
-        cmds.append(tuple(cur))
-    return cmds
-
 
 # tmux 2.4's commands and aliases (cmd-*.c), for resolving a binding's command name.
 _COMMANDS = {
@@ -182,16 +157,3 @@ LOCAL_COMMANDS = frozenset(
 # What a read-only viewer may run: the commands tmux flags CMD_READONLY (tmate-ssh-server's tmux:
 # detach-client, list-clients, switch-client), as key_bindings_dispatch allows them.
 READONLY_COMMANDS = frozenset({"detach-client", "list-clients", "switch-client"})
-
-
-def quote_command(argv) -> str:
-    """One command as a string the host's tmux parses back into the same argv (EXEC_CMD_STR,
-    protocol < 6): every word double-quoted with \\ " $ escaped; a word ending in ';' written
-    with '\\;' so it is not taken for a command separator."""
-    words = []
-    for a in argv:
-        q = a.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-        if q.endswith(";"):
-            q = q[:-1] + "\\\\;"
-        words.append(f'"{q}"')
-    return " ".join(words)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.input.commands import LOCAL_COMMANDS, READONLY_COMMANDS, canonical_command, split_commands
+from relay.input.commands import LOCAL_COMMANDS, READONLY_COMMANDS, canonical_command
 from relay.input.encode import encode_command, encode_key
 from relay.input.keycodes import (
     DEFAULT_PREFIX,
@@ -28,6 +28,7 @@ from relay.input.keycodes import (
 )
 from relay.tmate.session import Binding
 from relay.tmux.args import getopt
+from relay.tmux.cmdline import split_commands
 from relay.tmux.options import number
 
 

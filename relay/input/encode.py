@@ -7,7 +7,6 @@ as one string.
 
 from __future__ import annotations
 
-from relay.input.commands import quote_command
 from relay.input.keycodes import (
     KEYC_BASE,
     KEYC_BSPACE,
@@ -25,6 +24,7 @@ from relay.input.keycodes import (
     is_mouse_key,
 )
 from relay.tmate import messages as m
+from relay.tmux.cmdline import quote_command
 
 # Protocol < 5 (tmate 1.8): 32-bit keys, the old tmux key enum (tmate-ssh-server's
 # tmate-daemon-legacy.c): base 0x1000, F1-F20, focus keys last, modifier bits 0x2000/0x4000/0x8000.

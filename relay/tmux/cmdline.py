@@ -1,9 +1,12 @@
-"""The one tmux command-line parser: what a viewer types at a prompt, and what a host sends as a
-command string (EXEC_CMD_STR), become commands (tuples of words)."""
+"""The one place for tmux command syntax: a command line (what a viewer types at a prompt, what a
+host sends as a command string, EXEC_CMD_STR) into commands (tuples of words); a key binding's
+words into commands; and one command back into a line the host's tmux parses into the same words.
+"""
 
 from __future__ import annotations
 
 MAX_COMMANDS = 32  # commands one command line may hold
+_BLANKS = " \t\r\n"
 
 
 class CommandSyntaxError(Exception):
@@ -17,61 +20,98 @@ def parse_commands(line: str) -> list[tuple[str, ...]]:
     of a word starting a comment. Environment variables and `~` are not expanded."""
     commands: list[tuple[str, ...]] = []
     words: list[str] = []
-    word: list[str] | None = None
+    word: list[str] | None = None  # the pieces of the word being read; None between words
     i, n = 0, len(line)
-
-    def end_word():
-        nonlocal word
-        if word is not None:
-            words.append("".join(word))
-            word = None
-
-    def end_command():
-        end_word()
-        if words:
-            commands.append(tuple(words))
-            words.clear()
-
     while i < n:
         ch = line[i]
-        if ch in " \t\r\n":
-            end_word()
-            i += 1
-        elif ch == ";":
-            end_command()
+        if ch in _BLANKS or ch == ";":
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            if ch == ";" and words:
+                commands.append(tuple(words))
+                words = []
             i += 1
         elif ch == "#" and word is None:
             break
-        elif ch == "'":
-            j = line.find("'", i + 1)
-            if j < 0:
-                raise CommandSyntaxError("syntax error: missing '")
-            word = (word or []) + [line[i + 1 : j]]
-            i = j + 1
-        elif ch == '"':
-            i += 1
-            part = []
-            while True:
-                if i >= n:
-                    raise CommandSyntaxError('syntax error: missing "')
-                c = line[i]
-                if c == '"':
-                    i += 1
-                    break
-                if c == "\\" and i + 1 < n:
-                    part.append(line[i + 1])
-                    i += 2
-                    continue
-                part.append(c)
-                i += 1
-            word = (word or []) + ["".join(part)]
-        elif ch == "\\" and i + 1 < n:
-            word = (word or []) + [line[i + 1]]
-            i += 2
         else:
-            word = (word or []) + [ch]
-            i += 1
-    end_command()
+            piece, i = _piece(line, i)
+            if word is None:
+                word = []
+            word.append(piece)
+    if word is not None:
+        words.append("".join(word))
+    if words:
+        commands.append(tuple(words))
     if len(commands) > MAX_COMMANDS:
         raise CommandSyntaxError(f"too many commands (limit {MAX_COMMANDS})")
     return commands
+
+
+def _piece(line: str, i: int) -> tuple[str, int]:
+    """The piece of a word at line[i] (a quoted string, an escaped or a plain character) and the
+    index after it."""
+    ch = line[i]
+    if ch == "'":
+        j = line.find("'", i + 1)
+        if j < 0:
+            raise CommandSyntaxError("syntax error: missing '")
+        return line[i + 1 : j], j + 1
+    if ch == '"':
+        return _double_quoted(line, i + 1)
+    if ch == "\\" and i + 1 < len(line):
+        return line[i + 1], i + 2
+    return ch, i + 1
+
+
+def _double_quoted(line: str, i: int) -> tuple[str, int]:
+    """The text of a "..." string whose first character is line[i], and the index after it."""
+    out: list[str] = []
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if c == '"':
+            return "".join(out), i + 1
+        if c == "\\" and i + 1 < n:
+            out.append(line[i + 1])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    raise CommandSyntaxError('syntax error: missing "')
+
+
+def split_commands(argv) -> list[tuple[str, ...]]:
+    """Split a binding's command words into commands as tmux's cmd_list_parse does: a word
+    ending in ';' ends a command (the ';' removed, a lone ';' dropped); a word ending in '\\;'
+    keeps a literal ';'."""
+    cmds: list[tuple[str, ...]] = []
+    cur: list[str] = []
+    for a in argv:
+        if a.endswith(";"):
+            if a.endswith("\\;"):
+                cur.append(a[:-2] + ";")
+                continue
+            if a != ";":
+                cur.append(a[:-1])
+            if cur:
+                cmds.append(tuple(cur))
+            cur = []
+        else:
+            cur.append(a)
+    if cur:
+        cmds.append(tuple(cur))
+    return cmds
+
+
+def quote_command(argv) -> str:
+    """One command as a string the host's tmux parses back into the same argv (EXEC_CMD_STR,
+    protocol < 6): every word double-quoted with \\ " $ escaped; a word ending in ';' written
+    with '\\;' so it is not taken for a command separator."""
+    words = []
+    for a in argv:
+        q = a.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+        if q.endswith(";"):
+            q = q[:-1] + "\\\\;"
+        words.append(f'"{q}"')
+    return " ".join(words)
