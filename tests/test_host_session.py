@@ -55,6 +55,7 @@ class RunningSession:
         self.ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         session = Session(rw_token="a" * 25, ro_token="ro-" + "b" * 25, ssh_host="h", ssh_port=22)
         hs = HostSession(Conn(ctl_child), SocketChannel(relay_end), session)
+        self.hs = hs
         self.result: dict = {}
         self.loop = threading.Thread(target=lambda: self.result.setdefault("reason", hs.run()), daemon=True)
         self.sockets = [self.host, relay_end, self.ctl, ctl_child]
@@ -159,3 +160,113 @@ def test_a_bad_viewer_record_drops_that_viewer_only():
         screen.feed(payload)
     assert rs.loop.is_alive() and "reason" not in rs.result
     assert rs.finish() == "host finished the session"
+
+
+class VanishingChannel(SocketChannel):
+    """A host channel like a killed host's: once it has read end of stream, writing fails."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__(sock)
+        self.gone = False
+        self.written_after = 0
+
+    def recv(self, n: int) -> bytes:
+        data = self.sock.recv(n)
+        self.gone = self.gone or not data
+        return data
+
+    def sendall(self, data: bytes) -> None:
+        if self.gone:
+            self.written_after += 1
+            raise OSError("Socket is closed")
+        self.sock.sendall(data)
+
+
+def _farewell(end: socket.socket) -> bytes:
+    """The last record a viewer gets (frames before it skipped)."""
+    end.settimeout(5)
+    last = b""
+    while record := end.recv(link.MAX_RECORD):
+        last = record
+    kind, payload = link.parse(last)
+    assert kind == link.EXIT, last[:40]
+    return payload  # type: ignore[return-value]
+
+
+def test_a_vanished_host_ends_the_session_with_a_reason_and_every_viewer_is_told():
+    from types import SimpleNamespace
+
+    from relay.conn.host import SERVER_EXITED, run_host
+
+    ctl, ctl_child = control.socketpair()
+    ctl.send(control.encode(control.TO_CONNECTION, "tokens", "a" * 25, "ro-" + "b" * 25))
+    conn = Conn(ctl_child)
+    conn.cfg = SimpleNamespace(ssh_host="h", ssh_port=22)  # type: ignore[attr-defined]
+    host, relay_end = socket.socketpair()
+    chan = VanishingChannel(relay_end)
+    ends = []
+    for readonly in (False, True):
+        viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        data = control.encode(control.TO_CONNECTION, "viewer", readonly, "192.0.2.2", None)
+        control.send_with_fd(ctl, data, session_end.fileno())
+        session_end.close()
+        viewer_end.send(link.resize(80, 24))
+        ends.append(viewer_end)
+    server = SimpleNamespace(username="tmate", pubkey=None)
+    result: dict = {}
+    with structlog.testing.capture_logs() as logs:
+        loop = threading.Thread(target=lambda: result.setdefault("code", run_host(conn, chan, server)))  # type: ignore[arg-type]
+        loop.start()
+        host.sendall(encode_host(m.Header(6, "2.4.0")))
+        host.sendall(
+            encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0))
+        )
+        replies, got = RelayDecoder(), []
+        host.settimeout(5)
+        while m.Resize(80, 23) not in got:  # the read-write viewer sized the session
+            got += replies.feed(host.recv(65536))
+        host.close()  # gone without a word, as a killed host
+        farewells = [_farewell(end) for end in ends]
+        loop.join(5)
+    assert farewells == [SERVER_EXITED, SERVER_EXITED]
+    assert chan.written_after == 0  # closing wrote nothing to the vanished host
+    assert result == {"code": 0}
+    [ended] = [e for e in logs if e["event"] == "host session ended"]
+    # Read end of stream first, or failed writing to the host first: either way, a reason.
+    assert ended["reason"] == "host closed the connection" or ended["reason"].startswith("connection lost: ")
+    assert not [e for e in logs if e["event"] in ("viewer not told", "connection failed")]
+    for s in (ctl, ctl_child, relay_end, *ends):
+        s.close()
+
+
+def test_a_viewer_that_cannot_be_told_does_not_stop_the_others():
+    from relay.conn.host import SERVER_EXITED
+
+    rs = RunningSession()
+    broken, ro_end, rw_end = rs.join(), rs.join(), rs.join()
+    rs.host.sendall(encode_host(m.PtyData(0, b"x")))
+    wait = time.monotonic() + 5
+    while len(rs.hs.viewers) < 3 and time.monotonic() < wait:
+        time.sleep(0.01)
+    first = next(iter(rs.hs.viewers.values()))
+
+    class Unsendable:  # a link whose farewell fails with something unexpected
+        def __init__(self, sock):
+            self.sock = sock
+
+        def fileno(self):
+            return self.sock.fileno()
+
+        def send(self, data):
+            raise RuntimeError("cannot send")
+
+    with structlog.testing.capture_logs() as logs:
+        rs.host.sendall(encode_host(m.Fin()))
+        rs.loop.join(5)
+        first.sock = Unsendable(first.sock)  # type: ignore[assignment]
+        rs.hs.close(SERVER_EXITED)
+    assert [e["event"] for e in logs if e["event"] == "viewer not told"] == ["viewer not told"]
+    assert _farewell(ro_end) == SERVER_EXITED and _farewell(rw_end) == SERVER_EXITED
+    broken.close()
+    for s in rs.sockets:
+        s.close()

@@ -163,7 +163,9 @@ class HostSession:
         self.next_client_id += 1
         parser = InputParser(escape_time_for(self.session))
         dispatcher = KeyDispatcher(self.session, cid, readonly)
-        v = Viewer(id=cid, sock=sock, readonly=readonly, ip=str(ip)[:64], parser=parser, dispatcher=dispatcher)
+        v = Viewer(
+            id=cid, sock=sock, readonly=readonly, ip=str(ip)[:64], parser=parser, dispatcher=dispatcher
+        )
         self.viewers[cid] = v
         self.by_fd[sock.fileno()] = v
         self.log.info("viewer attached", client=cid, readonly=readonly, ip=v.ip, viewers=len(self.viewers))
@@ -178,6 +180,7 @@ class HostSession:
                 v.sock.send(link.EXIT + last)  # never waits: a stalled viewer just sees the end
             except OSError:
                 pass
+            _discard_unread(v.sock)
         v.sock.close()
         self.log.info("viewer detached", client=v.id, viewers=len(self.viewers))
         self._update_title()
@@ -384,6 +387,17 @@ class HostSession:
                 self._remove_viewer(v, last)
             except Exception as e:  # noqa: BLE001 - the other viewers must still be told
                 self.log.warning("viewer not told", client=v.id, reason=f"{type(e).__name__}: {e}"[:200])
+
+
+def _discard_unread(sock: socket.socket, limit: int = 256) -> None:
+    """Read what the viewer sent and nobody will handle. Closing a unix socket with unread data
+    resets the peer, whose next read then fails before it gets the farewell queued for it."""
+    try:
+        for _ in range(limit):
+            if not sock.recv(MAX_INPUT_RECORD):
+                return
+    except OSError:
+        pass
 
 
 def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
