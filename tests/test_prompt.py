@@ -6,12 +6,12 @@ from relay.input.prompt import (
     Done,
     Failed,
     ViewerPrompt,
-    expand_formats,
     template_replace,
 )
 from relay.tmate import messages as m
 from relay.tmate.session import Session
 from relay.tmux.cmdline import CommandSyntaxError, parse_commands
+from relay.tmux.formats import expand_current as expand_formats
 
 
 def session_with_window(name="bash") -> Session:

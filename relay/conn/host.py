@@ -29,11 +29,12 @@ from relay.conn import link
 from relay.hostkeys import blob_fingerprint
 from relay.input.dispatch import KeyDispatcher, Local, Notice
 from relay.input.parser import InputParser, escape_time_for
-from relay.input.prompt import Done, Failed, ViewerPrompt, expand_formats
+from relay.input.prompt import Done, Failed, ViewerPrompt
 from relay.screen.render import ViewerScreen, failed_cmd_message
 from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, ProtocolError, encode
 from relay.tmate.session import Session, SessionError
+from relay.tmux.formats import expand_current
 
 if TYPE_CHECKING:
     from relay.conn.process import Connection
@@ -293,7 +294,7 @@ class HostSession:
         elif name == "display-message":
             words = [a for a in argv[1:] if not a.startswith("-")]
             if words:
-                self._show(v, expand_formats(words[-1], self.session))
+                self._show(v, expand_current(words[-1], self.session))
         elif name == "refresh-client":
             if v.screen is not None:
                 v.screen.invalidate()

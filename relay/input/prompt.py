@@ -28,6 +28,7 @@ from relay.input.keycodes import (
 )
 from relay.tmux.args import getopt
 from relay.tmux.cmdline import CommandSyntaxError, parse_commands
+from relay.tmux.formats import expand_current
 
 MAX_INPUT = 4096  # characters a prompt holds
 
@@ -75,25 +76,6 @@ def template_replace(template: str, text: str, idx: int) -> str:
     return "".join(out)
 
 
-def expand_formats(text: str, session) -> str:
-    """The few formats prompts use: #W window name, #I window index, #S session name (the
-    relay does not know the host's session name: empty), ## a '#'."""
-    if "#" not in text:
-        return text
-    win = session.current_window
-    values = {"W": win.name if win else "", "I": str(win.idx) if win else "", "S": "", "#": "#"}
-    out = []
-    i = 0
-    while i < len(text):
-        if text[i] == "#" and i + 1 < len(text) and text[i + 1] in values:
-            out.append(values[text[i + 1]])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
 class ViewerPrompt:
     """One open prompt of one viewer."""
 
@@ -116,13 +98,13 @@ class ViewerPrompt:
         flags, rest = getopt(argv[1:], "Ipt")
         template = rest[0] if rest else "%1"
         if "p" in flags:
-            labels = [expand_formats(p, session) + " " for p in str(flags["p"]).split(",")]
+            labels = [expand_current(p, session) + " " for p in str(flags["p"]).split(",")]
         elif rest:
             first = template.replace(",", " ").split(" ", 1)[0]
             labels = [f"({first}) "]
         else:
             labels = [":"]
-        inputs = [expand_formats(x, session) for x in str(flags["I"]).split(",")] if "I" in flags else []
+        inputs = [expand_current(x, session) for x in str(flags["I"]).split(",")] if "I" in flags else []
         return cls(labels=labels, inputs=inputs, template=template, single="1" in flags)
 
     @classmethod
@@ -131,7 +113,7 @@ class ViewerPrompt:
         flags, rest = getopt(argv[1:], "pt")
         command = rest[0] if rest else ""
         if "p" in flags:
-            label = expand_formats(str(flags["p"]), session) + " "
+            label = expand_current(str(flags["p"]), session) + " "
         else:
             label = f"Confirm '{command.split(None, 1)[0] if command.strip() else command}'? (y/n) "
         return cls(labels=[label], inputs=[], template=command, single=True, confirm=True)
