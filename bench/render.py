@@ -39,7 +39,7 @@ def session(cols: int, rows: int, four: bool) -> Session:
     if four:
         lw, rw = (cols - 1) // 2, cols - 1 - (cols - 1) // 2
         th, bh = (sy - 1) // 2, sy - 1 - (sy - 1) // 2
-        panes = (
+        panes: tuple[m.PaneGeom, ...] = (
             m.PaneGeom(0, lw, th, 0, 0),
             m.PaneGeom(1, rw, th, lw + 1, 0),
             m.PaneGeom(2, lw, bh, 0, th + 1),

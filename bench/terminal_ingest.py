@@ -34,6 +34,7 @@ def ls_corpus() -> bytes:
         stderr=subprocess.DEVNULL,
         env={**os.environ, "LC_ALL": "C.UTF-8"},
     )
+    assert p.stdout is not None
     data = p.stdout.read(CAP)
     p.kill()
     p.wait()
@@ -46,7 +47,7 @@ def seq_corpus() -> bytes:
 
 def ingest(name: str, data: bytes, cols: int = 200, rows: int = 50, runs: int = 3) -> None:
     chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
-    best = None
+    best: float | None = None
     for _ in range(runs):
         m = TerminalModel(cols, rows)
         t0 = time.perf_counter()
@@ -56,6 +57,7 @@ def ingest(name: str, data: bytes, cols: int = 200, rows: int = 50, runs: int = 
         best = dt if best is None else min(best, dt)
         hist = m.history_size
         m.close()
+    assert best is not None
     mb = len(data) / 1e6
     print(
         f"{name:>6}: {mb:7.1f} MB at {cols}x{rows}: {mb / best:6.1f} MB/s (best of {runs}), "

@@ -120,7 +120,7 @@ def _run_host_stream(data: bytes, rng: random.Random) -> str | None:
                 session.handle(msg)
                 if rng.random() < 0.2:
                     screen.frame(session)
-        screen.frame(session, message="note", readonly=True)
+        screen.frame(session, message="note")
         return None
     except (ProtocolError, SessionError) as e:
         assert str(e), "a refusal must carry its reason"
@@ -221,7 +221,7 @@ def test_random_viewer_input_never_breaks_keys_prompts_or_frames(readonly):
                             prompt = make(action.argv, session)
                             prompts += 1
                 dispatcher.expire(now + 5)
-                screen.frame(session, prompt=prompt.display(80) if prompt else None, readonly=readonly)
+                screen.frame(session, prompt=prompt.display(80) if prompt else None)
     finally:
         session.close()
     assert commands > 100 and (prompts == 0 if readonly else prompts > 20), (commands, prompts)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relay.screen.render import Style, ViewerScreen, _clip_vt, failed_cmd_message, parse_style
+from relay.screen.cells import clip_vt
+from relay.screen.render import ViewerScreen, failed_cmd_message
+from relay.screen.style import DEFAULT_STYLE, Style, parse_style
 from relay.screen.terminal import TerminalModel
 from relay.tmate import messages as m
 from relay.tmate.session import Session
@@ -408,7 +410,7 @@ def test_recorded_stream_start_and_end():
     path = FIXTURES / "host-stream-none_z1.bin"
     msgs = recorded(path)
     s = new_session()
-    first_sync = None
+    first_sync: list[str] | None = None
     v = Viewer(100, 30)
     for msg in msgs:
         if isinstance(msg, m.Header):
@@ -417,6 +419,7 @@ def test_recorded_stream_start_and_end():
         if isinstance(msg, m.WriteCopyMode) and "Connecting" in msg.text:
             v.update(s)
             first_sync = list(v.text)
+    assert first_sync is not None
     assert first_sync[0].startswith("Tip: if you wish to use tmate only for remote access")
     assert first_sync[0].endswith("[0/0]")
     assert first_sync[2] == "Press <q> or <ctrl-c> to continue"
@@ -546,19 +549,26 @@ def test_colours_survive_end_to_end():
     assert t.row_vt(1) == "" and t.row_vt(0) == vt
 
 
+def style(text: str, current: Style = DEFAULT_STYLE, base: Style = DEFAULT_STYLE) -> Style:
+    """parse_style of a valid style string."""
+    st = parse_style(text, current, base)
+    assert st is not None, text
+    return st
+
+
 def test_clip_vt_and_styles_units():
-    assert _clip_vt("\x1b[31mab日c\x1b[0m", 3) == "\x1b[31mab \x1b[0m"
-    assert _clip_vt("abc", 5) == "abc\x1b[0m"
-    st = parse_style("bg=green,fg=black")
+    assert clip_vt("\x1b[31mab日c\x1b[0m", 3) == "\x1b[31mab \x1b[0m"
+    assert clip_vt("abc", 5) == "abc\x1b[0m"
+    st = style("bg=green,fg=black")
     assert st.sgr() == "\x1b[0;30;42m"
     base = st
-    assert parse_style("fg=red,bright", base, base).sgr() == "\x1b[0;31;42;1m"
-    assert parse_style("default", parse_style("fg=red", base, base), base) == base
-    assert parse_style("fg=default", parse_style("fg=red", base, base), base).fg == "30"
-    assert parse_style("fg=#ff0000").fg == "38;2;255;0;0"
-    assert parse_style("bg=brightred").bg == "101"
+    assert style("fg=red,bright", base, base).sgr() == "\x1b[0;31;42;1m"
+    assert style("default", style("fg=red", base, base), base) == base
+    assert style("fg=default", style("fg=red", base, base), base).fg == "30"
+    assert style("fg=#ff0000").fg == "38;2;255;0;0"
+    assert style("bg=brightred").bg == "101"
     assert parse_style("fg=nonsense") is None
-    assert parse_style("reverse,noreverse").attr == 0
+    assert style("reverse,noreverse").attr == 0
     assert Style().sgr() == "\x1b[0m"
 
 

@@ -35,6 +35,7 @@ from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, ProtocolError, encode
 from relay.tmate.session import Session, SessionError
 from relay.tmux.formats import expand_current
+from relay.tmux.formats import expand_current
 
 if TYPE_CHECKING:
     from relay.conn.process import Connection
@@ -318,7 +319,7 @@ class HostSession:
 
     def _render(self, v: Viewer, now: float) -> None:
         prompt = v.prompt.display(v.cols) if v.prompt is not None else None
-        frame = v.screen.frame(self.session, message=v.message, readonly=v.readonly, prompt=prompt)
+        frame = v.screen.frame(self.session, message=v.message, prompt=prompt)
         v.dirty = False
         v.last_frame = now
         if frame:

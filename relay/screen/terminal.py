@@ -25,9 +25,7 @@ import math
 from pyghostty import ffi, lib
 from pyghostty._ffi import union_fn
 
-__all__ = ["TerminalModel", "TerminalError", "history_cap_bytes", "ENGINE"]
-
-ENGINE = "libghostty-vt (pyghostty 0.1.3)"
+__all__ = ["TerminalModel", "TerminalError", "history_cap_bytes"]
 
 
 class TerminalError(RuntimeError):
