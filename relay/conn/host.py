@@ -34,6 +34,8 @@ from relay.screen.render import ViewerScreen, failed_cmd_message
 from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, ProtocolError, encode
 from relay.tmate.session import Session, SessionError
+from relay.tmux import options
+from relay.tmux.formats import expand_current
 from relay.tmux.formats import expand_current
 from relay.tmux.formats import expand_current
 
@@ -199,7 +201,7 @@ class HostSession:
             return  # the session is over: the host gets nothing more
         sizes = [(v.cols, v.rows) for v in self.viewers.values() if not v.readonly and v.screen]
         if sizes:
-            status = 0 if self.session.option("status", "on") == "off" else 1
+            status = options.status_rows(self.session.option("status"))
             size = (min(c for c, _ in sizes), max(1, min(r for _, r in sizes) - status))
         else:
             size = (-1, -1)
