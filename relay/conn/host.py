@@ -36,8 +36,6 @@ from relay.tmate.codec import HostDecoder, ProtocolError, encode
 from relay.tmate.session import Session, SessionError
 from relay.tmux import options
 from relay.tmux.formats import expand_current
-from relay.tmux.formats import expand_current
-from relay.tmux.formats import expand_current
 
 if TYPE_CHECKING:
     from relay.conn.process import Connection
