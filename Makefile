@@ -1,19 +1,28 @@
-# pymate-relay: `make run` serves on 127.0.0.1:2222 with keys in ./keys; `make test` runs the tests.
-PYTHON ?= python3
-VENV   := .venv
+# pymate-relay: `make run` serves on 127.0.0.1:2222 with keys in ./keys; `make test` runs the gates
+# (make lint) and the tests.
+# The venv is made by the newest of python3.13, python3.12, python3.11 that runs (scripts/find-python);
+# choose with e.g. `make install PYTHON=python3.11 VENV=.venv-311`. An existing venv keeps its Python.
+PYTHON ?=
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 KEYS   ?= keys
 HOST   ?= 127.0.0.1
 PORT   ?= 2222
+# Every package of the dependency tree, pinned with the hashes of all its files (make lock).
+LOCK   := requirements.lock
+# A throwaway venv for the lock tool, never the project's.
+LOCK_TOOLS := build/lock-tools
+UV_VERSION := 0.13.8
+BENCHES := $(sort $(wildcard bench/*.py))
 
-.PHONY: install run lint test bench clean
+.PHONY: install run lint test bench lock clean
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/install-system-packages
+$(VENV)/.installed: pyproject.toml $(LOCK) scripts/install-system-packages scripts/find-python
 	./scripts/install-system-packages
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	test -x $(BIN)/python || { py="$$(scripts/find-python $(PYTHON))" && "$$py" -m venv $(VENV); }
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 run: install
@@ -25,15 +34,24 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python bench/host_session.py
-	$(BIN)/python bench/viewer.py
-	$(BIN)/python bench/terminal_ingest.py
-	$(BIN)/python bench/render.py
-	$(BIN)/python bench/codec.py
+	set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
+
+# Regenerates $(LOCK) from pyproject.toml (dependencies and the test extra) and the build backend,
+# resolved once for every supported Python (3.11 up) and platform, with every file's hash.
+lock:
+	test -x $(LOCK_TOOLS)/bin/uv || { py="$$(scripts/find-python)" && "$$py" -m venv $(LOCK_TOOLS) \
+	  && $(LOCK_TOOLS)/bin/pip install -q uv==$(UV_VERSION); }
+	printf 'setuptools>=68\n' | $(LOCK_TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 \
+	  --generate-hashes --extra test --custom-compile-command 'make lock' -o $(LOCK).tmp pyproject.toml -
+	{ echo '# Regenerate with `make lock` (uv $(UV_VERSION) pip compile --universal --generate-hashes, in $(LOCK_TOOLS)).'; \
+	  echo '# Every file of every pinned release is hashed: CPython 3.11-3.13 wheels (msgpack, mypy, cffi per'; \
+	  echo '# version; cryptography abi3) and sdists. `make install` installs it with pip --require-hashes.'; \
+	  cat $(LOCK).tmp; } > $(LOCK)
+	rm -f $(LOCK).tmp
 
 clean:
 	rm -rf $(VENV) build *.egg-info

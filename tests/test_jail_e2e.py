@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -114,6 +115,15 @@ def _rootless_ok() -> str | None:
     )
     if probe.returncode != 0:
         return "unprivileged user namespaces are not available here"
+    # A Python installed in a private home (e.g. pyenv's under /root) does not run as that uid.
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c", ""],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    if probe.returncode != 0:
+        return f"uid {NOBODY} cannot run {sys.executable}: {probe.stderr.strip()[-200:]}"
     return None
 
 
