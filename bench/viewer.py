@@ -116,7 +116,9 @@ def main() -> None:
         try:
             host.wait_ready()
             host.leave_messages()
-            rw = SSH_LINE.match(host.display("#{tmate_ssh}")).group(2)
+            m = SSH_LINE.match(host.display("#{tmate_ssh}"))
+            assert m, host.display("#{tmate_ssh}")
+            rw = m.group(2)
 
             # 1. throughput
             data_size = len(subprocess.run(["seq", "1", str(args.lines)], capture_output=True).stdout)

@@ -34,7 +34,7 @@ def relay(keys_dir):
 @pytest.fixture
 def make_host(tmp_path, fingerprints):
     """Start real tmate hosts against a relay; all are killed at the end of the test."""
-    hosts = []
+    hosts: list[TmateHost] = []
 
     def make(relay, *, rsa_fp=None, ed25519_fp=None, attached=False, **kw) -> TmateHost:
         h = TmateHost(

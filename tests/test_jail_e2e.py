@@ -116,14 +116,14 @@ def _rootless_ok() -> str | None:
     if probe.returncode != 0:
         return "unprivileged user namespaces are not available here"
     # A Python installed in a private home (e.g. pyenv's under /root) does not run as that uid.
-    probe = subprocess.run(
+    run_python = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c", ""],
         capture_output=True,
         text=True,
         cwd="/",
     )
-    if probe.returncode != 0:
-        return f"uid {NOBODY} cannot run {sys.executable}: {probe.stderr.strip()[-200:]}"
+    if run_python.returncode != 0:
+        return f"uid {NOBODY} cannot run {sys.executable}: {run_python.stderr.strip()[-200:]}"
     return None
 
 

@@ -17,9 +17,15 @@ from relay.cli import _parser
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "pymate-relay.service"
 
 
+class _CaseKeepingParser(configparser.ConfigParser):
+    """systemd keys are case-sensitive (ExecStart, not execstart)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def _unit() -> configparser.ConfigParser:
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str
+    unit = _CaseKeepingParser(strict=False, interpolation=None)
     unit.read_string(UNIT.read_text())
     return unit
 
