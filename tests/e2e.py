@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import paramiko
@@ -94,7 +95,7 @@ class Relay:
     """A `pymate-relay` process serving on 127.0.0.1:PORT; its log lines are collected."""
 
     def __init__(
-        self, keys: Path, *, port: int | None = None, extra: list[str] = (), user: str | None = None
+        self, keys: Path, *, port: int | None = None, extra: Sequence[str] = (), user: str | None = None
     ):
         self.keys = keys
         self.port = port or free_port()
@@ -138,7 +139,8 @@ class Relay:
             raise RuntimeError("relay exited at start:\n" + self.log_text())
         return self
 
-    def _pump(self):
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
         for line in self.proc.stderr:
             with self._lock:
                 self.lines.append(line.rstrip("\n"))
@@ -161,6 +163,7 @@ class Relay:
     def children(self) -> list[int]:
         """The jailed connection processes: the relay's children titled `pymate ...` (a jail's
         short-lived intermediate process still has the relay's own command line)."""
+        assert self.proc is not None
         out = []
         for d in Path("/proc").iterdir():
             if d.name.isdigit():
@@ -174,8 +177,10 @@ class Relay:
         return out
 
     def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc and self.proc.returncode
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            return self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(10)
@@ -194,8 +199,8 @@ class Relay:
 def scratch_relay(prefix: str = "pymate-bench-"):
     """A relay serving fresh host keys from a temporary directory, for scripts outside pytest
     (benches): yields (the directory, the relay, the RSA and ed25519 fingerprints)."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        tmp = Path(name)
         fps = make_host_keys(tmp / "keys")
         with Relay(tmp / "keys") as relay:
             yield tmp, relay, fps
@@ -361,6 +366,14 @@ def _socket_alive(path: Path) -> bool:
 SSH_LINE = re.compile(r"^ssh (?:-p(\d+) )?((?:ro-)?[a-zA-Z0-9]{25})@(\S+)$")
 
 
+def session_tokens(host: TmateHost) -> tuple[str, str]:
+    """The (read-write, read-only) tokens of the host's ssh command lines."""
+    lines = host.display("#{tmate_ssh}"), host.display("#{tmate_ssh_ro}")
+    matches = [SSH_LINE.match(line) for line in lines]
+    assert matches[0] and matches[1], lines
+    return matches[0].group(2), matches[1].group(2)
+
+
 def tmate_available() -> bool:
     return shutil.which("tmate") is not None
 
@@ -369,7 +382,13 @@ class SshViewer:
     """A real OpenSSH client joining a session, running in a real tmux terminal of fixed size."""
 
     def __init__(
-        self, workdir: Path, port: int, token: str, cols: int = 80, rows: int = 24, ssh_opts: list[str] = ()
+        self,
+        workdir: Path,
+        port: int,
+        token: str,
+        cols: int = 80,
+        rows: int = 24,
+        ssh_opts: Sequence[str] = (),
     ):
         self.ssh_opts = list(ssh_opts)
         self.dir = workdir

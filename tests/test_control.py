@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from collections.abc import MutableMapping
+from typing import Any
 
 import msgpack
 import pytest
@@ -48,7 +50,7 @@ class Rig:
         self.procs.append(proc)
         return proc, ours, child
 
-    def send(self, ours: socket.socket, child: Child, data: bytes) -> list[dict]:
+    def send(self, ours: socket.socket, child: Child, data: bytes) -> list[MutableMapping[str, Any]]:
         """The child sends `data`; what the master logged while handling it."""
         ours.send(data)
         with structlog.testing.capture_logs() as logs:
@@ -81,7 +83,7 @@ def rig():
     r.close()
 
 
-def killed(proc: subprocess.Popen, child: Child, logs: list[dict], why: str) -> bool:
+def killed(proc: subprocess.Popen, child: Child, logs: list[MutableMapping[str, Any]], why: str) -> bool:
     reasons = [e.get("reason", "") for e in logs if e["event"] == "connection killed"]
     assert reasons and why in reasons[0], (reasons, why)
     return proc.wait(5) == -9 and child.ctl.fileno() < 0

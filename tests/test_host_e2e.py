@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import Any
 
 import msgpack
 import paramiko
@@ -234,7 +235,7 @@ def test_header_reply_over_raw_protocol(relay):
     try:
         ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
         dec = RelayDecoder()
-        got = []
+        got: list[Any] = []
         ch.settimeout(5)
         while not any(isinstance(m, RelayReady) for m in got):
             got += dec.feed(ch.recv(65536))

@@ -8,13 +8,7 @@ import os
 import signal
 import time
 
-from tests.e2e import SSH_LINE, Relay, SshViewer, wait_for
-
-
-def _token(host, fmt: str) -> str:
-    match = SSH_LINE.match(host.display(fmt))
-    assert match, host.display(fmt)
-    return match.group(2)
+from tests.e2e import Relay, SshViewer, session_tokens, wait_for
 
 
 def test_killed_host_tells_every_viewer_server_exited(keys_dir, make_host, tmp_path):
@@ -22,7 +16,7 @@ def test_killed_host_tells_every_viewer_server_exited(keys_dir, make_host, tmp_p
         host = make_host(relay)
         host.wait_ready()
         host.leave_messages()
-        rw, ro = _token(host, "#{tmate_ssh}"), _token(host, "#{tmate_ssh_ro}")
+        rw, ro = session_tokens(host)
         server_pid = int(host.display("#{pid}"))  # the tmate server holds the relay connection
         viewers = [SshViewer(tmp_path / name, relay.port, token) for name, token in (("rw", rw), ("ro", ro))]
         try:

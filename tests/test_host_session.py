@@ -91,7 +91,7 @@ def test_stalled_viewer_never_blocks_the_host_and_catches_up():
     viewer_end = rs.join()
     replies = RelayDecoder()
     host_end.settimeout(5)
-    got = []
+    got: list[m.RelayMessage] = []
     while not any(isinstance(x, m.Resize) for x in got):  # the session took the viewer's size
         got += replies.feed(host_end.recv(65536))
     assert m.Resize(80, 23) in got
@@ -130,12 +130,13 @@ def test_stalled_viewer_never_blocks_the_host_and_catches_up():
     screen = TerminalModel(80, 24)
     for rec in records:
         kind, payload = link.parse(rec)
-        assert kind == link.OUTPUT
+        assert kind == link.OUTPUT and isinstance(payload, bytes)
         screen.feed(payload)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not screen.rows_text()[0].startswith("FINAL-SCREEN"):
         if select.select([viewer_end], [], [], 0.1)[0]:
             kind, payload = link.parse(viewer_end.recv(link.MAX_RECORD))
+            assert isinstance(payload, bytes)
             screen.feed(payload)
     rows = screen.rows_text()
     assert rows[0] == "FINAL-SCREEN" and rows[1] == "second line", rows[:3]
@@ -157,6 +158,7 @@ def test_a_bad_viewer_record_drops_that_viewer_only():
     good.settimeout(5)
     while "still-serving" not in screen.rows_text()[0]:  # ... and goes on serving the other viewer
         kind, payload = link.parse(good.recv(link.MAX_RECORD))
+        assert isinstance(payload, bytes)
         screen.feed(payload)
     assert rs.loop.is_alive() and "reason" not in rs.result
     assert rs.finish() == "host finished the session"

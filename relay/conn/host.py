@@ -269,6 +269,8 @@ class HostSession:
                 self.send_host(action)
 
     def _prompt_key(self, v: Viewer, code: int) -> None:
+        if v.prompt is None:
+            return
         outcome = v.prompt.key(code)
         v.dirty = True
         if outcome is None:
@@ -310,7 +312,8 @@ class HostSession:
             try:
                 v.sock.send(record)
             except BlockingIOError:
-                v.screen.invalidate()  # the next frame repaints everything
+                if v.screen is not None:
+                    v.screen.invalidate()  # the next frame repaints everything
                 return False
             except OSError:
                 self._remove_viewer(v)
@@ -318,6 +321,8 @@ class HostSession:
         return True
 
     def _render(self, v: Viewer, now: float) -> None:
+        if v.screen is None:
+            return  # no size from the viewer yet
         prompt = v.prompt.display(v.cols) if v.prompt is not None else None
         frame = v.screen.frame(self.session, message=v.message, prompt=prompt)
         v.dirty = False

@@ -34,7 +34,7 @@ _KEY_TYPES = {"ssh-ed25519": ("ssh-ed25519",), "ssh-rsa": ("rsa-sha2-512", "rsa-
 
 
 def _host_stream() -> bytes:
-    msgs = [
+    msgs: list[m.HostMessage] = [
         m.Header(6, "2.4.0"),
         m.ExecCmd(("bind-key", "C-b", "send-prefix")),
         m.ExecCmd(("set-option", "-g", "status-keys", "emacs")),
