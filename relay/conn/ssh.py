@@ -38,7 +38,6 @@ class Server(paramiko.ServerInterface):
         self.authorize = authorize
         self.fingerprint: str | None = None
         self.size = (80, 24)  # the viewer's terminal, from pty-req / window-change
-        self.term = "xterm"
         self.on_resize = None  # set by the viewer loop once it is linked to a session
         self.role_event = threading.Event()
         self.role: str | None = None
@@ -108,7 +107,6 @@ class Server(paramiko.ServerInterface):
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth, pixelheight, modes):
         if self.role is not None:
             return False
-        self.term = term.decode("ascii", "replace")[:64] if isinstance(term, bytes) else str(term)[:64]
         self.size = (_dimension(width, 80), _dimension(height, 24))
         self.erase = erase_char(modes)
         return True
