@@ -80,7 +80,8 @@ def _port(value: int, parser: argparse.ArgumentParser, what: str) -> int:
     return value
 
 
-def serve_main(argv: list[str]) -> int:
+def _checked_args(argv: list[str]) -> tuple[argparse.Namespace, tuple[int, int]]:
+    """The serve options, and the uid range as (start, count); exits with usage when invalid."""
     parser = _parser()
     args = parser.parse_args(argv)
     _port(args.port, parser, "-p")
@@ -94,33 +95,26 @@ def serve_main(argv: list[str]) -> int:
         parser.error("--grace-period must be positive")
     if args.max_connections < 1:
         parser.error("--max-connections must be at least 1")
+    return args, (uid_start, uid_count)
 
-    # Heavy imports happen here, once, in the master: the jailed children cannot import.
-    from jail import JailConfig, JailError
-    from relay import hostkeys as keys
-    from relay import log
+
+def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int, int]):
+    """The master, handed what its jailed children run and the warm-up: it knows nothing of SSH."""
+    from jail import JailConfig
     from relay.conn.process import Connection, ConnectionConfig
     from relay.conn.warmup import warm_up
     from relay.master.server import Master, RelayConfig
 
-    log.configure_master(args.verbose)
-    try:
-        host_keys = keys.load_host_keys(args.keys)
-    except keys.HostKeyError as e:
-        print(f"pymate-relay: error: {e}", file=sys.stderr)
-        return 1
     bind_any = args.bind in ("0.0.0.0", "::", "")
-    ssh_host = args.host or (socket.gethostname() if bind_any else args.bind)
     cfg = RelayConfig(
         port=args.port,
         bind=args.bind,
-        ssh_host=ssh_host,
+        ssh_host=args.host or (socket.gethostname() if bind_any else args.bind),
         ssh_port=args.ssh_port or args.port,
         grace_period=args.grace_period,
         max_connections=args.max_connections,
-        jail=JailConfig(uid_base=uid_start, uid_count=uid_count),
+        jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1]),
     )
-    # The master knows nothing of SSH: it is handed what its jailed children run.
     conn_cfg = ConnectionConfig(
         host_keys=tuple(host_keys),
         ssh_host=cfg.ssh_host,
@@ -132,8 +126,24 @@ def serve_main(argv: list[str]) -> int:
     def connection(sock: socket.socket, ctl: socket.socket, ip: str):
         return Connection(sock, ctl, ip, conn_cfg).run
 
+    return Master(cfg, connection=connection, warm_up=lambda: warm_up(conn_cfg.host_keys))
+
+
+def serve_main(argv: list[str]) -> int:
+    args, uid_range = _checked_args(argv)
+    # Heavy imports happen here, once, in the master: the jailed children cannot import.
+    from jail import JailError
+    from relay import hostkeys as keys
+    from relay import log
+
+    log.configure_master(args.verbose)
     try:
-        master = Master(cfg, connection=connection, warm_up=lambda: warm_up(conn_cfg.host_keys))
+        host_keys = keys.load_host_keys(args.keys)
+    except keys.HostKeyError as e:
+        print(f"pymate-relay: error: {e}", file=sys.stderr)
+        return 1
+    try:
+        master = _make_master(args, host_keys, uid_range)
         master.bind()
     except JailError as e:
         print(f"pymate-relay: error: cannot jail connections: {e}", file=sys.stderr)

@@ -20,6 +20,7 @@ from jail import set_process_title
 from relay.conn import link
 
 if TYPE_CHECKING:
+    from relay import control
     from relay.conn.process import Connection
     from relay.conn.ssh import Server
 
@@ -75,30 +76,8 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         except OSError:
             pass
     send_size(*server.size)
-    reason = "viewer left"
     try:
-        while True:
-            readable, _, _ = select.select([chan, lk, conn.master], [], [])
-            if chan in readable:
-                data = chan.recv(READ_CHUNK)
-                if not data:
-                    break
-                lk.send(link.INPUT + data)
-            if lk in readable:
-                record = lk.recv(link.MAX_RECORD)
-                if not record:
-                    reason = "session ended"
-                    break
-                kind, payload = link.parse(record)
-                if kind == link.OUTPUT:
-                    chan.sendall(payload)
-                elif kind == link.EXIT:
-                    chan.sendall(payload)
-                    reason = "session closed the viewer"
-                    break
-            if conn.master in readable and conn.master.master_gone():
-                reason = "relay is shutting down"
-                break
+        reason = _move_bytes(chan, lk, conn.master)
     except (OSError, EOFError, paramiko.SSHException, link.LinkError) as e:
         reason = f"connection lost: {e or type(e).__name__}"
     finally:
@@ -106,3 +85,27 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         lk.close()
     log.info("viewer left", reason=reason)
     return 0
+
+
+def _move_bytes(chan: paramiko.Channel, lk: socket.socket, master: control.Client) -> str:
+    """The viewer's input to the session, the session's output to the viewer, until one ends;
+    why it ended."""
+    while True:
+        readable, _, _ = select.select([chan, lk, master], [], [])
+        if chan in readable:
+            data = chan.recv(READ_CHUNK)
+            if not data:
+                return "viewer left"
+            lk.send(link.INPUT + data)
+        if lk in readable:
+            record = lk.recv(link.MAX_RECORD)
+            if not record:
+                return "session ended"
+            kind, payload = link.parse(record)
+            if kind == link.OUTPUT:
+                chan.sendall(payload)
+            elif kind == link.EXIT:
+                chan.sendall(payload)
+                return "session closed the viewer"
+        if master in readable and master.master_gone():
+            return "relay is shutting down"
