@@ -11,8 +11,8 @@ import shlex
 import socket
 import stat
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
@@ -20,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from .errors import HostKeyError
 from .files import read_regular_file
+
+if TYPE_CHECKING:
+    import paramiko
 
 RSA_KEY_FILE = "ssh_host_rsa_key"
 ED25519_KEY_FILE = "ssh_host_ed25519_key"
@@ -38,13 +41,22 @@ class KeySlot:
 
     name: str  # file name of the private key
     key_type: str  # "rsa" or "ed25519"
-    pkey_class: type[paramiko.PKey]
+    pkey_class_name: str  # paramiko's class for the key type
     crypto_class: type
+
+    @property
+    def pkey_class(self) -> type[paramiko.PKey]:
+        # Imported when first needed: `pymate-relay keygen` refusing a bad file starts in a third
+        # of the time without paramiko (the server has it loaded anyway).
+        import paramiko
+
+        cls: type[paramiko.PKey] = getattr(paramiko, self.pkey_class_name)
+        return cls
 
 
 SLOTS = (
-    KeySlot(RSA_KEY_FILE, "rsa", paramiko.RSAKey, rsa.RSAPrivateKey),
-    KeySlot(ED25519_KEY_FILE, "ed25519", paramiko.Ed25519Key, ed25519.Ed25519PrivateKey),
+    KeySlot(RSA_KEY_FILE, "rsa", "RSAKey", rsa.RSAPrivateKey),
+    KeySlot(ED25519_KEY_FILE, "ed25519", "Ed25519Key", ed25519.Ed25519PrivateKey),
 )
 
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from .errors import HostKeyError
 from .files import check_directory, lexists, write_new_file
@@ -22,6 +21,9 @@ from .parse import (
     parse_private_key,
     pub_line,
 )
+
+if TYPE_CHECKING:
+    import paramiko
 
 
 @dataclass(frozen=True)
