@@ -369,8 +369,10 @@ def test_status_uname_fin_failed_cmd(s):
     assert s.status == m.Status("#[fg=green][0] ", '"host" 12:00')
     s.handle(m.Uname("Linux", "box", "6.1", "#1", "aarch64"))
     assert s.uname.nodename == "box"
-    s.handle(m.FailedCmd(3, "unknown command: foo"))
-    assert list(s.failed_cmds) == [(3, "unknown command: foo")]
+    generation = s.generation
+    # The session process shows a FAILED_CMD to the viewer; the model keeps nothing of it.
+    assert s.handle(m.FailedCmd(3, "unknown command: foo")) == []
+    assert s.generation == generation and not s.notes
     assert not s.finished
     assert s.handle(m.Fin()) == []
     assert s.finished
@@ -449,7 +451,7 @@ def test_set_options(s):
 
 
 def test_binding_and_option_floods_are_errors(s, monkeypatch):
-    import relay.tmate.session as rs
+    import relay.tmate.replicated as rs
 
     monkeypatch.setattr(rs, "MAX_BINDINGS", 5)
     monkeypatch.setattr(rs, "MAX_OPTIONS", 3)
@@ -477,6 +479,49 @@ def test_exec_cmd_str_old_clients(s):
     assert s.options["prefix"] == "C-a"
     s.handle(m.ExecCmdStr('bind-key "unterminated'))  # unparsable: noted, not fatal
     assert s.notes
+
+
+def test_exec_cmd_str_follows_tmux_command_line_rules(s):
+    # Quotes keep blanks and `;` in a word; an unquoted `;` ends a command even at a word's end;
+    # a `#` starting a word comments out the rest.
+    out = s.handle(
+        m.ExecCmdStr(
+            "bind-key -n F3 display-message 'a; b' ; set-option -g status-left \"[#S] x\"; set -g mouse on # set -g x y"
+        )
+    )
+    assert out == []
+    assert s.key_tables["root"]["F3"].command == ("display-message", "a; b")
+    assert s.options["status-left"] == "[#S] x"
+    assert s.options["mouse"] == "on" and "x" not in s.options
+    assert not s.notes and not s.other_commands
+
+
+def test_exec_cmd_str_malformed_is_noted(s):
+    generation = s.generation
+    for bad in ("set-option -g status-left 'open", 'bind-key x "open', "set -g a 1;" * 33):
+        assert s.handle(m.ExecCmdStr(bad)) == []
+    assert len(s.notes) == 3 and all(n.startswith("unparsable command string") for n in s.notes)
+    assert "status-left" not in s.options and "a" not in s.options
+    assert s.generation == generation
+    # A command that parses but breaks its own usage goes the way of a bad EXEC_CMD.
+    s.handle(m.ExecCmdStr("bind-key -z x new-window; set -g ok yes"))
+    assert s.notes[-1] == "bind-key: unknown flag -z" and s.options["ok"] == "yes"
+
+
+def test_set_option_toggle_reads_the_flag_as_tmux_does(s):
+    for current, toggled in (
+        ("on", "off"),
+        ("yes", "off"),
+        ("1", "off"),
+        ("off", "on"),
+        ("0", "on"),
+        ("x", "on"),
+    ):
+        s.handle(m.ExecCmd(("set-option", "-g", "visual-bell", current)))
+        s.handle(m.ExecCmd(("set-option", "-g", "visual-bell")))
+        assert s.options["visual-bell"] == toggled, current
+    s.handle(m.ExecCmd(("set-option", "-g", "new-flag")))
+    assert s.options["new-flag"] == "on"
 
 
 def test_authorized_keys_and_named_sessions(s):

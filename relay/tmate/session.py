@@ -3,7 +3,8 @@
 `Session.handle(msg)` updates the state and returns the messages to send back to the host. The
 state is laid out for a renderer to read directly: `windows` (by index, in the host's order),
 `panes` (by id, each with its `TerminalModel`), `active_window`, `sx`/`sy`, `status`, per-pane copy
-mode and message-view lines, the replicated key tables and options.
+mode and message-view lines, the replicated key tables and options (`config`, a
+`relay.tmate.replicated.ReplicatedConfig`, also readable through the session's own attributes).
 
 Behaviour follows tmate-ssh-server (the C server, tmate 2.4 protocol) where it defines it; the
 places where this module deliberately differs are marked "Differs from the C server".
@@ -11,13 +12,25 @@ places where this module deliberately differs are marked "Differs from the C ser
 
 from __future__ import annotations
 
-import shlex
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from relay.screen.terminal import TerminalModel
 from relay.tmate import messages as m
-from relay.tmux.args import UsageError, getopt
+from relay.tmate.replicated import (
+    COMMANDS,
+    MAX_BINDINGS,
+    MAX_OPTIONS,
+    Binding,
+    ConfigFlood,
+    KeyTable,
+    ReplicatedConfig,
+)
+from relay.tmate.snapshot import snapshot_vt
+from relay.tmux.args import UsageError
+from relay.tmux.cmdline import CommandSyntaxError, parse_commands
 
 __all__ = [
     "SessionError",
@@ -34,16 +47,11 @@ __all__ = [
 # Sanity bound on a pane's or the session's width/height. tmux's own limit is 10000; a 16-bit
 # terminal size could otherwise make one pane allocate gigabytes.
 MAX_PANE_DIM = 10000
-# Bounds on the replicated configuration (a default tmate config has 83 bindings, 6 options):
-# past them a host is flooding, not configuring.
-MAX_BINDINGS = 10000
-MAX_OPTIONS = 10000
 # Bound on the message-view lines kept per pane (tmate shows its notices there).
 MAX_MESSAGE_LINES = 1000
 MAX_WINDOW_STACK = 32  # previously current windows remembered for last-window
-# Notice the C server sends once when the host asks for a named session (needs a websocket server).
-NAMED_SESSION_OPTIONS = ("tmate-api-key", "tmate-session-name", "tmate-session-name-ro")
-NAMED_SESSIONS_UNSUPPORTED = "Named sessions are not supported (no websocket server)"
+
+Replies = list[m.RelayMessage]
 
 
 class SessionError(Exception):
@@ -54,13 +62,6 @@ def ssh_connection_string(token: str, host: str, port: int) -> str:
     """`ssh -pPORT TOKEN@HOST`, without the port part for port 22 (as the C server prints it)."""
     port_arg = "" if port == 22 else f" -p{port}"
     return f"ssh{port_arg} {token}@{host}"
-
-
-@dataclass(frozen=True, slots=True)
-class Binding:
-    command: tuple[str, ...]
-    repeat: bool = False  # bind-key -r
-    flags: tuple[str, ...] = ()  # other flags as given (e.g. "-c")
 
 
 @dataclass(slots=True)
@@ -82,13 +83,18 @@ class PaneState:
     model: TerminalModel
     in_mode: bool = False  # copy mode or tmate's message view is shown
     copy_mode: m.CopyMode | None = None  # latest SYNC_COPY_MODE state while in_mode
-    message_lines: deque = field(default_factory=lambda: deque(maxlen=MAX_MESSAGE_LINES))
+    message_lines: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_MESSAGE_LINES))
 
     @property
     def message_view(self) -> bool:
         """True while the pane shows tmate's message view (WRITE_COPY_MODE lines, not backed by
         the pane's own screen) until the user presses q."""
         return self.in_mode and (self.copy_mode is None or not self.copy_mode.backing)
+
+
+def _check_dim(what: str, sx: int, sy: int) -> None:
+    if not (0 <= sx <= MAX_PANE_DIM and 0 <= sy <= MAX_PANE_DIM):
+        raise SessionError(f"{what} size {sx}x{sy} out of range")
 
 
 class Session:
@@ -126,39 +132,23 @@ class Session:
         self.status: m.Status = m.Status("", "")
         self._window_stack: list[int] = []  # previously current windows, most recent first
 
-        # Replicated host configuration.
-        self.key_tables: dict[str, dict[str, Binding]] = {"prefix": {}, "root": {}}
-        self.mode_key_tables: dict[str, dict[str, Binding]] = {}  # bind-key -t (vi-copy, ...)
-        self.options: dict[str, str] = {}  # set-option [-g]: session/global options
-        self.window_options: dict[str, str] = {}  # set-window-option, set-option -w
-        self.server_options: dict[str, str] = {}  # set-option -s
-        self.tmate_values: dict[str, str] = {}  # set-option tmate-set NAME=VALUE
-        # Viewer access restriction (tmate -a FILE): None = anyone with the token; otherwise the
-        # list of (key type, base64 blob) public keys allowed, possibly empty.
-        self.authorized_keys: list[tuple[str, str]] | None = None
-
         self.other_commands: deque[tuple[str, ...]] = deque(maxlen=100)  # ignored, log-worthy
-        self.failed_cmds: deque[tuple[int, str]] = deque(maxlen=100)  # for the viewer layer
         self.notes: deque[str] = deque(maxlen=100)  # log-worthy oddities
+        self.config = ReplicatedConfig(self.notes)  # the replicated host configuration
         self.generation = 0  # bumped on every state change other than pane output
-        self._named_session_warned = False
 
     # ------------------------------------------------------------------ entry point
-    def handle(self, msg) -> list:
+    def handle(self, msg: m.HostMessage) -> Replies:
         """Apply one host message; return the relay messages to send back to the host."""
         if self.protocol is None and not isinstance(msg, m.Header):
             raise SessionError(f"{type(msg).__name__} before HEADER")
-        handler = self._HANDLERS.get(type(msg))
+        handler = _HANDLERS.get(type(msg))
         if handler is None:
             raise SessionError(f"unexpected message {type(msg).__name__}")
         return handler(self, msg) or []
 
-    @property
-    def header_received(self) -> bool:
-        return self.protocol is not None
-
     # ------------------------------------------------------------------ handlers
-    def _header(self, msg: m.Header) -> list:
+    def _header(self, msg: m.Header) -> Replies:
         if self.protocol is not None:
             raise SessionError("second HEADER")
         if msg.protocol < 1:
@@ -169,7 +159,7 @@ class Session:
         if msg.protocol < 6:
             # Older clients send no READY: the C server treats the HEADER as ready.
             self.host_ready = True
-        out: list = [
+        out: Replies = [
             m.Notify("Note: clear your terminal before sharing readonly access"),
             m.Notify(f"ssh session read only: {self.ssh_ro}"),
         ]
@@ -199,7 +189,7 @@ class Session:
             self.generation += 1
 
     def _failed_cmd(self, msg: m.FailedCmd) -> None:
-        self.failed_cmds.append((msg.client_id, msg.cause))
+        """Nothing to keep: the session process shows the cause to the viewer whose command failed."""
 
     def _reconnect(self, msg: m.Reconnect) -> None:
         # Differs from the C server, which closes the session (it needs its websocket server for
@@ -208,32 +198,8 @@ class Session:
         self.notes.append("RECONNECT ignored (reconnections not supported)")
 
     def _sync_layout(self, msg: m.SyncLayout) -> None:
-        self._check_dim("session", msg.sx, msg.sy, allow_zero=True)
-        new_windows: dict[int, WindowState] = {}
-        geoms: dict[int, tuple[int, m.PaneGeom]] = {}
-        # Validate everything before changing anything.
-        for w in msg.windows:
-            if w.idx in new_windows:
-                raise SessionError(f"duplicate window index {w.idx}")
-            ids = []
-            for p in w.panes:
-                if p.id in geoms:
-                    raise SessionError(f"duplicate pane id {p.id}")
-                if len(geoms) >= self.max_panes:
-                    raise SessionError(f"too many panes (max {self.max_panes})")
-                if p.id < 0:
-                    raise SessionError(f"bad pane id {p.id}")
-                self._check_dim(f"pane {p.id}", p.sx, p.sy, allow_zero=True)
-                if not (0 <= p.xoff <= MAX_PANE_DIM and 0 <= p.yoff <= MAX_PANE_DIM):
-                    raise SessionError(f"pane {p.id} offset {p.xoff},{p.yoff} out of range")
-                geoms[p.id] = (w.idx, p)
-                ids.append(p.id)
-            if w.active_pane not in ids:
-                raise SessionError(f"window {w.idx}: active pane {w.active_pane} not in window")
-            new_windows[w.idx] = WindowState(w.idx, w.name, tuple(ids), w.active_pane)
-        if msg.active_window not in new_windows:
-            raise SessionError(f"active window {msg.active_window} not in layout")
-
+        _check_dim("session", msg.sx, msg.sy)
+        windows, geoms = self._checked_layout(msg)
         # Apply: drop vanished panes, resize changed ones, create new ones.
         for pid in [pid for pid in self.panes if pid not in geoms]:
             self.panes.pop(pid).model.close()
@@ -241,9 +207,8 @@ class Session:
             cols, rows = max(g.sx, 1), max(g.sy, 1)
             pane = self.panes.get(pid)
             if pane is None:
-                self.panes[pid] = PaneState(
-                    pid, widx, g.sx, g.sy, g.xoff, g.yoff, TerminalModel(cols, rows, self.history_lines)
-                )
+                model = TerminalModel(cols, rows, self.history_lines)
+                self.panes[pid] = PaneState(pid, widx, g.sx, g.sy, g.xoff, g.yoff, model)
                 continue
             # Differs from the C server, which closes the session when a pane shows up in
             # another window; break-pane / join-pane on the host legitimately move panes.
@@ -258,16 +223,40 @@ class Session:
             self._window_stack = [prev] + [
                 w for w in self._window_stack if w not in (prev, msg.active_window)
             ][: MAX_WINDOW_STACK - 1]
-        self.windows = new_windows
+        self.windows = windows
         self.sx, self.sy = msg.sx, msg.sy
         self.active_window = msg.active_window
         self.generation += 1
 
-    @staticmethod
-    def _check_dim(what: str, sx: int, sy: int, allow_zero: bool) -> None:
-        lo = 0 if allow_zero else 1
-        if not (lo <= sx <= MAX_PANE_DIM and lo <= sy <= MAX_PANE_DIM):
-            raise SessionError(f"{what} size {sx}x{sy} out of range")
+    def _checked_layout(
+        self, msg: m.SyncLayout
+    ) -> tuple[dict[int, WindowState], dict[int, tuple[int, m.PaneGeom]]]:
+        """The layout's windows and its panes' (window index, geometry), validated before the
+        session changes anything."""
+        windows: dict[int, WindowState] = {}
+        geoms: dict[int, tuple[int, m.PaneGeom]] = {}
+        for w in msg.windows:
+            if w.idx in windows:
+                raise SessionError(f"duplicate window index {w.idx}")
+            ids = []
+            for p in w.panes:
+                if p.id in geoms:
+                    raise SessionError(f"duplicate pane id {p.id}")
+                if len(geoms) >= self.max_panes:
+                    raise SessionError(f"too many panes (max {self.max_panes})")
+                if p.id < 0:
+                    raise SessionError(f"bad pane id {p.id}")
+                _check_dim(f"pane {p.id}", p.sx, p.sy)
+                if not (0 <= p.xoff <= MAX_PANE_DIM and 0 <= p.yoff <= MAX_PANE_DIM):
+                    raise SessionError(f"pane {p.id} offset {p.xoff},{p.yoff} out of range")
+                geoms[p.id] = (w.idx, p)
+                ids.append(p.id)
+            if w.active_pane not in ids:
+                raise SessionError(f"window {w.idx}: active pane {w.active_pane} not in window")
+            windows[w.idx] = WindowState(w.idx, w.name, tuple(ids), w.active_pane)
+        if msg.active_window not in windows:
+            raise SessionError(f"active window {msg.active_window} not in layout")
+        return windows, geoms
 
     def _pty_data(self, msg: m.PtyData) -> None:
         pane = self.panes.get(msg.pane_id)
@@ -314,157 +303,75 @@ class Session:
             if pane is None:
                 raise SessionError(f"unknown pane id {sp.pane_id} (snapshot)")
             pane.model.reset()
-            pane.model.feed(_snapshot_vt(sp))
+            pane.model.feed(snapshot_vt(sp))
         self.generation += 1
 
-    def _exec_cmd(self, msg: m.ExecCmd) -> list:
+    def _exec_cmd(self, msg: m.ExecCmd) -> Replies:
         return self._apply_command(tuple(msg.argv))
 
-    def _exec_cmd_str(self, msg: m.ExecCmdStr) -> list:
-        # Old clients send the command as one string: shell-like words, commands split on `;`.
+    def _exec_cmd_str(self, msg: m.ExecCmdStr) -> Replies:
+        # Old clients send commands as one string, parsed by tmux's rules (`;` separates them).
         try:
-            words = shlex.split(msg.command, comments=False, posix=True)
-        except ValueError:
-            self.notes.append(f"unparsable command string: {msg.command[:80]!r}")
+            commands = parse_commands(msg.command)
+        except CommandSyntaxError as e:
+            self.notes.append(f"unparsable command string ({e}): {msg.command[:80]!r}")
             return []
-        out: list = []
-        cmd: list[str] = []
-        for w in words + [";"]:
-            if w == ";":
-                if cmd:
-                    out += self._apply_command(tuple(cmd))
-                cmd = []
-            else:
-                cmd.append(w)
+        out: Replies = []
+        for argv in commands:
+            out += self._apply_command(argv)
         return out
 
-    # ------------------------------------------------------------------ replicated commands
-    def _apply_command(self, argv: tuple[str, ...]) -> list:
+    def _apply_command(self, argv: tuple[str, ...]) -> Replies:
+        """A replicated command: applied to `config`; any other is kept in `other_commands`."""
         if not argv:
             return []
         name, args = argv[0], argv[1:]
-        fn = self._COMMANDS.get(name)
-        if fn is None:
+        command = COMMANDS.get(name)
+        if command is None:
             self.other_commands.append(argv)
             return []
         try:
-            return fn(self, args) or []
-        except _Usage as e:
+            out = command(self.config, args)
+        except UsageError as e:
             self.notes.append(f"{name}: {e}")
             return []
-
-    def _bind_key(self, args: tuple[str, ...]) -> None:
-        flags, rest = _getopt(args, "cnr", "tT")
-        if len(rest) < 2:
-            raise _Usage("bind-key needs a key and a command")
-        key, command = rest[0], tuple(rest[1:])
-        binding = Binding(command, repeat="r" in flags, flags=tuple(f"-{f}" for f in flags if f in "c"))
-        table = self._table_for(flags, create=True)
-        if key not in table and self._count(self.key_tables, self.mode_key_tables) >= MAX_BINDINGS:
-            raise SessionError(f"too many key bindings (max {MAX_BINDINGS})")
-        table[key] = binding
-        self.generation += 1
-
-    def _unbind_key(self, args: tuple[str, ...]) -> None:
-        flags, rest = _getopt(args, "acn", "tT")
-        table = self._table_for(flags, create=False)
-        if "a" in flags:
-            if table is not None:
-                table.clear()
-        elif not rest:
-            raise _Usage("unbind-key needs a key")
-        elif table is not None:
-            table.pop(rest[0], None)
-        self.generation += 1
-
-    @staticmethod
-    def _count(*dicts_of_dicts: dict) -> int:
-        return sum(len(d) for dd in dicts_of_dicts for d in dd.values())
-
-    def _table_for(self, flags: dict, create: bool) -> dict | None:
-        if "t" in flags:
-            tables, name = self.mode_key_tables, flags["t"]
-        else:
-            tables = self.key_tables
-            name = flags.get("T") or ("root" if "n" in flags else "prefix")
-        if name not in tables:
-            if not create:
-                return None
-            tables[name] = {}
-        return tables[name]
-
-    def _set_option(self, args: tuple[str, ...], window: bool = False) -> list:
-        flags, rest = _getopt(args, "agoqsuw", "t")
-        if not rest or not rest[0]:
-            raise _Usage("set-option needs an option name")
-        name = rest[0]
-        value = rest[1] if len(rest) > 1 else None
-        out: list = []
-        if "u" not in flags:
-            out += self._tmate_option_hooks(name, value)
-        if window or "w" in flags:
-            store = self.window_options
-        elif "s" in flags:
-            store = self.server_options
-        else:
-            store = self.options
-        if (
-            name not in store
-            and "u" not in flags
-            and self._count(
-                {0: self.options, 1: self.window_options, 2: self.server_options, 3: self.tmate_values}
-            )
-            >= MAX_OPTIONS
-        ):
-            raise SessionError(f"too many options (max {MAX_OPTIONS})")
-        if "u" in flags:
-            store.pop(name, None)
-        elif "o" in flags and name in store:
-            pass
-        elif value is None:
-            # tmux toggles a flag option given without a value.
-            store[name] = "off" if store.get(name) == "on" else "on"
-        elif "a" in flags:
-            store[name] = store.get(name, "") + value
-        else:
-            store[name] = value
+        except ConfigFlood as e:
+            raise SessionError(str(e)) from None
         self.generation += 1
         return out
 
-    def _set_window_option(self, args: tuple[str, ...]) -> list:
-        return self._set_option(args, window=True)
-
-    def _tmate_option_hooks(self, name: str, value: str | None) -> list:
-        """Side effects the C server gives some options before storing them."""
-        if name == "tmate-authorized-keys":
-            self.authorized_keys = []
-        elif name == "tmate-set" and value is not None and "=" in value:
-            key, val = value.split("=", 1)
-            if key not in self.tmate_values and len(self.tmate_values) >= MAX_OPTIONS:
-                raise SessionError(f"too many options (max {MAX_OPTIONS})")
-            self.tmate_values[key] = val
-            if key == "authorized_keys":
-                parts = val.split(" ")
-                if self.authorized_keys is None:
-                    self.authorized_keys = []
-                if len(self.authorized_keys) >= MAX_OPTIONS:
-                    raise SessionError(f"too many authorized keys (max {MAX_OPTIONS})")
-                if len(parts) >= 2 and parts[0] and parts[1]:
-                    self.authorized_keys.append((parts[0], parts[1]))
-                else:
-                    self.notes.append("malformed authorized key ignored")
-        elif name in NAMED_SESSION_OPTIONS and not self._named_session_warned:
-            self._named_session_warned = True
-            return [m.Notify(NAMED_SESSIONS_UNSUPPORTED)]
-        return []
-
     # ------------------------------------------------------------------ convenience for readers
+    @property
+    def key_tables(self) -> dict[str, KeyTable]:
+        return self.config.key_tables
+
+    @property
+    def mode_key_tables(self) -> dict[str, KeyTable]:
+        return self.config.mode_key_tables
+
+    @property
+    def options(self) -> dict[str, str]:
+        return self.config.options
+
+    @property
+    def window_options(self) -> dict[str, str]:
+        return self.config.window_options
+
+    @property
+    def server_options(self) -> dict[str, str]:
+        return self.config.server_options
+
+    @property
+    def tmate_values(self) -> dict[str, str]:
+        return self.config.tmate_values
+
+    @property
+    def authorized_keys(self) -> list[tuple[str, str]] | None:
+        return self.config.authorized_keys
+
     def option(self, name: str, default: str | None = None) -> str | None:
         """An option's value, looking at session, window then server options."""
-        for store in (self.options, self.window_options, self.server_options):
-            if name in store:
-                return store[name]
-        return default
+        return self.config.option(name, default)
 
     @property
     def last_window(self) -> int | None:
@@ -485,104 +392,21 @@ class Session:
             pane.model.close()
         self.panes.clear()
 
-    _HANDLERS = {
-        m.Header: _header,
-        m.SyncLayout: _sync_layout,
-        m.PtyData: _pty_data,
-        m.ExecCmdStr: _exec_cmd_str,
-        m.FailedCmd: _failed_cmd,
-        m.Status: _status,
-        m.SyncCopyMode: _sync_copy_mode,
-        m.WriteCopyMode: _write_copy_mode,
-        m.Fin: _fin,
-        m.HostReady: _ready,
-        m.Reconnect: _reconnect,
-        m.Snapshot: _snapshot,
-        m.ExecCmd: _exec_cmd,
-        m.Uname: _uname,
-    }
 
-    _COMMANDS = {
-        "bind-key": _bind_key,
-        "bind": _bind_key,
-        "unbind-key": _unbind_key,
-        "unbind": _unbind_key,
-        "set-option": _set_option,
-        "set": _set_option,
-        "set-window-option": _set_window_option,
-        "setw": _set_window_option,
-    }
-
-
-_Usage = UsageError
-
-
-def _getopt(args: tuple[str, ...], bool_flags: str, arg_flags: str) -> tuple[dict, list[str]]:
-    """Strict tmux getopt for replicated commands: an unknown flag or missing value is _Usage."""
-    return getopt(args, arg_flags, known=bool_flags)
-
-
-# ---------------------------------------------------------------------- snapshot restore
-# tmux 2.x grid cell packing of SNAPSHOT lines: flags << 24 | attr << 16 | bg << 8 | fg.
-_FLAG_FG256, _FLAG_BG256, _FLAG_PADDING, _FLAG_FGRGB, _FLAG_BGRGB = 0x1, 0x2, 0x4, 0x10, 0x20
-_ATTR_SGR = ((0x1, "1"), (0x2, "2"), (0x4, "4"), (0x8, "5"), (0x10, "7"), (0x20, "8"), (0x40, "3"))
-_ATTR_CHARSET = 0x80
-_MODE_CURSOR = 0x1
-
-
-def _colour_sgr(value: int, is256: bool, rgb: bool, base: int) -> str | None:
-    if rgb:
-        return None  # the packing keeps only one byte of an RGB colour
-    if is256:
-        return f"{base + 8};5;{value}"
-    if value < 8:
-        return str(base + value)
-    if 90 <= value <= 97:  # aixterm bright colours
-        return str(value + (base - 30))
-    return None  # 8: default
-
-
-def _snapshot_vt(sp: m.SnapshotPane) -> bytes:
-    """VT bytes that repaint a SNAPSHOT pane: history and screen lines, then the cursor. With a
-    saved grid the pane was on the alternate screen: the saved grid is the normal screen."""
-    out: list[str] = []
-    saved = getattr(sp, "saved", None)
-    if saved is not None:
-        _grid_vt(out, saved.lines, saved.cursor_x, saved.cursor_y)
-        out.append("\x1b[?1049h\x1b[H")
-    _grid_vt(out, sp.lines, sp.cursor_x, sp.cursor_y)
-    if not sp.mode & _MODE_CURSOR:
-        out.append("\x1b[?25l")
-    return "".join(out).encode("utf-8", "replace")
-
-
-def _grid_vt(out: list[str], lines, cursor_x: int, cursor_y: int) -> None:
-    for n, line in enumerate(lines):
-        if n:
-            out.append("\r\n")
-        chars = list(line.text)
-        attrs = line.attrs
-        skip_padding = len(chars) < len(attrs)
-        ci = 0
-        last = None
-        for a in attrs:
-            flags, attr, bg, fg = (a >> 24) & 0xFF, (a >> 16) & 0xFF, (a >> 8) & 0xFF, a & 0xFF
-            if flags & _FLAG_PADDING:
-                if not skip_padding:
-                    ci += 1
-                continue
-            if ci >= len(chars):
-                break
-            ch = chars[ci]
-            ci += 1
-            if (flags, attr, bg, fg) != last:
-                sgr = ["0"] + [code for bit, code in _ATTR_SGR if attr & bit]
-                f = _colour_sgr(fg, bool(flags & _FLAG_FG256), bool(flags & _FLAG_FGRGB), 30)
-                b = _colour_sgr(bg, bool(flags & _FLAG_BG256), bool(flags & _FLAG_BGRGB), 40)
-                sgr += [c for c in (f, b) if c]
-                out.append("\x1b[" + ";".join(sgr) + "m")
-                out.append("\x1b(0" if attr & _ATTR_CHARSET else "\x1b(B")
-                last = (flags, attr, bg, fg)
-            out.append(ch)
-        out.append("\x1b[0m\x1b(B")
-    out.append(f"\x1b[{cursor_y + 1};{cursor_x + 1}H")
+# Each handler takes its own message class (a dict keyed by class cannot say so: Any).
+_HANDLERS: dict[type, Callable[[Session, Any], Replies | None]] = {
+    m.Header: Session._header,
+    m.SyncLayout: Session._sync_layout,
+    m.PtyData: Session._pty_data,
+    m.ExecCmdStr: Session._exec_cmd_str,
+    m.FailedCmd: Session._failed_cmd,
+    m.Status: Session._status,
+    m.SyncCopyMode: Session._sync_copy_mode,
+    m.WriteCopyMode: Session._write_copy_mode,
+    m.Fin: Session._fin,
+    m.HostReady: Session._ready,
+    m.Reconnect: Session._reconnect,
+    m.Snapshot: Session._snapshot,
+    m.ExecCmd: Session._exec_cmd,
+    m.Uname: Session._uname,
+}
