@@ -46,7 +46,6 @@ from relay.tmate.wire import (
     MAX_ID,
     MAX_MESSAGE_SIZE,
     MAX_PANES,
-    MAX_PTY_CHUNK,
     MAX_SNAPSHOT_LINE_CELLS,
     MAX_SNAPSHOT_LINES,
     MAX_SNAPSHOT_SIZE,
@@ -78,5 +77,4 @@ __all__ = [
     "MAX_ARGV",
     "MAX_SNAPSHOT_LINES",
     "MAX_SNAPSHOT_LINE_CELLS",
-    "MAX_PTY_CHUNK",
 ]

@@ -16,7 +16,7 @@ STRING_HEADER_VERSION = 3  # headers below this protocol carry no client version
 LEGACY_CLIENT_VERSION = "1.8.5"
 MSGPACK_STR8_VERSION = 5  # below this, the peer speaks the old msgpack spec (no str8/bin)
 
-MAX_MESSAGE_SIZE = 17 * 1024  # one encoded message (the C server's limit)
+MAX_MESSAGE_SIZE = 17 * 1024  # one encoded message (the C server's limit; PTY_DATA chunks are <= 16 KiB)
 MAX_SNAPSHOT_SIZE = 4 * 1024 * 1024  # one encoded SNAPSHOT message
 MAX_PANES = 1000  # panes across all windows of a SYNC_LAYOUT / SNAPSHOT
 MAX_WINDOWS = 1000  # windows in a SYNC_LAYOUT
@@ -25,7 +25,6 @@ MAX_ID = 2**31 - 1  # pane ids, window indexes, client ids (C int)
 MAX_ARGV = 1024  # strings in one EXEC_CMD
 MAX_SNAPSHOT_LINES = 2000  # lines per snapshot grid (the C server's history limit)
 MAX_SNAPSHOT_LINE_CELLS = MAX_DIMENSION  # cells per snapshot line
-MAX_PTY_CHUNK = 16 * 1024  # what the client puts in one PTY_DATA (not enforced)
 
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
