@@ -91,3 +91,41 @@ def test_resize_leaves_a_row_only_for_a_drawn_status_line(value, session_rows):
     assert not any("from a smaller client" in r for r in rows), rows
     screen.close()
     assert rs.finish() == "host finished the session"
+
+
+def test_a_status_change_after_the_viewer_joined_resizes_the_session():
+    rs = RunningSession()
+    replies = RelayDecoder()
+    viewer = rs.join()
+    assert _next_resize(rs.host, replies, 23) == m.Resize(80, 23)  # 24 rows less the status line
+    rs.host.sendall(encode_host(m.ExecCmd(("set-option", "-g", "status", "off"))))
+    assert _next_resize(rs.host, replies, 24) == m.Resize(80, 24)
+    rs.host.sendall(encode_host(m.ExecCmd(("set-option", "-g", "status", "on"))))
+    rs.host.settimeout(5)
+    got: list[m.RelayMessage] = []
+    while m.Resize(80, 23) not in got:
+        got += replies.feed(rs.host.recv(65536))
+    viewer.close()
+    assert rs.finish() == "host finished the session"
+
+
+@pytest.mark.parametrize(
+    "argv,shown",
+    [
+        (("display-message", "win #I:#W"), "win 0:sh"),
+        (("display-message", "-p", "-t", "0", "#{window_name}!"), "sh!"),
+        (("display-message", "-F", "#W via -F"), "sh via -F"),
+    ],
+)
+def test_display_message_shows_its_expanded_message(argv, shown):
+    rs = RunningSession()
+    rs.host.sendall(encode_host(m.ExecCmd(("bind-key", "-n", "F2", *argv))))
+    rs.host.sendall(encode_host(m.PtyData(0, b"MARK")))
+    viewer = rs.join()
+    screen = TerminalModel(80, 24)
+    _read_until(viewer, screen, lambda rows: rows[0].startswith("MARK"))
+    viewer.send(link.INPUT + b"\x1bOQ")  # F2
+    rows = _read_until(viewer, screen, lambda rows: shown in rows[23])
+    assert rows[23].startswith(shown), rows[23]
+    screen.close()
+    assert rs.finish() == "host finished the session"

@@ -35,6 +35,7 @@ from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, ProtocolError, encode
 from relay.tmate.session import Session, SessionError
 from relay.tmux import options
+from relay.tmux.args import getopt
 from relay.tmux.formats import expand_current
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class HostSession:
         self.host_size: tuple[int, int] | None = None  # last RESIZE sent
         self.access_sent: tuple | None = None  # last access state told to the master
         self.access_generation: int | None = None  # session.generation it was computed at
+        self.sized_generation: int | None = None  # session.generation the host size was checked at
         self.closing = False  # close() has begun: nothing more is sent to the host
         self.log = conn.log
 
@@ -112,6 +114,9 @@ class HostSession:
         for v in self.viewers.values():
             v.dirty = True
         self._publish_access()
+        if self.session.generation != self.sized_generation:
+            self.sized_generation = self.session.generation
+            self._update_host_size()  # an option such as `status` may have changed the size
         return not self.session.finished
 
     def _publish_access(self) -> None:
@@ -295,9 +300,10 @@ class HostSession:
                 v.prompt = make(argv, self.session)
                 v.dirty = True
         elif name == "display-message":
-            words = [a for a in argv[1:] if not a.startswith("-")]
-            if words:
-                self._show(v, expand_current(words[-1], self.session))
+            flags, words = getopt(argv[1:], "ctF")
+            text = words[0] if words else flags.get("F")
+            if isinstance(text, str) and text:
+                self._show(v, expand_current(text, self.session))
         elif name == "refresh-client":
             if v.screen is not None:
                 v.screen.invalidate()

@@ -26,6 +26,7 @@ from relay.input.keycodes import (
     KEYC_MASK_MOD,
     KEYC_RIGHT,
 )
+from relay.screen.width import display_width
 from relay.tmux.args import getopt
 from relay.tmux.cmdline import CommandSyntaxError, parse_commands
 from relay.tmux.formats import expand_current
@@ -184,8 +185,6 @@ class ViewerPrompt:
     # ------------------------------------------------------------------ drawing
     def display(self, cols: int) -> tuple[str, int]:
         """The status-line text and the cursor's column, scrolled so the cursor is visible."""
-        from relay.screen.width import display_width
-
         label_w = display_width(self.label)
         before = self.buffer[: self.cursor]
         room = max(1, cols - label_w - 1)
