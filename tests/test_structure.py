@@ -11,6 +11,10 @@ Rules (README, issue 6 "Structure for growth"):
   master       relay.master imports nothing that parses client bytes: no paramiko,
                cryptography, pyghostty, relay.conn, relay.tmate, relay.screen, relay.input,
                relay.tmux, relay.hostkeys
+  layers       within relay, each layer imports only the layers below it (as its package
+               docstring says): relay.tmate -> relay.tmux, relay.screen.terminal; relay.screen
+               -> relay.tmux, relay.tmate; relay.input -> relay.tmux, relay.tmate,
+               relay.screen.width; relay.conn never relay.master or relay.cli
   jail         jail imports nothing from relay
   size         no module over 500 lines
 """
@@ -42,6 +46,14 @@ MASTER_FORBIDDEN = (
     "relay.tmux",
     "relay.hostkeys",
 )
+
+# What each layer may import from the rest of relay (besides itself and the bare `relay` package).
+LAYER_ALLOWS = {
+    "relay.tmate": ("relay.tmux", "relay.screen.terminal"),
+    "relay.screen": ("relay.tmux", "relay.tmate"),
+    "relay.input": ("relay.tmux", "relay.tmate", "relay.screen.width"),
+}
+CONN_FORBIDDEN = ("relay.master", "relay.cli")
 
 
 def within(name: str, packages: tuple[str, ...] | str) -> bool:
@@ -95,6 +107,12 @@ IMPORT_RULES = [
         lambda mod, target: within(target, MASTER_FORBIDDEN),
     ),
     ImportRule(
+        "layers",
+        "a layer imports only the layers below it",
+        lambda mod: within(mod, (*LAYER_ALLOWS, "relay.conn")),
+        lambda mod, target: _crosses_layers(mod, target),
+    ),
+    ImportRule(
         "jail",
         "jail imports nothing from relay",
         lambda mod: within(mod, "jail"),
@@ -102,6 +120,15 @@ IMPORT_RULES = [
     ),
 ]
 RULE_NAMES = [r.name for r in IMPORT_RULES] + ["size"]
+
+
+def _crosses_layers(mod: str, target: str) -> bool:
+    if within(mod, "relay.conn"):
+        return within(target, CONN_FORBIDDEN)
+    if not within(target, "relay") or target == "relay":
+        return False
+    (layer,) = [p for p in LAYER_ALLOWS if within(mod, p)]
+    return not within(target, (layer, *LAYER_ALLOWS[layer]))
 
 
 def modules(root: Path, packages: tuple[str, ...] = PACKAGES) -> Iterator[Module]:
@@ -183,8 +210,11 @@ def _write(root: Path, rel: str, text: str) -> None:
 @pytest.fixture
 def broken_tree(tmp_path) -> Path:
     """A small relay/ + jail/ tree that breaks every rule once, and a few imports that are fine."""
-    for pkg in ("relay", "relay/tmate", "relay/master", "relay/tmux", "relay/conn", "jail"):
+    for pkg in ("relay", "relay/tmate", "relay/master", "relay/tmux", "relay/conn", "relay/screen", "jail"):
         _write(tmp_path, f"{pkg}/__init__.py", "")
+    _write(tmp_path, "relay/screen/z.py", "from relay import log\nfrom relay.tmate import session\n")
+    _write(tmp_path, "relay/screen/keys.py", "from relay.input.parser import InputParser\n")
+    _write(tmp_path, "relay/conn/c.py", "from relay.tmate import session\nfrom relay.master import server\n")
     _write(tmp_path, "relay/tmate/x.py", "from __future__ import annotations\n\nimport socket\n")
     _write(
         tmp_path,
@@ -218,6 +248,13 @@ def test_checker_catches_each_broken_rule(broken_tree):
         "relay/master/y.py:7: relay.master.y imports relay.tmate.x",
     ]
     assert all(line.endswith("[master]") for line in got["master"])
+    assert [line.split(": a layer imports")[0] for line in got["layers"]] == [
+        "relay/conn/c.py:2: relay.conn.c imports relay.master",
+        "relay/conn/c.py:2: relay.conn.c imports relay.master.server",
+        "relay/screen/keys.py:1: relay.screen.keys imports relay.input.parser",
+        "relay/screen/keys.py:1: relay.screen.keys imports relay.input.parser.InputParser",
+        "relay/screen/z.py:1: relay.screen.z imports relay.log",
+    ]
     assert [line.split(": jail imports")[0] for line in got["jail"]] == [
         "jail/a.py:5: jail.a imports relay",
         "jail/a.py:5: jail.a imports relay.log",
