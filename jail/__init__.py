@@ -1,7 +1,7 @@
 """Per-connection jail: namespaces, an empty read-only root, no capabilities, seccomp.
 
 Knows nothing of SSH or tmate; every privilege change of the project lives here.
-See ARCHITECTURE.md section 2 and jail/jailer.py for the exact sequence (the master's side
+See docs/architecture.md section 6 and jail/jailer.py for the exact sequence (the master's side
 there, the children's in jail/child.py, the process title in jail/title.py).
 """
 

@@ -1,6 +1,6 @@
 """The jail: forks one process per connection and locks it down before it runs any code.
 
-Sequence (see ARCHITECTURE.md section 2; the master is single-threaded). This module is the
+Sequence (see docs/architecture.md section 6; the master is single-threaded). This module is the
 master's side; jail/child.py runs C1 and C2, jail/title.py sets the process title:
 
   master                         C1 (intermediate)              C2 (the session, PID 1)

@@ -23,7 +23,7 @@ from relay.tmate.codec import HostDecoder, RelayDecoder, encode, encode_host
 from relay.tmate.session import Session
 
 # What the real clients negotiate with paramiko: Debian's tmate 2.4 (libssh) takes aes256-gcm
-# (ARCHITECTURE.md §6); OpenSSH 9.2, whose chacha20-poly1305 paramiko lacks, takes aes128-ctr
+# (docs/architecture.md section 6); OpenSSH 9.2, whose chacha20-poly1305 paramiko lacks, takes aes128-ctr
 # with hmac-sha2-256-etm.
 _KEX = ("curve25519-sha256@libssh.org", "curve25519-sha256")
 _SUITES = {

@@ -12,7 +12,7 @@ samples that agree are taken as a uniformly coloured row (what ED/EL produce), o
 alone is scanned cell by cell.
 
 History is capped in bytes, not lines (pruning by line count is ~8x slower in libghostty, see
-ARCHITECTURE.md section 3). `history_cap_bytes()` sizes the cap so that at least `history_lines`
+docs/architecture.md section 6). `history_cap_bytes()` sizes the cap so that at least `history_lines`
 rows of ordinary text (plain or SGR-coloured) survive at the pane's width; content that needs more
 memory per row (an RGB colour per cell, combining marks in every cell) keeps fewer rows: memory
 stays bounded rather than the row count.

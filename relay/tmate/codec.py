@@ -1,7 +1,7 @@
 """Sans-IO codec for the tmate protocol (protocol version 6, tmate 2.4; older hosts accepted).
 
 Bytes in, typed messages (`relay.tmate.messages`) out, and the reverse. No sockets, no threads, no
-clocks. Layouts follow ARCHITECTURE.md section 4; the tmate sources are the only specification.
+clocks. Layouts: docs/architecture.md section 6; the tmate sources are the only specification.
 This module is the codec's public face; the parts live in `wire` (framing, limits, field checks),
 `host_decoder`, `relay_decoder` and `encoder`.
 

@@ -1,7 +1,7 @@
 """Typed tmate protocol messages (protocol version 6, tmate 2.4).
 
 These are plain values: the codec (`relay.tmate.codec`) turns bytes into them and back, the session
-(`relay.tmate.session`) consumes them. Field layouts follow ARCHITECTURE.md section 4.
+(`relay.tmate.session`) consumes them. Field layouts: docs/architecture.md section 6.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A reconnecting host's SNAPSHOT pane as VT bytes that repaint a fresh terminal model.
 
-The lines carry tmux 2.x packed grid cells (ARCHITECTURE.md section 8): one value per used cell,
+The lines carry tmux 2.x packed grid cells (docs/architecture.md section 6): one value per used cell,
 ``flags << 24 | attr << 16 | bg << 8 | fg``; RGB colours did not survive the packing.
 """
 
