@@ -7,6 +7,8 @@ import errno
 import socket
 import sys
 
+from relay.master.admission import MaxStartups
+
 USAGE = """\
 pymate-relay -k DIR [-p PORT] [-b ADDR] [-h HOST] [-q PORT] [-v]
        pymate-relay keygen -k DIR [-h HOST] [-p PORT]"""
@@ -71,6 +73,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="connections served at once; more are refused and logged (default: 1000)",
     )
+    p.add_argument(
+        "--max-startups",
+        default="10:30:100",
+        metavar="START:RATE:FULL",
+        help="connections that have not taken a role yet, as sshd's MaxStartups: beyond START a new "
+        "one is refused with probability RATE%%, rising linearly to 100%% at FULL (default: 10:30:100)",
+    )
+    p.add_argument(
+        "--per-source-max-startups",
+        type=int,
+        default=10,
+        metavar="N",
+        help="connections without a role from one address at once (default: 10)",
+    )
+    p.add_argument(
+        "--per-source-rate",
+        type=float,
+        default=20.0,
+        metavar="N",
+        help="new connections per second from one address, with bursts of 5*N (default: 20)",
+    )
+    p.add_argument(
+        "--max-sessions", type=int, default=1000, metavar="N", help="host sessions at once (default: 1000)"
+    )
+    p.add_argument(
+        "--max-viewers", type=int, default=64, metavar="N", help="viewers per session (default: 64)"
+    )
     return p
 
 
@@ -93,8 +122,15 @@ def _checked_args(argv: list[str]) -> tuple[argparse.Namespace, tuple[int, int]]
         parser.error("--uid-range must look like START:COUNT")
     if args.grace_period <= 0:
         parser.error("--grace-period must be positive")
-    if args.max_connections < 1:
-        parser.error("--max-connections must be at least 1")
+    for name in ("max_connections", "per_source_max_startups", "max_sessions", "max_viewers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.per_source_rate > 0:
+        parser.error("--per-source-rate must be positive")
+    try:
+        args.max_startups = MaxStartups.parse(args.max_startups)
+    except ValueError as e:
+        parser.error(f"--max-startups: {e}")
     return args, (uid_start, uid_count)
 
 
@@ -113,6 +149,11 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         ssh_port=args.ssh_port or args.port,
         grace_period=args.grace_period,
         max_connections=args.max_connections,
+        max_startups=args.max_startups,
+        per_source_max_startups=args.per_source_max_startups,
+        per_source_rate=args.per_source_rate,
+        max_sessions=args.max_sessions,
+        max_viewers=args.max_viewers,
         jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1]),
     )
     conn_cfg = ConnectionConfig(
@@ -121,10 +162,11 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         ssh_port=cfg.ssh_port,
         grace_period=cfg.grace_period,
         verbose=args.verbose,
+        max_viewers=cfg.max_viewers,
     )
 
-    def connection(sock: socket.socket, ctl: socket.socket, ip: str):
-        return Connection(sock, ctl, ip, conn_cfg).run
+    def connection(sock: socket.socket, ctl: socket.socket, ip: str, accepted: float):
+        return Connection(sock, ctl, ip, conn_cfg, accepted).run
 
     return Master(cfg, connection=connection, warm_up=lambda: warm_up(conn_cfg.host_keys))
 

@@ -32,13 +32,20 @@ Master -> connection (`TO_CONNECTION`):
   joined      readonly  + fd        to a viewer, once: its end of the link to the session.
   no-session  (no fields)           to a viewer, once: no joinable session has that token (or the
                                     key is not one the session allows).
+  refused     line                  to a connection that asked for the host role (max-sessions)
+                                    or to join (max-viewers), once, instead of tokens or joined:
+                                    the line to show its client before the connection closes.
   viewer      readonly, ip,         to a session process, repeatable: a viewer joins; the fd is
               pubkey|nil  + fd      the session's end of the link.
 Only the master passes file descriptors. It reads with plain recv(), which discards (and closes)
 any that a compromised connection process would try to pass.
 
 `Client` is the connection side: one wrapper per message (`request_tokens`, `join`, `authorize`,
-`publish_access`, `log`, `receive_viewer`, `master_gone`).
+`publish_access`, `log`, `receive_viewer`, `master_gone`); `refused` reaches it as `Refused`.
+
+`SSH_BANNER` is here because both sides need it: the master writes it to every connection it
+accepts (before forking anything), and the connection process's SSH server must not write it
+again (relay.conn.ssh).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+SSH_BANNER = "SSH-2.0-tmate"  # the relay's SSH identification string (RFC 4253 4.2), without CRLF
 MAX_CONTROL_MESSAGE = 8192
 MAX_AUTHORIZED_KEYS = 100  # key fingerprints (`tmate -a`) a session may restrict its viewers to
 MAX_USER = 128  # an SSH user name (a token, for a viewer)
@@ -58,6 +66,7 @@ MAX_FINGERPRINT = 64  # "SHA256:" and 43 base64 characters, with room
 MAX_PUBKEY = 4096  # "type base64" of a viewer's key (a 16384-bit RSA key is ~2.8 KB)
 MAX_IP = 64
 MAX_LOG_EVENT = 512
+MAX_REFUSAL = 200  # the line a refused connection shows its client
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 RESERVED_LOG_KEYS = frozenset({"event", "level", "timestamp", "pid", "ip", "self"})
 ANSWER_TIMEOUT = 5.0  # seconds a connection waits for the master's answer
@@ -75,6 +84,11 @@ class ControlError(Exception):
 
 class MasterGone(ControlError):
     """The master closed the control socket (it is shutting down)."""
+
+
+class Refused(Exception):
+    """The master refused this connection's request for a role (a limit); str(e) is the line to
+    show the client."""
 
 
 # ---------------------------------------------------------------------- field types
@@ -178,6 +192,7 @@ TO_CONNECTION = _table(
     Message("tokens", (text("rw", MAX_USER), text("ro", MAX_USER)), frozenset({HOST}), once=True),
     Message("joined", (flag("readonly"),), frozenset({VIEWER}), once=True, fd=True),
     Message("no-session", (), frozenset({VIEWER}), once=True),
+    Message("refused", (text("line", MAX_REFUSAL),), frozenset({HOST, VIEWER}), once=True),
     Message(
         "viewer",
         (flag("readonly"), text("ip", MAX_IP), optional_text("pubkey", MAX_PUBKEY)),
@@ -306,20 +321,25 @@ class Client:
         return reply[0] is True
 
     def request_tokens(self) -> tuple[str, str]:
-        """This connection is a tmate host: its (read-write, read-only) tokens."""
-        _, (rw, ro), _ = self._ask("host", answers=("tokens",))
-        return rw, ro
+        """This connection is a tmate host: its (read-write, read-only) tokens; Refused when the
+        relay takes no more sessions."""
+        name, reply, _ = self._ask("host", answers=("tokens", "refused"))
+        if name == "refused":
+            raise Refused(reply[0])
+        return reply[0], reply[1]
 
     def join(self, token: str, pubkey: str | None, fp: str | None) -> tuple[bool, int] | None:
         """This connection is a viewer of the session `token` names: (readonly, link fd), or
-        None when no session takes it."""
+        None when no session takes it; Refused when the session has all the viewers it may."""
         if pubkey is not None and len(pubkey) > MAX_PUBKEY:
             pubkey = None
         if fp is not None and not _fingerprint(fp):
             fp = None
-        name, reply, fds = self._ask("join", token, pubkey, fp, answers=("joined", "no-session"))
+        name, reply, fds = self._ask("join", token, pubkey, fp, answers=("joined", "no-session", "refused"))
         if name == "no-session":
             return None
+        if name == "refused":
+            raise Refused(reply[0])
         return reply[0], fds[0]
 
     def publish_access(self, fps: list[str] | None) -> None:

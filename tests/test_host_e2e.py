@@ -252,6 +252,8 @@ def test_header_reply_over_raw_protocol(relay):
 def test_connections_beyond_the_limit_are_refused_and_logged(keys_dir, make_host):
     with Relay(keys_dir, extra=["--max-connections", "2"]) as relay:
         idle = [socket.create_connection(("127.0.0.1", relay.port)) for _ in range(2)]
+        for s in idle:  # a client that sends nothing costs no process: these send a banner
+            s.sendall(b"SSH-2.0-idle\r\n")
         try:
             wait_for(lambda: len(relay.children()) == 2, 5, "two connection processes")
             extra = socket.create_connection(("127.0.0.1", relay.port))

@@ -16,7 +16,7 @@ class FakeJailer:
 
 
 def make_master() -> Master:
-    def no_connection(sock: socket.socket, ctl: socket.socket, ip: str):
+    def no_connection(sock: socket.socket, ctl: socket.socket, ip: str, accepted: float):
         raise AssertionError("these tests spawn nothing")
 
     return Master(RelayConfig(), connection=no_connection, jailer=cast(Jailer, FakeJailer()))

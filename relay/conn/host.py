@@ -46,7 +46,7 @@ READ_CHUNK = 65536
 HOST_READ_BUDGET = 1 << 20  # bytes of host data handled before serving viewers again
 FRAME_INTERVAL = 1 / 60  # at most this many frames a second per viewer
 MESSAGE_TIME = 3.0  # seconds a status-line message stays
-MAX_VIEWERS = 64
+DEFAULT_MAX_VIEWERS = 64  # viewers per session unless --max-viewers says otherwise
 MAX_INPUT_RECORD = 64 * 1024
 
 ENTER_TERMINAL = b"\x1b[?1049h\x1b[H\x1b[2J"  # alternate screen, as tmux does
@@ -75,8 +75,11 @@ class Viewer:
 
 
 class HostSession:
-    def __init__(self, conn, chan: paramiko.Channel, session: Session):
+    def __init__(
+        self, conn, chan: paramiko.Channel, session: Session, max_viewers: int = DEFAULT_MAX_VIEWERS
+    ):
         self.conn = conn
+        self.max_viewers = max_viewers  # the master refuses first (--max-viewers); this holds if it raced
         self.chan = chan
         self.session = session
         self.decoder = HostDecoder()
@@ -153,8 +156,14 @@ class HostSession:
     # ------------------------------------------------------------------ viewers
     def _add_viewer(self, fd: int, readonly: bool, ip: str) -> None:
         sock = socket.socket(fileno=fd)
-        if len(self.viewers) >= MAX_VIEWERS:
-            self.log.warning("viewer refused", reason=f"too many viewers (limit {MAX_VIEWERS})", ip=ip)
+        limit = self.max_viewers
+        if len(self.viewers) >= limit:
+            self.log.warning(
+                "connection refused",
+                limit="max-viewers",
+                reason=f"too many viewers (limit {limit})",
+                viewer_ip=ip,
+            )
             try:
                 sock.send(link.EXIT + LEAVE_TERMINAL + b"Too many viewers in this session\r\n")
             finally:
@@ -421,7 +430,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     session = Session(
         rw_token=rw_token, ro_token=ro_token, ssh_host=conn.cfg.ssh_host, ssh_port=conn.cfg.ssh_port
     )
-    hs = HostSession(conn, chan, session)
+    hs = HostSession(conn, chan, session, conn.cfg.max_viewers)
     last = SERVER_EXITED
     code = 0
     try:

@@ -6,6 +6,12 @@ master. The role follows from the first channel request (the policy is relay.con
   - `subsystem tmate`: a tmate host; this process becomes the session (relay.conn.host).
   - `shell` (after `pty-req`): a viewer; the SSH user name is the token (relay.conn.viewer).
   - `exec` and anything else: refused.
+
+The master accepted the connection and wrote our SSH banner before forking this process (it
+forks once the client's first bytes are waiting), so paramiko does not write it again
+(relay.conn.ssh.QuickAckSocket). The grace period counts from that accept: the master kills a
+connection without a role at exactly `grace_period`; this process's own timeouts are a backstop
+GRACE_BACKSTOP later, so that the two never race to log the same end.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ from relay import control, log
 from relay.conn.host import run_host
 from relay.conn.ssh import SSH_BANNER, QuickAckSocket, Server
 from relay.conn.viewer import run_viewer
+from relay.tmate import messages as m
+from relay.tmate.codec import encode
+
+GRACE_BACKSTOP = 0.5  # seconds after the grace period before this process gives up by itself
+LOW_FD = 256  # select() takes no descriptor above 1023; the master's go past that under load
 
 
 @dataclass(frozen=True)
@@ -27,28 +38,50 @@ class ConnectionConfig:
     host_keys: tuple[paramiko.PKey, ...]
     ssh_host: str  # advertised host in the ssh command lines
     ssh_port: int  # advertised port
-    grace_period: float = 20.0  # seconds to take a role
+    grace_period: float = 20.0  # seconds to take a role, from the accept
     verbose: bool = False
+    max_viewers: int = 64  # viewers per session (the master refuses first; the session too)
+
+
+def _renumbered(sock: socket.socket) -> socket.socket:
+    """The same socket on a low descriptor (the jail closed all others, so the lowest free one
+    is small): the inherited numbers are the master's, and the loops here use select()."""
+    if sock.fileno() < LOW_FD:
+        return sock
+    low = sock.dup()
+    sock.close()
+    return low
 
 
 class Connection:
     """What the jail runs for one accepted TCP connection (`run`)."""
 
-    def __init__(self, sock: socket.socket, ctl: socket.socket, peer_ip: str, cfg: ConnectionConfig):
+    def __init__(
+        self,
+        sock: socket.socket,
+        ctl: socket.socket,
+        peer_ip: str,
+        cfg: ConnectionConfig,
+        accepted: float | None = None,
+    ):
         self.sock = sock
         self.master = control.Client(ctl)
         self.peer_ip = peer_ip
         self.cfg = cfg
+        self.accepted = time.monotonic() if accepted is None else accepted  # the monotonic clock
         self.log = log.get_logger()
 
     def run(self) -> int:
+        self.sock = _renumbered(self.sock)
+        self.master = control.Client(_renumbered(self.master.sock))
         log.configure_child(self.master.log, self.cfg.verbose)
         self.log = log.get_logger()
-        deadline = time.monotonic() + self.cfg.grace_period
-        transport = paramiko.Transport(QuickAckSocket(self.sock))
+        deadline = self.accepted + self.cfg.grace_period
+        left = max(0.0, deadline + GRACE_BACKSTOP - time.monotonic())
+        transport = paramiko.Transport(QuickAckSocket(self.sock, banner_sent=True))
         transport.local_version = SSH_BANNER
-        transport.banner_timeout = self.cfg.grace_period
-        transport.auth_timeout = self.cfg.grace_period
+        transport.banner_timeout = left
+        transport.auth_timeout = left
         for key in self.cfg.host_keys:
             transport.add_server_key(key)
         server = Server(authorize=self.master.authorize)
@@ -62,6 +95,7 @@ class Connection:
                     reason = f"ssh handshake failed: {e or type(e).__name__}"
                 self.log.info("connection refused", reason=reason)
                 return 0
+            deadline += GRACE_BACKSTOP
             chan = transport.accept(timeout=max(0.0, deadline - time.monotonic()))
             if (
                 chan is None
@@ -72,10 +106,24 @@ class Connection:
                 self.log.info("connection refused", reason=reason, user=server.username)
                 return 0
             if server.role == "host":
-                return run_host(self, chan, server)
+                try:
+                    return run_host(self, chan, server)
+                except control.Refused as e:  # the master logged it, with the limit
+                    _tell_host(chan, str(e))
+                    return 0
             return run_viewer(self, chan, server)
         except Exception as e:  # noqa: BLE001 - the last word of a connection is a logged reason
             self.log.error("connection failed", reason=f"{type(e).__name__}: {e}"[:300])
             return 1
         finally:
             transport.close()
+
+
+def _tell_host(chan: paramiko.Channel, line: str) -> None:
+    """A line on the host's status bar (a tmate NOTIFY) before the connection closes. Sent before
+    the host's HEADER is read, so encoded as for the oldest protocol (str16, not str8, for
+    32-255 bytes), which every version decodes."""
+    try:
+        chan.sendall(encode(m.Notify(line), 4))
+    except (OSError, EOFError, paramiko.SSHException):
+        pass

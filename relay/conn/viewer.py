@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from jail import set_process_title
+from relay import control
 from relay.conn import link
 
 if TYPE_CHECKING:
-    from relay import control
     from relay.conn.process import Connection
     from relay.conn.ssh import Server
 
@@ -48,7 +48,11 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         chan.sendall(INVALID_TOKEN)
         log.info("viewer refused", reason="malformed token")
         return 0
-    joined = conn.master.join(token, server.pubkey, server.fingerprint)
+    try:
+        joined = conn.master.join(token, server.pubkey, server.fingerprint)
+    except control.Refused as e:  # the session is full; the master logged it, with the limit
+        chan.sendall(str(e).encode() + b"\r\n")
+        return 0
     if joined is None:
         time.sleep(refusal_delay())
         chan.sendall(EXPIRED_TOKEN)

@@ -3,35 +3,58 @@
 It owns the host keys and the listening socket, forks one jailed connection process per TCP
 connection, hands out session tokens and keeps the registry (token -> session). It never parses
 a byte a client sent; what connection processes tell it over their control sockets is checked
-as untrusted input, against relay.control's table.
+as untrusted input, against relay.control's table (relay.master.messages handles them).
 
 It knows nothing of SSH: what runs in a connection process (`connection`) and the warm-up before
 the first fork (`warm_up`) are handed to it by whoever starts it (relay.cli).
+
+A connection costs no process until its client has sent something. On accept the master checks
+the admission limits (relay.master.admission; a refusal is a close, before any byte is written),
+writes the fixed SSH banner itself and keeps the socket in its selector; it forks the jailed
+process only once the client's first bytes are waiting (it reads none of them: whether the
+socket is readable, and a one-byte MSG_PEEK to tell data from end of stream, whose content it
+never looks at). The connection process then speaks SSH from there on, without sending the
+banner again (relay.conn.ssh). tmate's libssh sends its banner after ours, OpenSSH at once.
+
+Every connection that has not taken a role (host or join) is closed by the master at exactly
+`grace_period` seconds after accept, whatever it is doing: a timer in the select timeout.
+Spawning happens a few at a time between selects, round-robin over source addresses, so a flood
+of connections that do send bytes cannot hold up accepting or answering the others.
 """
 
 from __future__ import annotations
 
 import errno
 import gc
+import heapq
+import itertools
 import os
+import resource
 import selectors
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jail import JailConfig, JailedProcess, Jailer, JailError
 from relay import control, log
-from relay.master import tokens
+from relay.master import admission
+from relay.master.admission import Admission, MaxStartups, Refusal
+from relay.master.messages import LOG_BURST, LOG_RATE, Messages
 
-# connection(accepted TCP socket, control socket, peer ip) -> what the jailed process runs
-ConnectionFactory = Callable[[socket.socket, socket.socket, str], Callable[[], int]]
+# connection(accepted TCP socket, control socket, peer ip, accept time on the monotonic clock)
+# -> what the jailed process runs
+ConnectionFactory = Callable[[socket.socket, socket.socket, str, float], Callable[[], int]]
 
-CONTROL_BACKSTOP = 5.0  # seconds past the grace period before the master kills a role-less child
 SHUTDOWN_WAIT = 2.0
-LOG_BURST = 200  # log events a connection may send at once ...
-LOG_RATE = 20.0  # ... and per second after that; the excess is dropped and counted
+ACCEPT_BATCH = 64  # connections accepted per turn of the loop
+SPAWN_BATCH = 4  # connection processes forked per turn of the loop (each takes ~10-20 ms)
+MAX_WAIT = 1.0  # seconds the loop sleeps at most
+BANNER = (control.SSH_BANNER + "\r\n").encode()
+
+__all__ = ["LOG_BURST", "LOG_RATE", "Child", "Master", "Pending", "RelayConfig"]
 
 
 @dataclass
@@ -40,18 +63,34 @@ class RelayConfig:
     bind: str = "0.0.0.0"
     ssh_host: str = ""
     ssh_port: int = 0
-    grace_period: float = 20.0  # the connection's own limit; the master's is CONTROL_BACKSTOP later
+    grace_period: float = 20.0  # seconds a connection has to take a role, from its accept
     jail: JailConfig = field(default_factory=JailConfig)
     backlog: int = 128
     max_connections: int = 1000
+    max_startups: MaxStartups = field(default_factory=MaxStartups)
+    per_source_max_startups: int = 10
+    per_source_rate: float = 20.0
+    max_sessions: int = 1000
+    max_viewers: int = 64
 
 
-@dataclass
+@dataclass(eq=False)
+class Pending:
+    """An accepted connection whose client has sent nothing yet: no process, a socket."""
+
+    sock: socket.socket
+    ip: str
+    accepted: float
+    open: bool = True  # not yet handed to a process nor closed
+    startup: bool = True  # counted as a startup (admission)
+
+
+@dataclass(eq=False)
 class Child:
     proc: JailedProcess
     ip: str
     ctl: socket.socket
-    started: float
+    started: float  # when its connection was accepted
     role: control.Role = control.NO_ROLE
     seen: set[str] = field(default_factory=set)  # once-only messages it has sent
     tokens: tuple[str, ...] = ()
@@ -60,6 +99,11 @@ class Child:
     log_allowance: float = LOG_BURST
     log_stamp: float = 0.0
     logs_dropped: int = 0
+    startup: bool = False  # counted as a startup (admission) until it takes a role or ends
+    killed: bool = False  # SIGKILLed and logged; waits to be reaped
+    asked_auth: bool = False  # its client got as far as authenticating
+    viewers: set[int] = field(default_factory=set)  # a host: pids of the viewers linked to it
+    session: Child | None = None  # a viewer: the session it is linked to
 
 
 def _tcp_keepalive(sock: socket.socket) -> None:
@@ -71,7 +115,17 @@ def _tcp_keepalive(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class Master:
+def _raise_fd_limit() -> None:
+    """Every connection holds a descriptor in the master: take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+class Master(Messages):
     def __init__(
         self,
         cfg: RelayConfig,
@@ -86,19 +140,22 @@ class Master:
         self.jailer = jailer or Jailer(cfg.jail)
         self.children: dict[int, Child] = {}  # by pid
         self.registry: dict[str, Child] = {}  # token -> session
-        # What each message of control.TO_MASTER does; the table says who may send it and how often.
-        self.handlers: dict[str, Callable[..., None]] = {
-            "log": self._on_log,
-            "auth": self._on_auth,
-            "host": self._on_host,
-            "join": self._on_join,
-            "access": self._on_access,
-        }
-        assert self.handlers.keys() == control.TO_MASTER.keys()
+        self.admission = Admission(
+            max_connections=cfg.max_connections,
+            max_startups=cfg.max_startups,
+            per_source_max_startups=cfg.per_source_max_startups,
+            per_source_rate=cfg.per_source_rate,
+        )
+        self.refusals: dict[str, int] = self.admission.refusals  # limit name -> refusals so far
+        self.pending: set[Pending] = set()  # accepted, no bytes from the client yet
+        self.ready: dict[str, deque[Pending]] = {}  # by source: first bytes waiting, to be forked
+        self.deadlines: list[tuple[float, int, Pending | Child]] = []  # grace periods (a heap)
+        self._seq = itertools.count()
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
+        super().__init__()
 
     # ------------------------------------------------------------------ setup
     def bind(self) -> socket.socket:
@@ -125,6 +182,7 @@ class Master:
     # ------------------------------------------------------------------ loop
     def serve_forever(self) -> None:
         listener = self.listener or self.bind()
+        _raise_fd_limit()
         self.warm_up()
         # Free the warm-up's garbage now: prepare() freezes the heap the children will share.
         gc.collect()
@@ -143,17 +201,31 @@ class Master:
         )
         try:
             while not self._stopping:
-                for key, _ in self.sel.select(timeout=1.0):
-                    if key.data == "accept":
-                        self._accept()
-                    elif key.data == "wake":
-                        self._drain_wake()
-                    else:
-                        self._on_control(key.data)
-                self._reap()
-                self._enforce_grace()
+                self.step()
         finally:
             self.shutdown()
+
+    def step(self) -> None:
+        """One turn of the loop: wait for events or the next grace period, handle them."""
+        for key, _ in self.sel.select(timeout=self._wait()):
+            if key.data == "accept":
+                self._accept()
+            elif key.data == "wake":
+                self._drain_wake()
+            elif isinstance(key.data, Pending):
+                self._on_first_bytes(key.data)
+            else:
+                self._on_control(key.data)
+        self._reap()
+        self._expire()
+        self._spawn_ready()
+
+    def _wait(self) -> float:
+        if self.ready:
+            return 0.0
+        if not self.deadlines:
+            return MAX_WAIT
+        return min(MAX_WAIT, max(0.0, self.deadlines[0][0] - time.monotonic()))
 
     def _drain_wake(self) -> None:
         try:
@@ -162,10 +234,26 @@ class Master:
         except BlockingIOError:
             pass
 
-    # ------------------------------------------------------------------ connections
+    # ------------------------------------------------------------------ admission
+    def _refuse(self, ip: str, refusal: Refusal, **fields: object) -> None:
+        """Log a refusal by a named limit, with how many that limit has refused so far."""
+        self.log.warning(
+            "connection refused",
+            ip=ip,
+            limit=refusal.limit,
+            reason=refusal.reason,
+            count=self.admission.count(refusal.limit),
+            **fields,
+        )
+
+    def _end_startup(self, conn: Pending | Child) -> None:
+        if conn.startup:
+            conn.startup = False
+            self.admission.ended(conn.ip)
+
     def _accept(self) -> None:
         assert self.listener is not None
-        for _ in range(64):
+        for _ in range(ACCEPT_BATCH):
             try:
                 conn, addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -175,30 +263,90 @@ class Master:
                     self.log.error("accept failed", reason=os.strerror(e.errno))
                     return
                 raise
-            if len(self.children) >= self.cfg.max_connections:
-                self.log.warning(
-                    "connection refused",
-                    ip=addr[0],
-                    reason=f"too many connections (limit {self.cfg.max_connections})",
-                )
+            ip = addr[0]
+            refusal = self.admission.check(ip, len(self.children) + len(self.pending))
+            if refusal is not None:
                 conn.close()
+                self._refuse(ip, refusal)
                 continue
-            self._spawn(conn, addr[0])
+            self._hold(conn, ip)
 
-    def _spawn(self, conn: socket.socket, ip: str) -> None:
-        conn.setblocking(True)
+    def _hold(self, conn: socket.socket, ip: str) -> None:
+        """Write the banner and wait, without a process, for the client's first bytes."""
         try:
+            conn.setblocking(False)
             _tcp_keepalive(conn)
-        except OSError:
-            pass
+            sent = conn.send(BANNER)  # into an empty send buffer: never short, never blocks
+        except OSError as e:
+            conn.close()
+            self.log.info("connection closed", ip=ip, reason=f"before the banner: {e.strerror or e}")
+            return
+        if sent != len(BANNER):
+            conn.close()
+            return
+        p = Pending(conn, ip, time.monotonic())
+        self.admission.began(ip)
+        self.pending.add(p)
+        self.sel.register(conn, selectors.EVENT_READ, p)
+        heapq.heappush(self.deadlines, (p.accepted + self.cfg.grace_period, next(self._seq), p))
+
+    def _on_first_bytes(self, p: Pending) -> None:
+        if not p.open:
+            return
+        try:
+            data = p.sock.recv(1, socket.MSG_PEEK)  # data or end of stream; the byte is not looked at
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._close_pending(p, f"connection lost before sending a byte: {e.strerror or e}")
+            return
+        if not data:
+            self._close_pending(p, "closed before sending a byte")
+            return
+        self.sel.unregister(p.sock)
+        self.ready.setdefault(p.ip, deque()).append(p)
+
+    def _close_pending(self, p: Pending, reason: str, limit: str | None = None) -> None:
+        self._end_startup(p)
+        p.open = False
+        self.pending.discard(p)
+        try:
+            self.sel.unregister(p.sock)
+        except (KeyError, ValueError):
+            pass  # already out of the selector: waiting to be forked
+        p.sock.close()
+        if limit is None:
+            self.log.info("connection closed", ip=p.ip, reason=reason)
+        else:
+            self._refuse(p.ip, Refusal(limit, reason))
+
+    def _spawn_ready(self) -> None:
+        """Fork a few of the connections whose first bytes are waiting, one source at a time."""
+        for _ in range(SPAWN_BATCH):
+            if not self.ready:
+                return
+            ip = next(iter(self.ready))
+            queue = self.ready.pop(ip)
+            p = queue.popleft()
+            if queue:
+                self.ready[ip] = queue  # to the back: round robin over sources
+            if p.open:
+                self._spawn(p)
+
+    def _spawn(self, p: Pending) -> None:
+        p.open = False
+        self.pending.discard(p)
+        conn, ip = p.sock, p.ip
+        conn.setblocking(True)
         ctl_master, ctl_child = control.socketpair()
         try:
             proc = self.jailer.spawn(
-                self.connection(conn, ctl_child, ip),
+                self.connection(conn, ctl_child, ip, p.accepted),
                 keep_fds=[conn.fileno(), ctl_child.fileno()],
                 title=f"pymate [pending] {ip}",
             )
         except JailError as e:
+            self._end_startup(p)
             self.log.error("connection refused", ip=ip, reason=f"jail failed: {e}")
             ctl_master.close()
             return
@@ -206,172 +354,61 @@ class Master:
             conn.close()
             ctl_child.close()
         ctl_master.setblocking(False)
-        now = time.monotonic()
-        child = Child(proc=proc, ip=ip, ctl=ctl_master, started=now, log_stamp=now)
+        child = Child(proc=proc, ip=ip, ctl=ctl_master, started=p.accepted, log_stamp=time.monotonic())
+        child.startup, p.startup = p.startup, False  # the startup goes on, now as a process
         self.children[proc.pid] = child
         self.sel.register(ctl_master, selectors.EVENT_READ, child)
+        heapq.heappush(self.deadlines, (p.accepted + self.cfg.grace_period, next(self._seq), child))
         self.log.debug("connection accepted", ip=ip, pid=proc.pid, uid=proc.uid)
 
-    def _on_control(self, child: Child) -> None:
-        for _ in range(64):
-            try:
-                data = child.ctl.recv(control.MAX_CONTROL_MESSAGE + 1)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                self._kill(child, f"bad control message: {e}")
-                return
-            if not data:
-                self._forget(child)
-                return
-            try:
-                spec, args = self._admit(child, data)
-            except control.ControlError as e:
-                self._kill(child, f"bad control message: {e}"[:200])
-                return
-            try:
-                self.handlers[spec.name](child, *args)
-            except Exception as e:  # noqa: BLE001 - nothing a child sends may stop the master
-                self._kill(child, f"control message failed: {type(e).__name__}: {e}"[:200])
-                return
-            if child.ctl.fileno() < 0:
-                return
-
-    def _admit(self, child: Child, data: bytes) -> tuple[control.Message, list]:
-        """The message, if the table lets this child send it now; ControlError if not."""
-        spec, args = control.decode(control.TO_MASTER, data)
-        if spec.once and spec.name in child.seen:
-            raise control.ControlError(f"{spec.name!r} sent twice")
-        if child.role not in spec.roles:
-            raise control.ControlError(f"{spec.name!r} from a connection with role {child.role or 'none'}")
-        if spec.once:
-            child.seen.add(spec.name)
-        return spec, args
-
-    # ------------------------------------------------------------------ messages (control.TO_MASTER)
-    def _on_log(self, child: Child, level: str, event: str, fields: dict) -> None:
-        if not self._log_allowed(child):
-            return
-        out = control.log_fields(fields)
-        out.update(pid=child.proc.pid, ip=child.ip)
-        method = level if level in control.LOG_LEVELS else "info"
-        getattr(self.log, method)(event[: control.MAX_LOG_EVENT], **out)
-
-    def _on_auth(self, child: Child, user: str, fp: str | None) -> None:
-        self._send(child, "auth", self._may_log_in(user, fp))
-
-    def _on_host(self, child: Child) -> None:
-        rw, ro = tokens.new_token_pair()
-        while rw in self.registry or ro in self.registry:
-            rw, ro = tokens.new_token_pair()
-        child.role = control.HOST
-        child.tokens = (rw, ro)
-        self.registry[rw] = child
-        self.registry[ro] = child
-        self._send(child, "tokens", rw, ro)
-
-    def _on_join(self, child: Child, token: str, pubkey: str | None, fp: str | None) -> None:
-        child.role = control.VIEWER
-        self._join(child, token, pubkey, fp)
-
-    def _on_access(self, child: Child, fps: list[str] | None) -> None:
-        child.joinable = True
-        child.authorized = None if fps is None else frozenset(fps)
-
-    def _send(self, child: Child, name: str, *args: object) -> None:
-        """A control message to a child; one that cannot take it (its buffer full) is killed."""
-        try:
-            child.ctl.send(control.encode(control.TO_CONNECTION, name, *args))
-        except OSError as e:
-            self._kill(child, f"control socket not writable: {e}")
-
-    def _log_allowed(self, child: Child) -> bool:
-        """A token bucket per connection, so no process can flood the relay's log."""
+    # ------------------------------------------------------------------ the grace period
+    def _expire(self) -> None:
+        """Close every connection that has not taken a role by its grace period."""
         now = time.monotonic()
-        child.log_allowance = min(LOG_BURST, child.log_allowance + (now - child.log_stamp) * LOG_RATE)
-        child.log_stamp = now
-        if child.log_allowance >= 1:
-            child.log_allowance -= 1
-            if child.logs_dropped:
-                self.log.warning(
-                    "log events dropped",
-                    pid=child.proc.pid,
-                    ip=child.ip,
-                    count=child.logs_dropped,
-                    reason="connection logged too fast",
-                )
-                child.logs_dropped = 0
-            return True
-        child.logs_dropped += 1
-        return False
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, _, conn = heapq.heappop(self.deadlines)
+            if isinstance(conn, Pending):
+                if conn.open:
+                    self._close_pending(
+                        conn, "no role taken within the grace period (no bytes sent)", admission.GRACE_PERIOD
+                    )
+            elif conn.role is control.NO_ROLE and not conn.killed and conn.proc.pid in self.children:
+                state = "authenticated, no session channel" if conn.asked_auth else "ssh handshake incomplete"
+                self._kill(conn, f"no role taken within the grace period ({state})", admission.GRACE_PERIOD)
 
-    def _may_log_in(self, token: str, fp: str | None) -> bool:
-        """SSH auth for a user name: denied only when it names a session that restricts its
-        viewers to authorized keys and `fp` is not one of them (so auth reveals nothing about
-        tokens that match no session)."""
-        session = self.registry.get(token)
-        if session is None or session.authorized is None:
-            return True
-        return fp is not None and fp in session.authorized
-
-    def _join(self, viewer: Child, token: str, pubkey: str | None, fp: str | None) -> None:
-        """Link a viewer to the session its token names, then step out of the data path."""
-        session = self.registry.get(token)
-        if session is None or not session.joinable or not self._may_log_in(token, fp):
-            self._send(viewer, "no-session")
+    def _kill(self, child: Child, reason: str, limit: str | None = None) -> None:
+        """SIGKILL a connection process, once: one kill, one log line (it is reaped later)."""
+        if child.killed:
             return
-        readonly = token.startswith(tokens.RO_PREFIX)
-        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            data = control.encode(control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey)
-            control.send_with_fd(session.ctl, data, ends[0].fileno())
-        except OSError as e:
-            self.log.warning("viewer refused", ip=viewer.ip, reason=f"session did not take the viewer: {e}")
-            self._send(viewer, "no-session")
-            return
-        finally:
-            ends[0].close()
-        try:
-            data = control.encode(control.TO_CONNECTION, "joined", readonly)
-            control.send_with_fd(viewer.ctl, data, ends[1].fileno())
-        except OSError as e:
-            self._kill(viewer, f"cannot hand the link to the viewer: {e}")
-            return
-        finally:
-            ends[1].close()
-        self.log.info(
-            "viewer linked",
-            ip=viewer.ip,
-            pid=viewer.proc.pid,
-            session_pid=session.proc.pid,
-            readonly=readonly,
-        )
-
-    def _enforce_grace(self) -> None:
-        limit = time.monotonic() - self.cfg.grace_period - CONTROL_BACKSTOP
-        for child in list(self.children.values()):
-            if child.role is None and child.started < limit:
-                self._kill(child, "no role taken within the grace period")
-
-    def _kill(self, child: Child, reason: str) -> None:
-        self.log.warning("connection killed", pid=child.proc.pid, ip=child.ip, reason=reason)
+        child.killed = True
+        self._end_startup(child)
         try:
             os.kill(child.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self._forget(child)
+        self._forget(child)  # what it said before it died is logged first
+        if limit is None:
+            self.log.warning("connection killed", pid=child.proc.pid, ip=child.ip, reason=reason)
+        else:
+            self._refuse(child.ip, Refusal(limit, reason), pid=child.proc.pid)
 
     def _forget(self, child: Child) -> None:
-        """Drop the child's tokens and control socket (the process is reaped separately)."""
+        """Drop the child's tokens, links and control socket, after logging what is still queued
+        on it (the process is reaped separately)."""
+        self._end_startup(child)
         for t in child.tokens:
             if self.registry.get(t) is child:
                 del self.registry[t]
         child.tokens = ()
+        if child.session is not None:
+            child.session.viewers.discard(child.proc.pid)
+            child.session = None
         if child.ctl.fileno() >= 0:
             try:
                 self.sel.unregister(child.ctl)
             except (KeyError, ValueError):
                 pass
+            self._drain(child)
             child.ctl.close()
 
     def _reap(self) -> None:
@@ -392,6 +429,11 @@ class Master:
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
+        for p in list(self.pending):
+            p.open = False
+            p.sock.close()
+        self.pending.clear()
+        self.ready.clear()
         for child in list(self.children.values()):
             try:
                 os.kill(child.proc.pid, signal.SIGTERM)

@@ -1,0 +1,246 @@
+"""The master's side of the control sockets: what each message a connection process sends does.
+
+`Messages` is the part of `relay.master.server.Master` that reads control sockets, checks every
+message against relay.control's table (untrusted input: one that fails kills its sender, and only
+its sender) and answers it: auth look-ups, tokens for a host (or a refusal by max-sessions), the
+link between a viewer and its session (or a refusal by max-viewers), a host's access list, and
+the children's log events (rate-limited; a dead child's last ones are drained before its socket
+is closed). The rest of the master (accepting, spawning, the grace period, reaping) is in
+server.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from relay import control
+from relay.master import admission, tokens
+from relay.master.admission import Refusal
+
+if TYPE_CHECKING:
+    from relay.master.admission import Admission
+    from relay.master.server import Child, RelayConfig
+
+LOG_BURST = 200  # log events a connection may send at once ...
+LOG_RATE = 20.0  # ... and per second after that; the excess is dropped and counted
+CONTROL_BATCH = 64  # messages read from one control socket per turn of the loop
+DRAIN_LIMIT = 256  # messages read from a dead child's control socket before it is closed
+RELAY_FULL = "Relay full: too many sessions"
+TOO_MANY_VIEWERS = "Too many viewers in this session"
+
+
+class Messages:
+    """Control-message handling of the master (mixed into Master, which provides the state)."""
+
+    cfg: RelayConfig
+    log: Any
+    children: dict[int, Child]
+    registry: dict[str, Child]
+    admission: Admission
+
+    def __init__(self) -> None:
+        # What each message of control.TO_MASTER does; the table says who may send it and how often.
+        self.handlers: dict[str, Callable[..., None]] = {
+            "log": self._on_log,
+            "auth": self._on_auth,
+            "host": self._on_host,
+            "join": self._on_join,
+            "access": self._on_access,
+        }
+        assert self.handlers.keys() == control.TO_MASTER.keys()
+
+    # Provided by Master.
+    def _kill(self, child: Child, reason: str, limit: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _refuse(self, ip: str, refusal: Refusal, **fields: object) -> None:
+        raise NotImplementedError
+
+    def _end_startup(self, conn: Child) -> None:
+        raise NotImplementedError
+
+    def _forget(self, child: Child) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ reading
+    def _on_control(self, child: Child) -> None:
+        for _ in range(CONTROL_BATCH):
+            if child.ctl.fileno() < 0:
+                return  # closed earlier in this turn of the loop
+            try:
+                data = child.ctl.recv(control.MAX_CONTROL_MESSAGE + 1)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._kill(child, f"bad control message: {e}")
+                return
+            if not data:
+                self._forget(child)
+                return
+            try:
+                spec, args = self._admit(child, data)
+            except control.ControlError as e:
+                self._kill(child, f"bad control message: {e}"[:200])
+                return
+            try:
+                self.handlers[spec.name](child, *args)
+            except Exception as e:  # noqa: BLE001 - nothing a child sends may stop the master
+                self._kill(child, f"control message failed: {type(e).__name__}: {e}"[:200])
+                return
+
+    def _admit(self, child: Child, data: bytes) -> tuple[control.Message, list]:
+        """The message, if the table lets this child send it now; ControlError if not."""
+        spec, args = control.decode(control.TO_MASTER, data)
+        if spec.once and spec.name in child.seen:
+            raise control.ControlError(f"{spec.name!r} sent twice")
+        if child.role not in spec.roles:
+            raise control.ControlError(f"{spec.name!r} from a connection with role {child.role or 'none'}")
+        if spec.once:
+            child.seen.add(spec.name)
+        return spec, args
+
+    def _drain(self, child: Child) -> None:
+        """Log what a child that is gone (or going) still has queued: its last words. Only log
+        events; bounded; stops at the first malformed message."""
+        for _ in range(DRAIN_LIMIT):
+            try:
+                data = child.ctl.recv(control.MAX_CONTROL_MESSAGE + 1, socket.MSG_DONTWAIT)
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                spec, args = control.decode(control.TO_MASTER, data)
+            except control.ControlError:
+                return
+            if spec.name == "log":
+                self._on_log(child, *args)
+
+    # ------------------------------------------------------------------ messages (control.TO_MASTER)
+    def _on_log(self, child: Child, level: str, event: str, fields: dict) -> None:
+        if not self._log_allowed(child):
+            return
+        out = control.log_fields(fields)
+        limit = out.get("limit")
+        if event == "connection refused" and isinstance(limit, str) and limit in admission.LIMIT_NAMES:
+            out["count"] = self.admission.count(limit)  # a limit the connection process enforces
+        out.update(pid=child.proc.pid, ip=child.ip)
+        method = level if level in control.LOG_LEVELS else "info"
+        getattr(self.log, method)(event[: control.MAX_LOG_EVENT], **out)
+
+    def _on_auth(self, child: Child, user: str, fp: str | None) -> None:
+        child.asked_auth = True
+        self._send(child, "auth", self._may_log_in(user, fp))
+
+    def _on_host(self, child: Child) -> None:
+        self._end_startup(child)
+        child.role = control.HOST
+        if len(self.registry) // 2 >= self.cfg.max_sessions:  # two tokens per session
+            limit = self.cfg.max_sessions
+            self._refuse(
+                child.ip,
+                Refusal(admission.MAX_SESSIONS, f"too many sessions (limit {limit})"),
+                pid=child.proc.pid,
+            )
+            self._send(child, "refused", RELAY_FULL)
+            return
+        rw, ro = tokens.new_token_pair()
+        while rw in self.registry or ro in self.registry:
+            rw, ro = tokens.new_token_pair()
+        child.tokens = (rw, ro)
+        self.registry[rw] = child
+        self.registry[ro] = child
+        self._send(child, "tokens", rw, ro)
+
+    def _on_join(self, child: Child, token: str, pubkey: str | None, fp: str | None) -> None:
+        self._end_startup(child)
+        child.role = control.VIEWER
+        self._join(child, token, pubkey, fp)
+
+    def _on_access(self, child: Child, fps: list[str] | None) -> None:
+        child.joinable = True
+        child.authorized = None if fps is None else frozenset(fps)
+
+    def _send(self, child: Child, name: str, *args: object) -> None:
+        """A control message to a child; one that cannot take it (its buffer full) is killed."""
+        try:
+            child.ctl.send(control.encode(control.TO_CONNECTION, name, *args))
+        except OSError as e:
+            self._kill(child, f"control socket not writable: {e}")
+
+    def _log_allowed(self, child: Child) -> bool:
+        """A token bucket per connection, so no process can flood the relay's log."""
+        now = time.monotonic()
+        child.log_allowance = min(LOG_BURST, child.log_allowance + (now - child.log_stamp) * LOG_RATE)
+        child.log_stamp = now
+        if child.log_allowance >= 1:
+            child.log_allowance -= 1
+            if child.logs_dropped:
+                self.log.warning(
+                    "log events dropped",
+                    pid=child.proc.pid,
+                    ip=child.ip,
+                    count=child.logs_dropped,
+                    reason="connection logged too fast",
+                )
+                child.logs_dropped = 0
+            return True
+        child.logs_dropped += 1
+        return False
+
+    def _may_log_in(self, token: str, fp: str | None) -> bool:
+        """SSH auth for a user name: denied only when it names a session that restricts its
+        viewers to authorized keys and `fp` is not one of them (so auth reveals nothing about
+        tokens that match no session)."""
+        session = self.registry.get(token)
+        if session is None or session.authorized is None:
+            return True
+        return fp is not None and fp in session.authorized
+
+    def _join(self, viewer: Child, token: str, pubkey: str | None, fp: str | None) -> None:
+        """Link a viewer to the session its token names, then step out of the data path."""
+        session = self.registry.get(token)
+        if session is None or not session.joinable or not self._may_log_in(token, fp):
+            self._send(viewer, "no-session")
+            return
+        if len(session.viewers) >= self.cfg.max_viewers:
+            reason = f"too many viewers (limit {self.cfg.max_viewers})"
+            self._refuse(
+                viewer.ip,
+                Refusal(admission.MAX_VIEWERS, reason),
+                pid=viewer.proc.pid,
+                session_pid=session.proc.pid,
+            )
+            self._send(viewer, "refused", TOO_MANY_VIEWERS)
+            return
+        readonly = token.startswith(tokens.RO_PREFIX)
+        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            data = control.encode(control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey)
+            control.send_with_fd(session.ctl, data, ends[0].fileno())
+        except OSError as e:
+            self.log.warning("viewer refused", ip=viewer.ip, reason=f"session did not take the viewer: {e}")
+            self._send(viewer, "no-session")
+            return
+        finally:
+            ends[0].close()
+        try:
+            data = control.encode(control.TO_CONNECTION, "joined", readonly)
+            control.send_with_fd(viewer.ctl, data, ends[1].fileno())
+        except OSError as e:
+            self._kill(viewer, f"cannot hand the link to the viewer: {e}")
+            return
+        finally:
+            ends[1].close()
+        session.viewers.add(viewer.proc.pid)
+        viewer.session = session
+        self.log.info(
+            "viewer linked",
+            ip=viewer.ip,
+            pid=viewer.proc.pid,
+            session_pid=session.proc.pid,
+            readonly=readonly,
+        )
