@@ -205,9 +205,10 @@ class Master(Messages):
         finally:
             self.shutdown()
 
-    def step(self) -> None:
-        """One turn of the loop: wait for events or the next grace period, handle them."""
-        for key, _ in self.sel.select(timeout=self._wait()):
+    def step(self, max_wait: float = MAX_WAIT) -> None:
+        """One turn of the loop: wait (at most `max_wait` s) for events or the next grace period,
+        and handle them."""
+        for key, _ in self.sel.select(timeout=self._wait(max_wait)):
             if key.data == "accept":
                 self._accept()
             elif key.data == "wake":
@@ -220,12 +221,12 @@ class Master(Messages):
         self._expire()
         self._spawn_ready()
 
-    def _wait(self) -> float:
+    def _wait(self, max_wait: float) -> float:
         if self.ready:
             return 0.0
         if not self.deadlines:
-            return MAX_WAIT
-        return min(MAX_WAIT, max(0.0, self.deadlines[0][0] - time.monotonic()))
+            return max_wait
+        return min(max_wait, max(0.0, self.deadlines[0][0] - time.monotonic()))
 
     def _drain_wake(self) -> None:
         try:
@@ -298,7 +299,7 @@ class Master(Messages):
         except BlockingIOError:
             return
         except OSError as e:
-            self._close_pending(p, f"connection lost before sending a byte: {e.strerror or e}")
+            self._close_pending(p, f"connection lost before it was served: {e.strerror or e}")
             return
         if not data:
             self._close_pending(p, "closed before sending a byte")
