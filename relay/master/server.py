@@ -65,7 +65,7 @@ class RelayConfig:
     ssh_port: int = 0
     grace_period: float = 20.0  # seconds a connection has to take a role, from its accept
     jail: JailConfig = field(default_factory=JailConfig)
-    backlog: int = 128
+    backlog: int = 4096  # the kernel caps it at net.core.somaxconn; a flood overflows a short queue
     max_connections: int = 1000
     max_startups: MaxStartups = field(default_factory=MaxStartups)
     per_source_max_startups: int = 10
@@ -373,7 +373,9 @@ class Master(Messages):
                     self._close_pending(
                         conn, "no role taken within the grace period (no bytes sent)", admission.GRACE_PERIOD
                     )
-            elif conn.role is control.NO_ROLE and not conn.killed and conn.proc.pid in self.children:
+            elif (
+                conn.role is control.NO_ROLE and not conn.killed and self.children.get(conn.proc.pid) is conn
+            ):
                 state = "authenticated, no session channel" if conn.asked_auth else "ssh handshake incomplete"
                 self._kill(conn, f"no role taken within the grace period ({state})", admission.GRACE_PERIOD)
 
