@@ -7,8 +7,10 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from relay.screen.terminal import history_cap_bytes
 from relay.tmate import messages as m
 from relay.tmate.session import Session, SessionError, ssh_connection_string
+from relay.tmate.wire import MAX_SESSION_CELLS, SESSION_HISTORY_BYTES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STREAMS = sorted(FIXTURES.glob("host-stream-*.bin"))
@@ -312,6 +314,61 @@ def test_too_many_panes():
         )
     # Nothing was applied from the rejected layout.
     assert set(sess.panes) == {0, 1, 2}
+    sess.close()
+
+
+def test_cells_per_session_are_bounded():
+    """The memory bomb: one small SYNC_LAYOUT of huge panes (each inside the per-pane limit) is a
+    protocol violation, refused before the session changes anything."""
+    assert MAX_SESSION_CELLS == 4_000_000
+    sess = new_session()
+    sess.handle(m.Header(6, "2.4.0"))
+    sess.handle(layout((0, "a", [(0, 80, 24, 0, 0)], 0)))
+    bomb = layout((0, "w", [(p, 10000, 10000, 0, 0) for p in range(200)], 0), sx=10000, sy=10000)
+    with pytest.raises(SessionError, match=r"too many cells: .* more than 4000000 \(limit max-session-cells"):
+        sess.handle(bomb)
+    assert list(sess.panes) == [0]
+    # Exactly at the limit is fine (a 2000x2000 pane), one cell more is not; a 0-sized pane
+    # counts as the 1x1 terminal it gets.
+    sess.handle(layout((0, "a", [(0, 2000, 2000, 0, 0)], 0)))
+    with pytest.raises(SessionError, match="at pane 1 of 0x0"):
+        sess.handle(layout((0, "a", [(0, 2000, 2000, 0, 0), (1, 0, 0, 0, 0)], 0)))
+    small = new_session(max_cells=100)
+    small.handle(m.Header(6, "2.4.0"))
+    small.handle(layout((0, "a", [(0, 10, 5, 0, 0)], 0), (1, "b", [(1, 10, 5, 0, 0)], 1)))
+    with pytest.raises(SessionError, match="more than 100"):
+        small.handle(layout((0, "a", [(0, 10, 5, 0, 0)], 0), (1, "b", [(1, 10, 6, 0, 0)], 1)))
+    sess.close()
+    small.close()
+
+
+def test_pane_terminals_are_allocated_on_first_use(s):
+    """Panes cost memory in proportion to what is used: a pane nobody wrote to or looked at has
+    no native terminal."""
+    s.handle(layout((0, "a", [(0, 80, 24, 0, 0), (1, 80, 24, 0, 0)], 0)))
+    a, b = s.panes[0].model, s.panes[1].model
+    assert not a.allocated and not b.allocated
+    s.handle(m.PtyData(0, b"hello"))
+    assert a.allocated and not b.allocated
+    assert b.rows_text() == [""] * 24 and b.allocated  # a read makes it too
+
+
+def test_history_is_shared_within_a_session_budget():
+    """Each pane's history cap is the smaller of its own (2000 rows of its width) and an equal
+    share of the session's budget; the shares follow the number of panes."""
+    assert SESSION_HISTORY_BYTES == 128 * 1024 * 1024
+    sess = new_session(history_budget=40_000_000)
+    sess.handle(m.Header(6, "2.4.0"))
+    sess.handle(layout((0, "a", [(0, 200, 50, 0, 0)], 0)))
+    own = history_cap_bytes(200, 50, 2000)
+    assert sess.panes[0].model.history_cap == own < 40_000_000  # alone: its own cap
+    panes = [(p, 200, 50, 0, 0) for p in range(20)]
+    sess.handle(layout((0, "a", panes, 0)))
+    assert all(p.model.history_cap == 2_000_000 for p in sess.panes.values())
+    sess.panes[3].model.feed(b"line\r\n" * 5000)
+    assert sess.panes[3].model.history_cap == 2_000_000
+    sess.handle(layout((0, "a", panes[:2], 0)))
+    assert all(p.model.history_cap == own for p in sess.panes.values())
     sess.close()
 
 

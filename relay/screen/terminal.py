@@ -15,7 +15,15 @@ History is capped in bytes, not lines (pruning by line count is ~8x slower in li
 docs/architecture.md section 6). `history_cap_bytes()` sizes the cap so that at least `history_lines`
 rows of ordinary text (plain or SGR-coloured) survive at the pane's width; content that needs more
 memory per row (an RGB colour per cell, combining marks in every cell) keeps fewer rows: memory
-stays bounded rather than the row count.
+stays bounded rather than the row count. A session sets each pane's `history_budget` (its share
+of the session's history bytes, relay/tmate/wire.py SESSION_HISTORY_BYTES): the cap is then the
+smaller of the two.
+
+The native terminal is allocated lazily, on the first call that needs it (output, a read): a pane
+costs memory in proportion to what is used, not to its declared size. libghostty-vt reserves
+~1.5 MiB of address space per terminal (and as much again for the alternate screen) plus ~10 bytes
+per cell, so a layout of many panes nobody writes to or looks at costs nothing. An allocation the
+engine cannot make (the jail's memory cap) raises `TerminalMemoryError`, a MemoryError.
 """
 
 from __future__ import annotations
@@ -25,11 +33,15 @@ import math
 from pyghostty import ffi, lib
 from pyghostty._ffi import union_fn
 
-__all__ = ["TerminalModel", "TerminalError", "history_cap_bytes"]
+__all__ = ["TerminalModel", "TerminalError", "TerminalMemoryError", "history_cap_bytes"]
 
 
 class TerminalError(RuntimeError):
     pass
+
+
+class TerminalMemoryError(TerminalError, MemoryError):
+    """The engine could not allocate (the process's memory cap): the session cannot go on."""
 
 
 # ------------------------------------------------------------------------- history byte cap
@@ -65,6 +77,8 @@ def _grid_ref_call():
 
 def _check(res: int, what: str) -> None:
     if res:
+        if res == lib.GHOSTTY_OUT_OF_MEMORY:
+            raise TerminalMemoryError(f"{what} failed: out of memory")
         raise TerminalError(f"{what} failed: {res}")
 
 
@@ -79,6 +93,8 @@ class TerminalModel:
 
     __slots__ = (
         "_t",
+        "_closed",
+        "history_budget",
         "_cols",
         "_rows",
         "history_lines",
@@ -103,12 +119,13 @@ class TerminalModel:
         "_bool",
     )
 
-    def __init__(self, cols: int, rows: int, history_lines: int = 2000):
+    def __init__(self, cols: int, rows: int, history_lines: int = 2000, history_budget: int | None = None):
         cols, rows = self._check_size(cols, rows)
-        self._t = ffi.new("GhosttyTerminal*")
-        _check(lib.ghostty_terminal_new(ffi.NULL, self._t, cols, rows), "terminal_new")
+        self._t = None  # the native terminal, allocated by _term() on first use
+        self._closed = False
         self._cols, self._rows = cols, rows
         self.history_lines = history_lines
+        self.history_budget = history_budget  # bytes this pane's history may take, or None
         self.generation = 0
         self._dirty = True
         # Reused scratch structures: no allocation per call in the read paths.
@@ -138,8 +155,28 @@ class TerminalModel:
         self._ctag = ffi.new("GhosttyCellContentTag*")
         self._rgb = ffi.new("GhosttyColorRgb*")
         self._bool = ffi.new("bool*")
-        self._cap = 0
-        self._apply_history_cap()
+        self._cap = self._wanted_cap()
+
+    def _term(self):
+        """The native terminal, allocated (at the current size, with the history cap) on first use."""
+        t = self._t
+        if t is None:
+            if self._closed:
+                raise TerminalError("terminal is closed")
+            t = ffi.new("GhosttyTerminal*")
+            _check(lib.ghostty_terminal_new(ffi.NULL, t, self._cols, self._rows), "terminal_new")
+            self._t = t
+            try:
+                self._set_cap(self._cap)
+            except BaseException:
+                self.close()
+                raise
+        return t[0]
+
+    @property
+    def allocated(self) -> bool:
+        """Whether the native terminal exists (it is made on the first output or read)."""
+        return self._t is not None
 
     @staticmethod
     def _check_size(cols: int, rows: int) -> tuple[int, int]:
@@ -147,22 +184,38 @@ class TerminalModel:
             raise TerminalError(f"bad terminal size {cols}x{rows}")
         return int(cols), int(rows)
 
-    def _apply_history_cap(self) -> None:
+    def _wanted_cap(self) -> int:
         cap = history_cap_bytes(self._cols, self._rows, self.history_lines)
+        return cap if self.history_budget is None else min(cap, max(self.history_budget, 0))
+
+    def _set_cap(self, cap: int) -> None:
+        assert self._t is not None
+        _check(
+            lib.ghostty_terminal_set(
+                self._t[0], lib.GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_BYTES, ffi.new("size_t*", cap)
+            ),
+            "set scrollback_max_bytes",
+        )
+
+    def _apply_history_cap(self) -> None:
+        cap = self._wanted_cap()
         if cap != self._cap:
-            _check(
-                lib.ghostty_terminal_set(
-                    self._t[0], lib.GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_BYTES, ffi.new("size_t*", cap)
-                ),
-                "set scrollback_max_bytes",
-            )
+            if self._t is not None:
+                self._set_cap(cap)
             self._cap = cap
+
+    def set_history_budget(self, budget: int | None) -> None:
+        """This pane's share of the session's history bytes (None: only the per-pane cap)."""
+        if budget != self.history_budget:
+            self.history_budget = budget
+            self._apply_history_cap()
 
     # ------------------------------------------------------------------ input
     def feed(self, data: bytes) -> None:
         """Parse the pane's output. Replies the terminal would send are dropped."""
         if data:
-            lib.ghostty_terminal_vt_write(self._t[0], data, len(data))
+            t = self._t
+            lib.ghostty_terminal_vt_write(t[0] if t is not None else self._term(), data, len(data))
             self.generation += 1
             self._dirty = True
 
@@ -170,7 +223,8 @@ class TerminalModel:
         cols, rows = self._check_size(cols, rows)
         if (cols, rows) == (self._cols, self._rows):
             return
-        _check(lib.ghostty_terminal_resize(self._t[0], cols, rows, 8, 16), "resize")
+        if self._t is not None:  # an unallocated terminal is simply made at the new size
+            _check(lib.ghostty_terminal_resize(self._t[0], cols, rows, 8, 16), "resize")
         self._cols, self._rows = cols, rows
         self._apply_history_cap()
         self.generation += 1
@@ -178,7 +232,8 @@ class TerminalModel:
 
     def reset(self) -> None:
         """Full reset (RIS): empty screen and history, default modes."""
-        lib.ghostty_terminal_reset(self._t[0])
+        if self._t is not None:  # a terminal never used is as reset as it gets
+            lib.ghostty_terminal_reset(self._t[0])
         self.generation += 1
         self._dirty = True
 
@@ -193,7 +248,7 @@ class TerminalModel:
         return self._cap
 
     def _get(self, key: int, out):
-        _check(lib.ghostty_terminal_get(self._t[0], key, out), "terminal_get")
+        _check(lib.ghostty_terminal_get(self._term(), key, out), "terminal_get")
         return out[0]
 
     @property
@@ -218,7 +273,7 @@ class TerminalModel:
         """Whether DEC private mode `n` (or ANSI mode `n` with ansi=True) is set."""
         c = self._modecfg
         c.mode = (n & 0x7FFF) | (int(bool(ansi)) << 15)
-        _check(lib.ghostty_terminal_get(self._t[0], lib.GHOSTTY_TERMINAL_DATA_MODE, c), f"mode {n}")
+        _check(lib.ghostty_terminal_get(self._term(), lib.GHOSTTY_TERMINAL_DATA_MODE, c), f"mode {n}")
         return bool(c.value)
 
     @property
@@ -239,7 +294,7 @@ class TerminalModel:
         pt = self._pt
         pt.tag = tag
         pt.value.x, pt.value.y = x, y
-        return _grid_ref_call()(self._t[0], pt[0], ref) == 0
+        return _grid_ref_call()(self._term(), pt[0], ref) == 0
 
     def _format(self, tag: int, y0: int, y1: int, emit: int) -> str:
         """Rows y0..y1 (inclusive, coordinates of `tag`) through the formatter, as one string."""
@@ -252,7 +307,7 @@ class TerminalModel:
         sel.end = self._ref2[0]
         self._fopts.emit = emit
         _check(
-            lib.ghostty_formatter_terminal_new(ffi.NULL, self._fmt, self._t[0], self._fopts[0]),
+            lib.ghostty_formatter_terminal_new(ffi.NULL, self._fmt, self._term(), self._fopts[0]),
             "formatter_new",
         )
         f = self._fmt[0]
@@ -373,13 +428,14 @@ class TerminalModel:
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Free the native terminal. Further calls raise."""
+        self._closed = True
         if self._t is not None:
             lib.ghostty_terminal_free(self._t[0])
             self._t = None
 
     @property
     def closed(self) -> bool:
-        return self._t is None
+        return self._closed
 
     def __del__(self):
         try:

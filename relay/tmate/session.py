@@ -29,6 +29,7 @@ from relay.tmate.replicated import (
     ReplicatedConfig,
 )
 from relay.tmate.snapshot import snapshot_vt
+from relay.tmate.wire import MAX_SESSION_CELLS, SESSION_HISTORY_BYTES
 from relay.tmux.args import UsageError
 from relay.tmux.cmdline import CommandSyntaxError, parse_commands
 
@@ -107,6 +108,8 @@ class Session:
         ssh_port: int,
         max_panes: int = 1000,
         history_lines: int = 2000,
+        max_cells: int = MAX_SESSION_CELLS,
+        history_budget: int = SESSION_HISTORY_BYTES,
     ):
         self.rw_token = rw_token
         self.ro_token = ro_token
@@ -114,6 +117,8 @@ class Session:
         self.ssh_port = ssh_port
         self.max_panes = max_panes
         self.history_lines = history_lines
+        self.max_cells = max_cells  # sum of sx*sy over every pane (relay/tmate/wire.py)
+        self.history_budget = history_budget  # bytes of scrollback for all panes together
         self.ssh_rw = ssh_connection_string(rw_token, ssh_host, ssh_port)
         self.ssh_ro = ssh_connection_string(ro_token, ssh_host, ssh_port)
 
@@ -203,11 +208,13 @@ class Session:
         # Apply: drop vanished panes, resize changed ones, create new ones.
         for pid in [pid for pid in self.panes if pid not in geoms]:
             self.panes.pop(pid).model.close()
+        share = self.history_budget // max(len(geoms), 1)  # each pane's part of the history budget
         for pid, (widx, g) in geoms.items():
             cols, rows = max(g.sx, 1), max(g.sy, 1)
             pane = self.panes.get(pid)
             if pane is None:
-                model = TerminalModel(cols, rows, self.history_lines)
+                # The terminal model allocates its native terminal on first use (lazily).
+                model = TerminalModel(cols, rows, self.history_lines, history_budget=share)
                 self.panes[pid] = PaneState(pid, widx, g.sx, g.sy, g.xoff, g.yoff, model)
                 continue
             # Differs from the C server, which closes the session when a pane shows up in
@@ -217,6 +224,7 @@ class Session:
             if (pane.sx, pane.sy) != (g.sx, g.sy):
                 pane.sx, pane.sy = g.sx, g.sy
                 pane.model.resize(cols, rows)
+            pane.model.set_history_budget(share)
         if self.active_window is not None and msg.active_window != self.active_window:
             # tmux's last-window stack: the previously current window goes on top.
             prev = self.active_window
@@ -235,6 +243,7 @@ class Session:
         session changes anything."""
         windows: dict[int, WindowState] = {}
         geoms: dict[int, tuple[int, m.PaneGeom]] = {}
+        cells = 0
         for w in msg.windows:
             if w.idx in windows:
                 raise SessionError(f"duplicate window index {w.idx}")
@@ -249,6 +258,12 @@ class Session:
                 _check_dim(f"pane {p.id}", p.sx, p.sy)
                 if not (0 <= p.xoff <= MAX_PANE_DIM and 0 <= p.yoff <= MAX_PANE_DIM):
                     raise SessionError(f"pane {p.id} offset {p.xoff},{p.yoff} out of range")
+                cells += max(p.sx, 1) * max(p.sy, 1)
+                if cells > self.max_cells:
+                    raise SessionError(
+                        f"too many cells: the panes' sizes add up to more than {self.max_cells} "
+                        f"(limit max-session-cells, at pane {p.id} of {p.sx}x{p.sy})"
+                    )
                 geoms[p.id] = (w.idx, p)
                 ids.append(p.id)
             if w.active_pane not in ids:

@@ -26,6 +26,21 @@ MAX_ARGV = 1024  # strings in one EXEC_CMD
 MAX_SNAPSHOT_LINES = 2000  # lines per snapshot grid (the C server's history limit)
 MAX_SNAPSHOT_LINE_CELLS = MAX_DIMENSION  # cells per snapshot line
 
+# What one session's panes may cost, whatever their number and declared sizes (relay.tmate.session
+# enforces both; docs/architecture.md section 6). libghostty-vt costs ~10 bytes of address space per
+# cell (twice that with the alternate screen) besides ~1.5 MiB per terminal (relay/screen/terminal.py).
+# Cells: the sum of sx*sy over every pane of every window. The panes of one window tile it, so a
+# real host needs about one terminal's area per window: 4M cells are 35 windows of a 640x180
+# terminal (a 4K screen with a 6-pixel font) or 400 windows of 200x50, and cost at most ~80 MB.
+# One SYNC_LAYOUT of 200 panes of 10000x10000 (20G cells) is refused at once.
+MAX_SESSION_CELLS = 4_000_000
+# History: the bytes every pane's scrollback may take together. A pane alone keeps 2000 rows of its
+# width (`history_cap_bytes`: ~5.3 MB at 200 columns); when the panes together would want more,
+# each gets an equal share of this budget (and keeps fewer rows). 24 panes of 200 columns with
+# full history fit; 200 panes of 10000 columns full of output would otherwise want ~41 GB.
+SESSION_HISTORY_BYTES = 128 * 1024 * 1024
+MSGPACK_MAX_DEPTH = 1024  # msgpack's unpacker refuses deeper nesting (StackError)
+
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
 UINT_MAX = 2**32 - 1
@@ -108,6 +123,15 @@ _HEAD_BYTES = 16  # enough for an array32 header and a uint64 type
 _PTY_DATA = 2  # the host's PTY_DATA type, decoded on the fast path
 
 M = TypeVar("M")
+
+
+def _unpack_detail(e: Exception) -> str:
+    """What msgpack's unpacker objected to; some of its errors carry no message of their own."""
+    if isinstance(e, msgpack.StackError):
+        return f"nested deeper than {MSGPACK_MAX_DEPTH} levels"
+    if isinstance(e, msgpack.FormatError) and not str(e):
+        return "invalid type byte (such as 0xc1, which msgpack never uses)"
+    return str(e) or type(e).__name__
 
 
 def _too_large(size: int, limit: int) -> NoReturn:
@@ -211,7 +235,7 @@ class StreamDecoder(Generic[M]):
         except ProtocolError:
             raise
         except (ValueError, msgpack.UnpackException) as e:
-            raise ProtocolError(f"malformed msgpack: {e}") from None
+            raise ProtocolError(f"malformed msgpack: {_unpack_detail(e)}") from None
         self._start = start
         self._check_incomplete(chunk, chunk_start)
 
