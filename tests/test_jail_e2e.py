@@ -83,9 +83,11 @@ def test_live_host_sessions_are_jailed(relay, make_host):
 
 
 def test_connection_is_jailed_before_the_first_byte(keys_dir):
-    """A connection that has sent nothing is already fully jailed."""
+    """A connection is fully jailed before its process reads a byte. (One that sends nothing has
+    no process at all: the master forks once the client's first bytes wait, so this one sends.)"""
     with Relay(keys_dir, extra=["--grace-period", "2"]) as relay:
         s = socket.create_connection(("127.0.0.1", relay.port))
+        s.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
         try:
             [pid] = _host_pids(relay, 1)
             assert_jailed(pid, relay.proc.pid, int(status(pid)["Uid"].split()[0]))
