@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import resource
 import signal
 import socket
 import time
@@ -55,6 +56,7 @@ class ChildPlan:
     cap_last_cap: int
     keep: list[int]  # fds the target keeps (besides 0, 1, 2)
     title: str
+    memory_cap: int | None = None  # RLIMIT_AS in bytes (soft and hard), or None
     # Test hooks: make the child fail (raise) or hang at the named step.
     fail_step: str | None = None
     hang_step: str | None = None
@@ -154,6 +156,9 @@ def _jail_steps(plan: ChildPlan, c: socket.socket) -> Iterator[str]:  # pragma: 
     _sys.prctl(_sys.PR_SET_NO_NEW_PRIVS, 1)
     yield plan.step("dumpable")
     _sys.prctl(_sys.PR_SET_DUMPABLE, 0)
+    yield plan.step("memory limit")
+    if plan.memory_cap is not None:  # soft = hard: raising it again needs CAP_SYS_RESOURCE
+        resource.setrlimit(resource.RLIMIT_AS, (plan.memory_cap, plan.memory_cap))
     yield plan.step("seccomp")
     if plan.seccomp is not None:
         plan.seccomp.load()

@@ -22,6 +22,7 @@ master's side; jail/child.py runs C1 and C2, jail/title.py sets the process titl
                                                                 drop bounding set, clear e/p/i
                                                                 and ambient capabilities
                                                                 no_new_privs, dumpable 0
+                                                                RLIMIT_AS: the memory cap
                                                                 seccomp filter
                                                                 SIGTERM/HUP/INT -> exit,
                                                                 SIGCHLD ignored (auto-reap)
@@ -54,6 +55,25 @@ from .seccomp import SeccompProgram, build_filter
 
 EXIT_SIGNALLED = 128 + signal.SIGTERM
 
+# The hard memory cap of every jailed connection process (`--session-memory`, limit name
+# `session-memory`), as RLIMIT_AS (soft = hard), set in the jail before seccomp: address space,
+# not resident memory, because that is what a process can be capped by without a cgroup v2 memory
+# controller (this machine's unified hierarchy has none; a rootless relay can create no cgroups).
+# Sized with bench/session_memory.py (Python 3.11, this 2-core machine):
+# - a connection process starts with ~350 MB of address space inherited from the master, 255 MB
+#   of it PROT_NONE reservations of the malloc arenas the warm-up's threads made (free), the rest
+#   libraries, the frozen heap and thread stacks; 40 MB resident;
+# - a busy session (4 windows, 5 panes at 200x50 under seq and ls -laR, alternate screen used,
+#   history full, 3 viewers): 376 MB virtual at its peak, 64 MB resident; with 30 windows
+#   (31 such panes): 514 MB virtual, 165 MB resident;
+# - each further pane costs ~1.5 MB of address space (3 with the alternate screen) besides ~10
+#   bytes per cell and its history, which the session model bounds per session (4M cells, 128 MB
+#   of history: relay/tmate/wire.py), so even 100 busy panes stay near ~800 MB.
+# 1024 MB is twice what 30 busy windows need; a session that reaches it ends with the reason
+# logged (relay/conn/host.py) and only that session ends.
+DEFAULT_MEMORY_MB = 1024
+MIN_MEMORY_MB = 64  # the smallest cap, and the least room a child needs above what it inherits
+
 
 class JailError(Exception):
     """A jail could not be set up; str(e) is a one-line reason for the log."""
@@ -68,6 +88,7 @@ class JailConfig:
     seccomp: bool = True
     empty_root: str | None = None
     spawn_timeout: float = 2.0
+    memory_mb: int | None = DEFAULT_MEMORY_MB  # RLIMIT_AS of every jailed process; None: no cap
 
 
 @dataclass
@@ -82,6 +103,18 @@ def _read_int(path: str) -> int | None:
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def _vm_size_mb() -> int | None:
+    """This process's address space (VmSize) in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _userns_hint() -> str:
@@ -116,6 +149,8 @@ class Jailer:
             raise JailError(f"empty_root {c.empty_root!r} is not a directory")
         if c.spawn_timeout <= 0:
             raise JailError("spawn_timeout must be positive")
+        if c.memory_mb is not None and c.memory_mb < MIN_MEMORY_MB:
+            raise JailError(f"memory cap {c.memory_mb} MB is below {MIN_MEMORY_MB} MB")
         self._in_use: set[int] = set()
         self._next = 0
         self._prepared = False
@@ -167,6 +202,7 @@ class Jailer:
         time.localtime()  # loads /etc/localtime into libc
         for enc in ("utf-8", "ascii", "latin-1"):
             "x".encode(enc)
+        self._check_memory_cap()
         if self.config.seccomp:
             try:
                 self._seccomp = build_filter()
@@ -189,6 +225,22 @@ class Jailer:
         # nothing of the warm heap gets its GC header written, so its pages stay shared.
         gc.freeze()
         self._prepared = True
+
+    def _check_memory_cap(self) -> None:
+        """A cap below what a child inherits would leave it no memory at all: refuse it at start."""
+        cap = self.config.memory_mb
+        size = _vm_size_mb()
+        if cap is not None and size is not None and cap < size + MIN_MEMORY_MB:
+            raise JailError(
+                f"memory cap {cap} MB leaves no room: a connection process starts with {size} MB of "
+                f"address space (the master's); give at least {size + MIN_MEMORY_MB} MB"
+            )
+
+    @property
+    def memory_cap_bytes(self) -> int | None:
+        """RLIMIT_AS of every jailed process, or None."""
+        mb = self.config.memory_mb
+        return None if mb is None else mb * 1024 * 1024
 
     def close(self) -> None:
         """Remove the private empty-root directory (the master calls it at exit)."""
@@ -233,6 +285,7 @@ class Jailer:
             cap_last_cap=self._cap_last_cap,
             keep=sorted({int(fd) for fd in keep_fds}),
             title=title,
+            memory_cap=self.memory_cap_bytes,
             fail_step=self._test_fail_step,
             hang_step=self._test_hang_step,
         )

@@ -9,6 +9,11 @@ import sys
 
 from relay.master.admission import MaxStartups
 
+# jail's own defaults, not imported from it: `pymate-relay keygen` must not load the jail (ctypes);
+# tests/test_jail.py checks that they agree.
+DEFAULT_SESSION_MEMORY_MB = 1024
+MIN_SESSION_MEMORY_MB = 64
+
 USAGE = """\
 pymate-relay -k DIR [-p PORT] [-b ADDR] [-h HOST] [-q PORT] [-v]
        pymate-relay keygen -k DIR [-h HOST] [-p PORT]"""
@@ -100,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-viewers", type=int, default=64, metavar="N", help="viewers per session (default: 64)"
     )
+    p.add_argument(
+        "--session-memory",
+        type=int,
+        default=DEFAULT_SESSION_MEMORY_MB,
+        metavar="MB",
+        help="hard memory cap (address space) of every jailed connection process; a session that "
+        f"reaches it ends with the reason logged (default: {DEFAULT_SESSION_MEMORY_MB})",
+    )
     return p
 
 
@@ -125,6 +138,8 @@ def _checked_args(argv: list[str]) -> tuple[argparse.Namespace, tuple[int, int]]
     for name in ("max_connections", "per_source_max_startups", "max_sessions", "max_viewers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.session_memory < MIN_SESSION_MEMORY_MB:
+        parser.error(f"--session-memory must be at least {MIN_SESSION_MEMORY_MB}")
     if not args.per_source_rate > 0:
         parser.error("--per-source-rate must be positive")
     try:
@@ -154,7 +169,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         per_source_rate=args.per_source_rate,
         max_sessions=args.max_sessions,
         max_viewers=args.max_viewers,
-        jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1]),
+        jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1], memory_mb=args.session_memory),
     )
     conn_cfg = ConnectionConfig(
         host_keys=tuple(host_keys),
@@ -201,7 +216,11 @@ def serve_main(argv: list[str]) -> int:
         return 1
     for k in host_keys:
         log.get_logger().info("host key", type=k.get_name(), fingerprint=keys.fingerprint(k))
-    master.serve_forever()
+    try:
+        master.serve_forever()
+    except JailError as e:  # e.g. --session-memory below what the warmed-up master holds
+        print(f"pymate-relay: error: cannot jail connections: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

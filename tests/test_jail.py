@@ -25,7 +25,15 @@ import pytest
 msgpack = pytest.importorskip("msgpack")
 pyghostty = pytest.importorskip("pyghostty")
 
-from jail import JailConfig, JailedProcess, Jailer, JailError, _sys, set_process_title  # noqa: E402
+from jail import (  # noqa: E402
+    DEFAULT_MEMORY_MB,
+    JailConfig,
+    JailedProcess,
+    Jailer,
+    JailError,
+    _sys,
+    set_process_title,
+)
 from tests.e2e import AcceptingSshServer, ed25519_host_key  # noqa: E402
 
 NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts")
@@ -77,8 +85,31 @@ def _probe_tcp():
         s.close()
 
 
+def _probe_allocate(mb: int) -> str:
+    try:
+        block = bytearray(mb * 1024 * 1024)
+    except MemoryError:
+        return "MemoryError"
+    del block
+    return "ok"
+
+
+def _probe_raise_memory_cap() -> str:
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    try:  # Python turns the kernel's EPERM into this ValueError
+        resource.setrlimit(resource.RLIMIT_AS, (hard, resource.RLIM_INFINITY))
+    except ValueError as e:
+        return "refused" if "not allowed to raise" in str(e) else str(e)
+    return "raised"
+
+
 PROBES = {
     "ping": lambda: "pong",
+    "allocate_64mb": lambda: _probe_allocate(64),
+    "allocate_2gb": lambda: _probe_allocate(2048),
+    "raise_memory_cap": _probe_raise_memory_cap,
     "ids": lambda: {
         "pid": os.getpid(),
         "uid": os.getresuid(),
@@ -532,7 +563,17 @@ def test_fds_not_kept_are_closed(jailer, no_leftovers):
 @needs_root
 @pytest.mark.parametrize(
     "step",
-    ["setgroups", "unshare", "mounts", "pivot_root", "setresuid", "capabilities", "seccomp", "close fds"],
+    [
+        "setgroups",
+        "unshare",
+        "mounts",
+        "pivot_root",
+        "setresuid",
+        "capabilities",
+        "memory limit",
+        "seccomp",
+        "close fds",
+    ],
 )
 def test_failing_step_raises_and_leaves_nothing(jailer, no_leftovers, step):
     jailer._test_fail_step = step
@@ -575,6 +616,71 @@ def test_release_makes_uid_reusable(subreaper, no_leftovers):
         j.close()
 
 
+def _address_space_limit(pid: int) -> tuple[str, str]:
+    """The soft and hard `Max address space` of /proc/PID/limits (bytes or 'unlimited')."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max address space"):
+                soft, hard = line[len("Max address space") :].split()[:2]
+                return soft, hard
+    raise AssertionError("no Max address space line")
+
+
+@needs_root
+def test_memory_cap_from_outside(jailer, no_leftovers):
+    """Every jailed process has the hard memory cap (RLIMIT_AS, soft = hard), cannot raise it,
+    and an allocation beyond it fails as MemoryError inside, without killing the process."""
+    cap = jailer.config.memory_mb
+    assert cap is not None
+    with jailed_probe(jailer) as (p, s):
+        assert _address_space_limit(p.pid) == (str(cap << 20), str(cap << 20))
+        assert rpc(s, "allocate_64mb") == "ok"
+        assert rpc(s, "allocate_2gb") == "MemoryError"
+        assert rpc(s, "raise_memory_cap") == "refused"
+        assert rpc(s, "ping") == "pong"
+    assert _address_space_limit(os.getpid())[1] == "unlimited"  # the master keeps none
+
+
+@needs_root
+def test_memory_cap_can_be_set_or_turned_off(subreaper, no_leftovers):
+    size = int(_status(os.getpid())["VmSize"].split()[0]) // 1024
+    small = _make_jailer(uid_base=UID_BASE + 4000, memory_mb=size + 200)
+    none = _make_jailer(uid_base=UID_BASE + 5000, memory_mb=None)
+    try:
+        with jailed_probe(small) as (p, s):
+            assert _address_space_limit(p.pid)[1] == str((size + 200) << 20)
+            assert rpc(s, "allocate_64mb") == "ok"
+            assert rpc(s, "allocate_2gb") == "MemoryError"
+        with jailed_probe(none) as (p, s):
+            assert _address_space_limit(p.pid) == ("unlimited", "unlimited")
+    finally:
+        small.close()
+        none.close()
+
+
+def test_memory_cap_too_small_is_refused(subreaper):
+    rootless = os.geteuid() != 0
+    with pytest.raises(JailError, match="memory cap 10 MB is below 64 MB"):
+        Jailer(JailConfig(memory_mb=10, rootless=rootless, uid_base=UID_BASE))
+    # Below what a child inherits from the master (this process): refused before any spawn.
+    j = Jailer(JailConfig(memory_mb=65, rootless=rootless, uid_base=UID_BASE))
+    with pytest.raises(JailError, match="memory cap 65 MB leaves no room: a connection process starts with"):
+        j.prepare()
+    j.close()
+
+
+def test_cli_defaults_agree_with_the_jail():
+    from jail import MIN_MEMORY_MB
+    from relay import cli
+
+    assert cli.DEFAULT_SESSION_MEMORY_MB == DEFAULT_MEMORY_MB == JailConfig().memory_mb
+    assert cli.MIN_SESSION_MEMORY_MB == MIN_MEMORY_MB
+    args, _ = cli._checked_args(["--session-memory", "300"])
+    assert args.session_memory == 300
+    with pytest.raises(SystemExit):
+        cli._checked_args(["--session-memory", "10"])
+
+
 def test_config_validation():
     with pytest.raises(JailError, match="inside_uid"):
         Jailer(JailConfig(inside_uid=0, rootless=os.geteuid() != 0))
@@ -614,7 +720,19 @@ def rootless_helper_main() -> int:
     theirs.close()
     try:
         probes = {
-            c: rpc(ours, c) for c in ("ids", "open", "tcp", "unshare_user", "mount", "fork", "thread", "ping")
+            c: rpc(ours, c)
+            for c in (
+                "ids",
+                "open",
+                "tcp",
+                "unshare_user",
+                "mount",
+                "fork",
+                "thread",
+                "ping",
+                "allocate_2gb",
+                "raise_memory_cap",
+            )
         }
         try:
             open(f"/proc/{p.pid}/environ", "rb").read()
@@ -710,6 +828,10 @@ def test_rootless_mode(no_leftovers, tmp_path):
         assert pr["ids"]["hostname"] == "pymate"
         assert pr["open"] == pr["tcp"] == pr["unshare_user"] == pr["mount"] == "EPERM"
         assert pr["fork"] == "EPERM" and pr["thread"] is True and pr["ping"] == "pong"
+        # The memory cap holds in rootless mode too (RLIMIT_AS needs no privilege).
+        cap = str(DEFAULT_MEMORY_MB << 20)
+        assert _address_space_limit(pid) == (cap, cap)
+        assert pr["allocate_2gb"] == "MemoryError" and pr["raise_memory_cap"] == "refused"
         # Same uid, not dumpable: even the master's uid cannot read its environ.
         assert info["environ"] == "EACCES"
     finally:

@@ -433,6 +433,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     hs = HostSession(conn, chan, session, conn.cfg.max_viewers)
     last = SERVER_EXITED
     code = 0
+    limit: str | None = None  # the limit that ended the session, if one did
     try:
         reason = hs.run()
         if reason == "relay is shutting down":
@@ -442,10 +443,14 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         code = 1
     except (OSError, EOFError, paramiko.SSHException) as e:
         reason = f"connection lost: {e or type(e).__name__}"
+    except MemoryError as e:  # the jail's cap (--session-memory): Python's or the terminal engine's
+        reason = f"memory limit reached: {e or 'an allocation failed'}"
+        code, limit = 1, "session-memory"
     finally:
         try:
             hs.close(last)
         finally:
-            session.close()
-    (conn.log.warning if code else conn.log.info)("host session ended", reason=reason)
+            session.close()  # frees every pane's terminal before the log line is made
+    extra = {"limit": limit} if limit else {}
+    (conn.log.warning if code else conn.log.info)("host session ended", reason=reason, **extra)
     return code
