@@ -392,3 +392,18 @@ def test_pending_and_child_carry_the_startup():
     assert p.startup and p.open
     c = Child(proc=JailedProcess(1, 1), ip="x", ctl=cast(socket.socket, None), started=0.0)
     assert not c.startup and not c.killed
+
+
+def test_the_connection_process_moves_its_sockets_to_low_descriptors():
+    from relay.conn.process import LOW_FD, _renumbered
+
+    a, b = socket.socketpair()
+    high = socket.socket(fileno=os.dup2(a.fileno(), 1500))  # as a master with many connections hands it
+    a.close()
+    low = _renumbered(high)
+    assert low.fileno() < LOW_FD and high.fileno() < 0
+    low.send(b"x")
+    assert b.recv(1) == b"x"
+    assert _renumbered(low) is low  # already low: kept
+    low.close()
+    b.close()
