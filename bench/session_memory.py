@@ -167,13 +167,17 @@ def bomb(relay: Relay, bystander: TmateHost, panes: int, size: int, output_panes
             pass
         ended = _wait_done(pid, ch, peak)
         took = time.monotonic() - t0
-        end = next(
-            (ln for ln in relay.lines[first_line:] if "host session ended" in ln),
-            "(session still alive)",
-        )
+
+        def end_line() -> str | None:
+            return next((ln for ln in relay.lines[first_line:] if "host session ended" in ln), None)
+
+        try:
+            end = wait_for(end_line, 2 if ended else 0.1, "the session's last log line")
+        except TimeoutError:
+            end = "(session still alive)"
         print(
             f"memory bomb: SYNC_LAYOUT of {len(packed)} bytes, {panes} panes of {size}x{size}, "
-            f"{sent / 1e6:.1f} MB of output into {output_panes}: session peak {fmt(peak)}; "
+            f"{sent / 1e6:.1f} MB of output into {output_panes}: session peak {fmt(peak) or '(ended before a sample)'}; "
             f"{'ended' if ended else 'alive'} after {took:.1f} s; {end.strip()[:300]}"
         )
     finally:
