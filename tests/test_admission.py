@@ -124,6 +124,15 @@ def test_max_connections_and_the_counters():
     assert a.refusals == {"x": 2, "y": 1}
 
 
+def test_silent_connections_are_no_startups_for_max_startups():
+    a = Admission(max_startups=MaxStartups(2, 100, 2), per_source_max_startups=10**6, rand=lambda: 0.0)
+    _startups(a, 50)
+    assert a.check("198.51.100.1", 50, silent=50) is None  # none of them costs a process
+    assert a.check("198.51.100.1", 50, silent=49) is None  # one working: below START
+    r = a.check("198.51.100.1", 50, silent=48)  # two working: at FULL
+    assert r is not None and r.limit == admission.MAX_STARTUPS and "(2, limit 2:100:2)" in r.reason
+
+
 # ---------------------------------------------------------------------- the master
 class SpawningJailer:
     """Records what the master forks; each 'process' is a real `sleep`, so killing it is harmless."""
@@ -407,3 +416,40 @@ def test_the_connection_process_moves_its_sockets_to_low_descriptors():
     assert _renumbered(low) is low  # already low: kept
     low.close()
     b.close()
+
+
+def test_at_max_connections_the_connection_silent_longest_makes_room(live):
+    m, port, jailer, made = live
+    m.cfg.max_connections = 3
+    m.admission.max_connections = 3
+    m.admission.per_source_max_startups = 10
+    old = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    turns(m, 0.05)
+    talker = socket.create_connection(("127.0.0.1", port))
+    talker.sendall(b"SSH-2.0-x\r\n")
+    turns(m, 0.05)
+    assert len(m.children) == 1 and len(m.pending) == 2  # full: 1 process, 2 silent sockets
+    with structlog.testing.capture_logs() as logs:
+        new = socket.create_connection(("127.0.0.1", port))
+        turns(m, 0.05)
+    closed = [e for e in logs if e["event"] == "connection refused"]
+    assert [e["limit"] for e in closed] == ["max-connections"]
+    assert "silent for" in closed[0]["reason"] and "(limit 3)" in closed[0]["reason"]
+    for s in (*old, new):
+        s.settimeout(1)
+    assert old[0].recv(100) == BANNER and old[0].recv(100) == b""  # the oldest silent one went
+    assert old[1].recv(100) == BANNER and new.recv(100) == BANNER  # the others stay
+    assert len(m.pending) == 2 and len(m.silent) == 2
+    # Nothing silent left to close: the next one is refused by the limit.
+    new.sendall(b"SSH-2.0-y\r\n")
+    old[1].sendall(b"SSH-2.0-z\r\n")
+    turns(m, 0.05)
+    assert len(m.children) == 3 and not m.silent
+    with structlog.testing.capture_logs() as logs:
+        late = socket.create_connection(("127.0.0.1", port))
+        turns(m, 0.05)
+    assert [e["limit"] for e in logs if e["event"] == "connection refused"] == ["max-connections"]
+    late.settimeout(1)
+    assert late.recv(100) == b""
+    for s in (*old, new, late, talker):
+        s.close()

@@ -208,6 +208,9 @@ def test_max_startups_and_per_source_rate_refuse_with_their_names(keys_dir):
     with Relay(keys_dir, extra=["--max-startups", "3", "--per-source-rate", "1"]) as relay:
         held = [connect(relay.port) for _ in range(3)]
         assert all(s.recv(100) == BANNER for s in held)
+        for s in held:  # a startup that has sent bytes costs a process: these count
+            s.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+        wait_for(lambda: len(relay.children()) == 3, 5, "three connection processes")
         extra = connect(relay.port)
         assert extra.recv(100) == b""  # refused before any byte
         assert "count=1" in relay.wait_log("limit='max-startups'")

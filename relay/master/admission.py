@@ -5,11 +5,13 @@ Pure logic with its clock and random source injected (tests drive both); the mas
 being a *startup* (one that has not taken a role yet: idle pre-fork sockets, handshakes, logins).
 The limits, each refused with its name (`limit=` in the log line) and counted in `refusals`:
 
-  max-connections          connections at once (pre-fork sockets and connection processes)
+  max-connections          connections at once (pre-fork sockets and connection processes; the
+                           master closes the connection silent longest to make room, if any)
   per-source-rate          new connections per second from one address: a token bucket of N a
                            second with a burst of BURST_SECONDS * N
   per-source-max-startups  startups from one address at once
-  max-startups             startups at once, sshd's MaxStartups START:RATE:FULL: from START on a
+  max-startups             startups that have sent bytes (so cost a process), at once, as
+                           sshd's MaxStartups START:RATE:FULL: from START on a
                            new one is refused with probability RATE%, rising linearly to 100% at
                            FULL (random early drop, so that a flood cannot shut out everyone
                            deterministically while a real client retrying gets through)
@@ -115,9 +117,11 @@ class Admission:
         self.refusals: dict[str, int] = {}  # limit name -> refusals so far
         self._pruned = clock()
 
-    def check(self, ip: str, connections: int) -> Refusal | None:
-        """Whether a new connection from `ip` is refused (while `connections` are served). A
-        connection admitted here is a startup: call `began(ip)` for it."""
+    def check(self, ip: str, connections: int, silent: int = 0) -> Refusal | None:
+        """Whether a new connection from `ip` is refused (while `connections` are served, of
+        which `silent` have sent nothing yet: those count for per-source-max-startups but not for
+        max-startups, which bounds what costs a process). A connection admitted here is a
+        startup: call `began(ip)` for it."""
         if connections >= self.max_connections:
             return Refusal(MAX_CONNECTIONS, f"too many connections (limit {self.max_connections})")
         if not self._take_token(ip):
@@ -130,12 +134,13 @@ class Admission:
                 PER_SOURCE_MAX_STARTUPS,
                 f"too many unauthenticated connections from this address (limit {self.per_source_max_startups})",
             )
-        p = self.max_startups.drop_probability(self.startups)
+        working = self.startups - silent
+        p = self.max_startups.drop_probability(working)
         if p > 0 and self.rand() < p:
             ms = self.max_startups
             return Refusal(
                 MAX_STARTUPS,
-                f"too many unauthenticated connections ({self.startups}, limit {ms.start}:{ms.rate}:{ms.full})",
+                f"too many unauthenticated connections ({working}, limit {ms.start}:{ms.rate}:{ms.full})",
             )
         return None
 

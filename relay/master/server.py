@@ -16,6 +16,10 @@ socket is readable, and a one-byte MSG_PEEK to tell data from end of stream, who
 never looks at). The connection process then speaks SSH from there on, without sending the
 banner again (relay.conn.ssh). tmate's libssh sends its banner after ours, OpenSSH at once.
 
+A connection that has sent nothing is not a startup for max-startups (it costs a socket, not a
+process); when max-connections is reached, the one silent longest is closed to make room for the
+new arrival (a real client sends its banner within a round trip of ours).
+
 Every connection that has not taken a role (host or join) is closed by the master at exactly
 `grace_period` seconds after accept, whatever it is doing: a timer in the select timeout.
 Spawning happens a few at a time between selects, round-robin over source addresses, so a flood
@@ -147,7 +151,8 @@ class Master(Messages):
             per_source_rate=cfg.per_source_rate,
         )
         self.refusals: dict[str, int] = self.admission.refusals  # limit name -> refusals so far
-        self.pending: set[Pending] = set()  # accepted, no bytes from the client yet
+        self.pending: set[Pending] = set()  # accepted, not handed to a process yet
+        self.silent: dict[Pending, None] = {}  # of those, the ones that sent nothing yet, oldest first
         self.ready: dict[str, deque[Pending]] = {}  # by source: first bytes waiting, to be forked
         self.deadlines: list[tuple[float, int, Pending | Child]] = []  # grace periods (a heap)
         self._seq = itertools.count()
@@ -265,12 +270,29 @@ class Master(Messages):
                     return
                 raise
             ip = addr[0]
-            refusal = self.admission.check(ip, len(self.children) + len(self.pending))
+            if len(self.children) + len(self.pending) >= self.cfg.max_connections and self.silent:
+                self._close_oldest_silent()
+            refusal = self.admission.check(
+                ip, len(self.children) + len(self.pending), silent=len(self.silent)
+            )
             if refusal is not None:
                 conn.close()
                 self._refuse(ip, refusal)
                 continue
             self._hold(conn, ip)
+
+    def _close_oldest_silent(self) -> None:
+        """Make room at max-connections: a connection that has sent nothing costs a socket and
+        nothing else, and a real client sends its banner within a round trip of ours, so the one
+        silent longest goes, not the new arrival."""
+        oldest = next(iter(self.silent))
+        silent_for = time.monotonic() - oldest.accepted
+        self._close_pending(
+            oldest,
+            f"closed for a new connection: silent for {silent_for:.1f} s while the relay was full "
+            f"(limit {self.cfg.max_connections})",
+            admission.MAX_CONNECTIONS,
+        )
 
     def _hold(self, conn: socket.socket, ip: str) -> None:
         """Write the banner and wait, without a process, for the client's first bytes."""
@@ -288,6 +310,7 @@ class Master(Messages):
         p = Pending(conn, ip, time.monotonic())
         self.admission.began(ip)
         self.pending.add(p)
+        self.silent[p] = None
         self.sel.register(conn, selectors.EVENT_READ, p)
         heapq.heappush(self.deadlines, (p.accepted + self.cfg.grace_period, next(self._seq), p))
 
@@ -305,12 +328,14 @@ class Master(Messages):
             self._close_pending(p, "closed before sending a byte")
             return
         self.sel.unregister(p.sock)
+        self.silent.pop(p, None)
         self.ready.setdefault(p.ip, deque()).append(p)
 
     def _close_pending(self, p: Pending, reason: str, limit: str | None = None) -> None:
         self._end_startup(p)
         p.open = False
         self.pending.discard(p)
+        self.silent.pop(p, None)
         try:
             self.sel.unregister(p.sock)
         except (KeyError, ValueError):
@@ -337,6 +362,7 @@ class Master(Messages):
     def _spawn(self, p: Pending) -> None:
         p.open = False
         self.pending.discard(p)
+        self.silent.pop(p, None)
         conn, ip = p.sock, p.ip
         conn.setblocking(True)
         ctl_master, ctl_child = control.socketpair()
@@ -436,6 +462,7 @@ class Master(Messages):
             p.open = False
             p.sock.close()
         self.pending.clear()
+        self.silent.clear()
         self.ready.clear()
         for child in list(self.children.values()):
             try:
