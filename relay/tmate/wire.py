@@ -27,7 +27,7 @@ MAX_SNAPSHOT_LINES = 2000  # lines per snapshot grid (the C server's history lim
 MAX_SNAPSHOT_LINE_CELLS = MAX_DIMENSION  # cells per snapshot line
 
 # What one session's panes may cost, whatever their number and declared sizes (relay.tmate.session
-# enforces both; docs/architecture.md section 6). libghostty-vt costs ~10 bytes of address space per
+# enforces both; docs/architecture.md section 7). libghostty-vt costs ~10 bytes of address space per
 # cell (twice that with the alternate screen) besides ~1.5 MiB per terminal (relay/screen/terminal.py).
 # Cells: the sum of sx*sy over every pane of every window. The panes of one window tile it, so a
 # real host needs about one terminal's area per window: 4M cells are 35 windows of a 640x180
