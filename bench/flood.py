@@ -6,7 +6,9 @@ reach it) is flooded in three stages, one after the other:
       (127.88.0.0/16);
   (b) COUNT idle connections from one address: a network-namespace test host (tests/netns.py);
   (c) STALLED connections stalled in the middle of the key exchange (our banner and a KEXINIT,
-      then silence), each from its own loopback address (127.89.0.0/16).
+      then silence) from one address (test host A), and (d) as many, each from its own loopback
+      address (127.89.0.0/16): a flood from many addresses that does cost processes, where
+      --max-startups trades the relay's memory against refusing real clients.
 While each flood is held, a real tmate host in test host B starts and waits for tmate-ready, and a
 real OpenSSH viewer in test host C joins a session that was started before the flood (ssh start
 -> the host's text on its terminal). Figures per stage: ready and join times, the relay's private
@@ -464,10 +466,12 @@ def run(args: argparse.Namespace, work: Path, hosts: dict[str, NetnsHost]) -> No
             n, a = args.count, hosts["A"]
             bench.stage(f"a: idle, {n} loopback addresses", loopback_sockets(n, 88), "127.0.0.1")
             bench.stage(f"b: idle, one address {a.address}", a.sockets(n), a.gateway)
-            socks = loopback_sockets(args.stalled, 89)
+            k = args.stalled
             bench.stage(
-                f"c: stalled mid-kex, {args.stalled} loopback addresses", socks, "127.0.0.1", STALL_BYTES
+                f"c: stalled mid-kex, {k} from one address {a.address}", a.sockets(k), a.gateway, STALL_BYTES
             )
+            socks = loopback_sockets(k, 89)
+            bench.stage(f"d: stalled mid-kex, {k} loopback addresses", socks, "127.0.0.1", STALL_BYTES)
         finally:
             h0.stop()
             if args.log:

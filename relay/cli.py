@@ -80,10 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-startups",
-        default="10:30:100",
+        default="20:30:60",
         metavar="START:RATE:FULL",
-        help="connections that have not taken a role yet, as sshd's MaxStartups: beyond START a new "
-        "one is refused with probability RATE%%, rising linearly to 100%% at FULL (default: 10:30:100)",
+        help="connections that have sent bytes but not taken a role yet, as sshd's MaxStartups: beyond START a new "
+        "one is refused with probability RATE%%, rising linearly to 100%% at FULL (default: 20:30:60)",
     )
     p.add_argument(
         "--per-source-max-startups",

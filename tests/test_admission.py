@@ -453,3 +453,21 @@ def test_at_max_connections_the_connection_silent_longest_makes_room(live):
     assert late.recv(100) == b""
     for s in (*old, new, late, talker):
         s.close()
+
+
+def test_max_startups_is_asked_again_when_silent_connections_start_to_cost_a_process(live):
+    m, port, jailer, made = live
+    m.admission.max_startups = MaxStartups(2, 100, 2)
+    m.admission.per_source_max_startups = 10
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    turns(m, 0.05)
+    assert len(m.pending) == 4 and not jailer.spawned  # silent: admitted, no process
+    with structlog.testing.capture_logs() as logs:
+        for s in socks:  # all four speak at once: only two may cost a process
+            s.sendall(b"SSH-2.0-x\r\n")
+        turns(m, 0.1)
+    assert len(jailer.spawned) == 2
+    refused = [e for e in logs if e["event"] == "connection refused"]
+    assert [e["limit"] for e in refused] == ["max-startups", "max-startups"]
+    for s in socks:
+        s.close()

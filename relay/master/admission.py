@@ -55,9 +55,12 @@ PRUNE_INTERVAL = 1.0  # seconds between sweeps of full (idle) buckets
 
 @dataclass(frozen=True)
 class MaxStartups:
-    start: int = 10
+    # The default: START above the per-source limit (10), so that one address alone never pushes
+    # the others into early drop; FULL so that handshakes in progress (~4 MB private each, one
+    # process apiece) stay near 250 MB whatever a many-address flood does.
+    start: int = 20
     rate: int = 30  # percent
-    full: int = 100
+    full: int = 60
 
     @classmethod
     def parse(cls, text: str) -> MaxStartups:
@@ -134,7 +137,12 @@ class Admission:
                 PER_SOURCE_MAX_STARTUPS,
                 f"too many unauthenticated connections from this address (limit {self.per_source_max_startups})",
             )
-        working = self.startups - silent
+        return self.startup_refusal(self.startups - silent)
+
+    def startup_refusal(self, working: int) -> Refusal | None:
+        """max-startups alone, while `working` other startups cost a process: asked on accept and
+        again when a silent connection's first bytes arrive (a burst of silent connections that
+        all send at once must not all get a process)."""
         p = self.max_startups.drop_probability(working)
         if p > 0 and self.rand() < p:
             ms = self.max_startups

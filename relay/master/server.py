@@ -356,7 +356,13 @@ class Master(Messages):
             p = queue.popleft()
             if queue:
                 self.ready[ip] = queue  # to the back: round robin over sources
-            if p.open:
+            if not p.open:
+                continue
+            # max-startups again, now that it would cost a process (p itself not counted)
+            refusal = self.admission.startup_refusal(self.admission.startups - len(self.silent) - 1)
+            if refusal is not None:
+                self._close_pending(p, refusal.reason, refusal.limit)
+            else:
                 self._spawn(p)
 
     def _spawn(self, p: Pending) -> None:
