@@ -46,6 +46,7 @@ from jail import JailConfig, JailedProcess, Jailer, JailError
 from relay import control, log
 from relay.master import admission
 from relay.master.admission import Admission, MaxStartups, Refusal
+from relay.master.intake import HeaderWait, Intake
 from relay.master.messages import LOG_BURST, LOG_RATE, Messages
 
 # connection(accepted TCP socket, control socket, peer ip, accept time on the monotonic clock)
@@ -76,6 +77,7 @@ class RelayConfig:
     per_source_rate: float = 20.0
     max_sessions: int = 1000
     max_viewers: int = 64
+    proxy_protocol: bool = False  # -x: a PROXY header (v1 or v2) before SSH (relay.master.intake)
 
 
 @dataclass(eq=False)
@@ -129,7 +131,7 @@ def _raise_fd_limit() -> None:
             pass
 
 
-class Master(Messages):
+class Master(Intake, Messages):
     def __init__(
         self,
         cfg: RelayConfig,
@@ -154,7 +156,7 @@ class Master(Messages):
         self.pending: set[Pending] = set()  # accepted, not handed to a process yet
         self.silent: dict[Pending, None] = {}  # of those, the ones that sent nothing yet, oldest first
         self.ready: dict[str, deque[Pending]] = {}  # by source: first bytes waiting, to be forked
-        self.deadlines: list[tuple[float, int, Pending | Child]] = []  # grace periods (a heap)
+        self.deadlines: list[tuple[float, int, Pending | Child | HeaderWait]] = []  # a heap
         self._seq = itertools.count()
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
@@ -167,6 +169,8 @@ class Master(Messages):
         family = socket.AF_INET6 if ":" in self.cfg.bind else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # "::" serves IPv4 too
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         s.bind((self.cfg.bind, self.cfg.port))
         s.listen(self.cfg.backlog)
         s.setblocking(False)
@@ -220,6 +224,8 @@ class Master(Messages):
                 self._drain_wake()
             elif isinstance(key.data, Pending):
                 self._on_first_bytes(key.data)
+            elif isinstance(key.data, HeaderWait):
+                self._on_header_bytes(key.data)
             else:
                 self._on_control(key.data)
         self._reap()
@@ -269,30 +275,7 @@ class Master(Messages):
                     self.log.error("accept failed", reason=os.strerror(e.errno))
                     return
                 raise
-            ip = addr[0]
-            if len(self.children) + len(self.pending) >= self.cfg.max_connections and self.silent:
-                self._close_oldest_silent()
-            refusal = self.admission.check(
-                ip, len(self.children) + len(self.pending), silent=len(self.silent)
-            )
-            if refusal is not None:
-                conn.close()
-                self._refuse(ip, refusal)
-                continue
-            self._hold(conn, ip)
-
-    def _close_oldest_silent(self) -> None:
-        """Make room at max-connections: a connection that has sent nothing costs a socket and
-        nothing else, and a real client sends its banner within a round trip of ours, so the one
-        silent longest goes, not the new arrival."""
-        oldest = next(iter(self.silent))
-        silent_for = time.monotonic() - oldest.accepted
-        self._close_pending(
-            oldest,
-            f"closed for a new connection: silent for {silent_for:.1f} s while the relay was full "
-            f"(limit {self.cfg.max_connections})",
-            admission.MAX_CONNECTIONS,
-        )
+            self._intake(conn, addr[0])  # admission, after the PROXY header with -x (intake.py)
 
     def _hold(self, conn: socket.socket, ip: str) -> None:
         """Write the banner and wait, without a process, for the client's first bytes."""
@@ -400,7 +383,9 @@ class Master(Messages):
         now = time.monotonic()
         while self.deadlines and self.deadlines[0][0] <= now:
             _, _, conn = heapq.heappop(self.deadlines)
-            if isinstance(conn, Pending):
+            if isinstance(conn, HeaderWait):
+                self._header_expired(conn)
+            elif isinstance(conn, Pending):
                 if conn.open:
                     self._close_pending(
                         conn, "no role taken within the grace period (no bytes sent)", admission.GRACE_PERIOD
@@ -464,6 +449,7 @@ class Master(Messages):
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
+        self._close_awaiting()
         for p in list(self.pending):
             p.open = False
             p.sock.close()
