@@ -126,6 +126,8 @@ class Relay:
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
+            # key=value lines on the pipe (the tests read them), not JSON lines or the journal
+            env={**os.environ, "PYMATE_LOG_FORMAT": "kv"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
