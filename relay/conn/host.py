@@ -25,7 +25,7 @@ import paramiko
 
 from jail import set_process_title
 from relay import control
-from relay.conn import link
+from relay.conn import access, link
 from relay.hostkeys import blob_fingerprint
 from relay.input.dispatch import KeyDispatcher, Local, Notice
 from relay.input.parser import InputParser, escape_time_for
@@ -79,6 +79,8 @@ class HostSession:
         self, conn, chan: paramiko.Channel, session: Session, max_viewers: int = DEFAULT_MAX_VIEWERS
     ):
         self.conn = conn
+        self.require_keys = False  # -A: viewers only with the host's `tmate -a` keys (run_host sets it)
+        self.unjoinable = False  # -A refused this session (relay.conn.access): never joinable
         self.max_viewers = max_viewers  # the master refuses first (--max-viewers); this holds if it raced
         self.chan = chan
         self.session = session
@@ -129,6 +131,10 @@ class HostSession:
             return  # pane output changes nothing here
         self.access_generation = self.session.generation
         keys = self.session.authorized_keys
+        if self.unjoinable or (self.require_keys and not keys):
+            if not self.unjoinable:
+                self.unjoinable = access.refuse_without_keys(self.send_host, self.log)
+            return
         fps = None
         if keys is not None:
             found = []
@@ -431,6 +437,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         rw_token=rw_token, ro_token=ro_token, ssh_host=conn.cfg.ssh_host, ssh_port=conn.cfg.ssh_port
     )
     hs = HostSession(conn, chan, session, conn.cfg.max_viewers)
+    hs.require_keys = conn.cfg.require_authorized_keys
     last = SERVER_EXITED
     code = 0
     limit: str | None = None  # the limit that ended the session, if one did

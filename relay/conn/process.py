@@ -41,6 +41,7 @@ class ConnectionConfig:
     grace_period: float = 20.0  # seconds to take a role, from the accept
     verbose: bool = False
     max_viewers: int = 64  # viewers per session (the master refuses first; the session too)
+    require_authorized_keys: bool = False  # -A: a host without `tmate -a` keys is not joinable
 
 
 def _renumbered(sock: socket.socket) -> socket.socket:
