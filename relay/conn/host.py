@@ -94,10 +94,13 @@ class HostSession:
         self.sized_generation: int | None = None  # session.generation the host size was checked at
         self.closing = False  # close() has begun: nothing more is sent to the host
         self.log = conn.log
+        self.bytes_in = self.bytes_out = 0  # tmate messages and link records from / to host and viewers
 
     # ------------------------------------------------------------------ host
     def send_host(self, msg) -> None:
-        self.chan.sendall(encode(msg, self.session.protocol or 6))
+        data = encode(msg, self.session.protocol or 6)
+        self.chan.sendall(data)
+        self.bytes_out += len(data)
 
     def _on_host_data(self) -> bool:
         """Handle what the host sent; False when the host is gone."""
@@ -107,6 +110,7 @@ class HostSession:
             if not data:
                 return False
             budget -= len(data)
+            self.bytes_in += len(data)
             for msg in self.decoder.feed(data):
                 for out in self.session.handle(msg):
                     self.send_host(out)
@@ -147,6 +151,7 @@ class HostSession:
             if len(fps) > control.MAX_AUTHORIZED_KEYS:
                 self.log.warning(
                     "authorized keys cut",
+                    limit="authorized-keys",
                     reason=f"more than {control.MAX_AUTHORIZED_KEYS} keys",
                     keys=len(fps),
                 )
@@ -242,6 +247,7 @@ class HostSession:
         if not record:
             self._remove_viewer(v)
             return
+        self.bytes_in += len(record)
         try:
             kind, payload = link.parse(record)
             if kind not in (link.RESIZE, link.INPUT, link.ERASE):
@@ -331,7 +337,7 @@ class HostSession:
     def _send_raw(self, v: Viewer, data: bytes) -> bool:
         for record in link.output_records(data):
             try:
-                v.sock.send(record)
+                self.bytes_out += v.sock.send(record)
             except BlockingIOError:
                 if v.screen is not None:
                     v.screen.invalidate()  # the next frame repaints everything
@@ -433,6 +439,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     set_process_title(f"pymate [{rw_token[:4]}...] host {conn.peer_ip}")
     conn.log = conn.log.bind(session=rw_token[:4])
     conn.log.info("host session started", user=server.username, pubkey=server.pubkey)
+    started = time.monotonic()
     session = Session(
         rw_token=rw_token, ro_token=ro_token, ssh_host=conn.cfg.ssh_host, ssh_port=conn.cfg.ssh_port
     )
@@ -458,6 +465,8 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
             hs.close(last)
         finally:
             session.close()  # frees every pane's terminal before the log line is made
-    extra = {"limit": limit} if limit else {}
+    extra: dict[str, object] = {"limit": limit} if limit else {}
+    extra.update(duration=round(time.monotonic() - started, 3), bytes_in=hs.bytes_in, bytes_out=hs.bytes_out)
+    extra["viewers"] = hs.next_client_id - 1  # viewers seen over the session's life
     (conn.log.warning if code else conn.log.info)("host session ended", reason=reason, **extra)
     return code

@@ -46,7 +46,7 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     log = conn.log
     if not token_is_valid(token):
         chan.sendall(INVALID_TOKEN)
-        log.info("viewer refused", reason="malformed token")
+        log.info("token look-up failed", reason="malformed token")
         return 0
     try:
         joined = conn.master.join(token, server.pubkey, server.fingerprint)
@@ -55,8 +55,7 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         return 0
     if joined is None:
         time.sleep(refusal_delay())
-        chan.sendall(EXPIRED_TOKEN)
-        log.info("viewer refused", reason="no session for this token")
+        chan.sendall(EXPIRED_TOKEN)  # the master logged the failed look-up, with its reason
         return 0
     readonly, fd = joined
     lk = socket.socket(fileno=fd)
@@ -66,6 +65,7 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     if not readonly:  # a read-only token's first characters name nothing
         log = log.bind(session=shown[:4])
     log.info("viewer joined", readonly=readonly, pubkey=server.pubkey)
+    joined_at = time.monotonic()
 
     def send_size(cols: int, rows: int) -> None:
         try:
@@ -87,7 +87,7 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     finally:
         server.on_resize = None
         lk.close()
-    log.info("viewer left", reason=reason)
+    log.info("viewer left", reason=reason, duration=round(time.monotonic() - joined_at, 3))
     return 0
 
 
