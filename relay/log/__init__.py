@@ -22,11 +22,12 @@ from typing import IO, Any
 
 import structlog
 
-from relay.log.fields import journal_fields, scrub, scrub_tokens
+from relay.log.fields import SHOWN, journal_fields, scrub, scrub_tokens
 from relay.log.output import FORMAT_VARIABLE, choose_format, make_sinks
 
 __all__ = [
     "FORMAT_VARIABLE",
+    "SHOWN",
     "choose_format",
     "configure_child",
     "configure_master",
