@@ -363,7 +363,7 @@ class Master(Intake, Messages):
             )
         except JailError as e:
             self._end_startup(p)
-            self.log.error("connection refused", ip=ip, reason=f"jail failed: {e}")
+            self.log.error("jail failed", ip=ip, reason=f"connection refused: {e}")
             ctl_master.close()
             return
         finally:
@@ -375,7 +375,7 @@ class Master(Intake, Messages):
         self.children[proc.pid] = child
         self.sel.register(ctl_master, selectors.EVENT_READ, child)
         heapq.heappush(self.deadlines, (p.accepted + self.cfg.grace_period, next(self._seq), child))
-        self.log.debug("connection accepted", ip=ip, pid=proc.pid, uid=proc.uid)
+        self.log.info("connection accepted", ip=ip, pid=proc.pid, uid=proc.uid)
 
     # ------------------------------------------------------------------ the grace period
     def _expire(self) -> None:
