@@ -181,13 +181,6 @@ def _parser() -> argparse.ArgumentParser:
         help="hard memory cap (address space) of every jailed connection process; a session that "
         f"reaches it ends with the reason logged (default: {DEFAULT_SESSION_MEMORY_MB})",
     )
-    p.add_argument(
-        "--metrics",
-        default=None,
-        metavar="[ADDR:]PORT",
-        help="serve Prometheus metrics on http://ADDR:PORT/metrics and /healthz (ADDR defaults to "
-        "127.0.0.1, [::1] for IPv6; default: off). SIGHUP re-reads the host keys in -k",
-    )
     return p
 
 
@@ -255,21 +248,12 @@ def _checked_args(
         args.max_startups = MaxStartups.parse(args.max_startups)
     except ValueError as e:
         parser.error(f"--max-startups: {e}")
-    if args.metrics is not None:
-        from relay.master.metrics import parse_address
-
-        try:
-            args.metrics = parse_address(args.metrics)
-        except ValueError as e:
-            parser.error(f"--metrics: {e}")
     return args, (uid_start, uid_count)
 
 
 def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int, int]):
     """The master, handed what its jailed children run and the warm-up: it knows nothing of SSH."""
     from jail import JailConfig
-    from relay.conn import metrics_http
-    from relay.conn.keyreload import KeyReload
     from relay.conn.process import Connection, ConnectionConfig
     from relay.conn.warmup import warm_up
     from relay.master.server import Master, RelayConfig
@@ -287,7 +271,6 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         per_source_rate=args.per_source_rate,
         max_sessions=args.max_sessions,
         max_viewers=args.max_viewers,
-        metrics=args.metrics,
         proxy_protocol=args.proxy_protocol,
         jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1], memory_mb=args.session_memory),
     )
@@ -301,18 +284,10 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         require_authorized_keys=args.require_authorized_keys,
     )
 
-    keyset = KeyReload(conn_cfg, args.keys)  # SIGHUP swaps the keys new connections get
-
     def connection(sock: socket.socket, ctl: socket.socket, ip: str, accepted: float):
-        return Connection(sock, ctl, ip, keyset.cfg, accepted).run
+        return Connection(sock, ctl, ip, conn_cfg, accepted).run
 
-    return Master(
-        cfg,
-        connection=connection,
-        warm_up=lambda: warm_up(conn_cfg.host_keys),
-        reload=keyset.reload,
-        metrics_server=metrics_http.serve,
-    )
+    return Master(cfg, connection=connection, warm_up=lambda: warm_up(conn_cfg.host_keys))
 
 
 def serve_main(argv: list[str]) -> int:
@@ -352,12 +327,6 @@ def serve_main(argv: list[str]) -> int:
             f"pymate-relay: error: cannot listen on {shown}:{args.port}: {e.strerror}{hint}",
             file=sys.stderr,
         )
-        return 1
-    try:
-        master.bind_metrics()
-    except OSError as e:
-        addr, port = args.metrics
-        print(f"pymate-relay: error: cannot listen for metrics on {addr}:{port}: {e.strerror}", file=sys.stderr)
         return 1
     for k in host_keys:
         log.get_logger().info("host key", type=k.get_name(), fingerprint=keys.fingerprint(k))
