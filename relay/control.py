@@ -26,6 +26,9 @@ Connection -> master (`TO_MASTER`):
   access  [fingerprint]|nil         host only, repeatable: the host is ready, viewers may join
                                     from now on; nil lets any key in, a list (at most
                                     MAX_AUTHORIZED_KEYS) only those keys.
+  stats   bytes_in, bytes_out       host only, repeatable (at most every STATS_INTERVAL): the
+                                    session's running totals of bytes received and sent (the
+                                    master's metrics move by what is new, never back).
 Master -> connection (`TO_CONNECTION`):
   auth        allowed               to a connection with no role yet, per auth.
   tokens      rw_token, ro_token    to a host, once.
@@ -41,7 +44,7 @@ Only the master passes file descriptors. It reads with plain recv(), which disca
 any that a compromised connection process would try to pass.
 
 `Client` is the connection side: one wrapper per message (`request_tokens`, `join`, `authorize`,
-`publish_access`, `log`, `receive_viewer`, `master_gone`); `refused` reaches it as `Refused`.
+`publish_access`, `report_stats`, `log`, `receive_viewer`, `master_gone`); `refused` reaches it as `Refused`.
 
 `SSH_BANNER` is here because both sides need it: the master writes it to every connection it
 accepts (before forking anything), and the connection process's SSH server must not write it
@@ -70,6 +73,8 @@ MAX_REFUSAL = 200  # the line a refused connection shows its client
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 RESERVED_LOG_KEYS = frozenset({"event", "level", "timestamp", "pid", "ip", "self"})
 ANSWER_TIMEOUT = 5.0  # seconds a connection waits for the master's answer
+STATS_INTERVAL = 1.0  # seconds between a session process's stats messages
+MAX_COUNT = 1 << 62  # a byte count in stats
 
 # Roles of a connection process, as the master knows them.
 NO_ROLE = None
@@ -121,6 +126,10 @@ def _bool(v: object) -> bool:
 
 def _map(v: object) -> bool:
     return isinstance(v, dict)
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
 
 
 def text(name: str, limit: int) -> Field:
@@ -184,6 +193,11 @@ TO_MASTER = _table(
     ),
     Message(
         "access", (Field("fps", "[SHA256 fingerprint] | nil", _optional(_fingerprints)),), frozenset({HOST})
+    ),
+    Message(
+        "stats",
+        (Field("bytes_in", f"int 0..{MAX_COUNT}", _count), Field("bytes_out", f"int 0..{MAX_COUNT}", _count)),
+        frozenset({HOST}),
     ),
 )
 
@@ -345,6 +359,13 @@ class Client:
     def publish_access(self, fps: list[str] | None) -> None:
         """The host is ready; viewers must hold one of `fps` (None: any key)."""
         self._send("access", fps)
+
+    def report_stats(self, bytes_in: int, bytes_out: int) -> None:
+        """The session's running byte totals, for the master's metrics; never fails."""
+        try:
+            self._send("stats", min(bytes_in, MAX_COUNT), min(bytes_out, MAX_COUNT))
+        except (OSError, ControlError):
+            pass
 
     def receive_viewer(self) -> NewViewer | None:
         """The session's next message from the master: a viewer, or None for anything else

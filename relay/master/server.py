@@ -47,13 +47,14 @@ from relay import control, log
 from relay.master import admission
 from relay.master.admission import Admission, MaxStartups, Refusal
 from relay.master.intake import HeaderWait, Intake
+from relay.master.lifecycle import Lifecycle
 from relay.master.messages import LOG_BURST, LOG_RATE, Messages
+from relay.master.metrics import MetricsServer
 
 # connection(accepted TCP socket, control socket, peer ip, accept time on the monotonic clock)
 # -> what the jailed process runs
 ConnectionFactory = Callable[[socket.socket, socket.socket, str, float], Callable[[], int]]
 
-SHUTDOWN_WAIT = 2.0
 ACCEPT_BATCH = 64  # connections accepted per turn of the loop
 SPAWN_BATCH = 4  # connection processes forked per turn of the loop (each takes ~10-20 ms)
 MAX_WAIT = 1.0  # seconds the loop sleeps at most
@@ -77,6 +78,7 @@ class RelayConfig:
     per_source_rate: float = 20.0
     max_sessions: int = 1000
     max_viewers: int = 64
+    metrics: tuple[str, int] | None = None  # --metrics: (address, port) of the endpoint, or off
     proxy_protocol: bool = False  # -x: a PROXY header (v1 or v2) before SSH (relay.master.intake)
 
 
@@ -131,13 +133,15 @@ def _raise_fd_limit() -> None:
             pass
 
 
-class Master(Intake, Messages):
+class Master(Intake, Lifecycle, Messages):
     def __init__(
         self,
         cfg: RelayConfig,
         connection: ConnectionFactory,
         warm_up: Callable[[], None] = lambda: None,
         jailer: Jailer | None = None,
+        reload: Callable[[], object] | None = None,  # on SIGHUP (relay.cli: re-read the host keys)
+        metrics_server: MetricsServer | None = None,  # the metrics process (relay.master.metrics)
     ):
         self.cfg = cfg
         self.connection = connection
@@ -163,6 +167,7 @@ class Master(Intake, Messages):
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
         super().__init__()
+        self._init_lifecycle(reload, metrics_server, cfg.metrics)
 
     # ------------------------------------------------------------------ setup
     def bind(self) -> socket.socket:
@@ -177,17 +182,6 @@ class Master(Intake, Messages):
         self.listener = s
         return s
 
-    def _install_signals(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-        signal.set_wakeup_fd(self._wake_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-
-    def _on_stop(self, signum, _frame):
-        self._stopping = True
-
     # ------------------------------------------------------------------ loop
     def serve_forever(self) -> None:
         listener = self.listener or self.bind()
@@ -197,6 +191,7 @@ class Master(Intake, Messages):
         gc.collect()
         self.jailer.prepare()
         self._install_signals()
+        self._start_metrics()
         self.sel.register(listener, selectors.EVENT_READ, "accept")
         self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         if self.jailer.rootless:
@@ -217,7 +212,9 @@ class Master(Intake, Messages):
     def step(self, max_wait: float = MAX_WAIT) -> None:
         """One turn of the loop: wait (at most `max_wait` s) for events or the next grace period,
         and handle them."""
-        for key, _ in self.sel.select(timeout=self._wait(max_wait)):
+        events = self.sel.select(timeout=self._wait(max_wait))
+        woke = time.monotonic()
+        for key, _ in events:
             if key.data == "accept":
                 self._accept()
             elif key.data == "wake":
@@ -226,11 +223,14 @@ class Master(Intake, Messages):
                 self._on_first_bytes(key.data)
             elif isinstance(key.data, HeaderWait):
                 self._on_header_bytes(key.data)
+            elif callable(key.data):  # the metrics listener (relay.master.lifecycle)
+                key.data()
             else:
                 self._on_control(key.data)
         self._reap()
         self._expire()
         self._spawn_ready()
+        self._turn_done(woke)
 
     def _wait(self, max_wait: float) -> float:
         if self.ready:
@@ -355,6 +355,7 @@ class Master(Intake, Messages):
         conn, ip = p.sock, p.ip
         conn.setblocking(True)
         ctl_master, ctl_child = control.socketpair()
+        spawn_started = time.monotonic()
         try:
             proc = self.jailer.spawn(
                 self.connection(conn, ctl_child, ip, p.accepted),
@@ -363,6 +364,7 @@ class Master(Intake, Messages):
             )
         except JailError as e:
             self._end_startup(p)
+            self.metrics.jail_failures.inc()
             self.log.error("jail failed", ip=ip, reason=f"connection refused: {e}")
             ctl_master.close()
             return
@@ -370,6 +372,8 @@ class Master(Intake, Messages):
             conn.close()
             ctl_child.close()
         ctl_master.setblocking(False)
+        self.metrics.spawn_seconds.observe(time.monotonic() - spawn_started)
+        self.metrics.spawned.inc()
         child = Child(proc=proc, ip=ip, ctl=ctl_master, started=p.accepted, log_stamp=time.monotonic())
         child.startup, p.startup = p.startup, False  # the startup goes on, now as a process
         self.children[proc.pid] = child
@@ -441,44 +445,10 @@ class Master(Intake, Messages):
                 return
             child = self.children.pop(pid, None)
             if child is None:
+                self._other_exited(pid, status)  # the metrics process
                 continue
             self._forget(child)
             self.jailer.release(child.proc)
+            self.metrics.forget(pid)
             code = os.waitstatus_to_exitcode(status)
             self.log.debug("connection process exited", pid=pid, ip=child.ip, role=child.role, code=code)
-
-    # ------------------------------------------------------------------ shutdown
-    def shutdown(self) -> None:
-        self._close_awaiting()
-        for p in list(self.pending):
-            p.open = False
-            p.sock.close()
-        self.pending.clear()
-        self.silent.clear()
-        self.ready.clear()
-        for child in list(self.children.values()):
-            try:
-                os.kill(child.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + SHUTDOWN_WAIT
-        while self.children and time.monotonic() < deadline:
-            self._reap()
-            time.sleep(0.01)
-        for child in list(self.children.values()):
-            try:
-                os.kill(child.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        while self.children:
-            try:
-                pid, _ = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            gone = self.children.pop(pid, None)
-            if gone is not None:
-                self._forget(gone)
-                self.jailer.release(gone.proc)
-        if self.listener is not None:
-            self.listener.close()
-        self.log.info("stopped")
