@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
+import os
 import socket
 import sys
+from collections.abc import Mapping
 
 from relay.master.admission import MaxStartups
 
@@ -15,8 +18,34 @@ DEFAULT_SESSION_MEMORY_MB = 1024
 MIN_SESSION_MEMORY_MB = 64
 
 USAGE = """\
-pymate-relay -k DIR [-p PORT] [-b ADDR] [-h HOST] [-q PORT] [-v]
+pymate-relay [-k DIR] [-p PORT] [-b ADDR] [-h HOST] [-q PORT] [-x] [-A] [-l FILE] [-v] [options]
        pymate-relay keygen -k DIR [-h HOST] [-p PORT]"""
+
+# The environment variables of tmate-ssh-server's docker image, read when the flag is not given
+# (a flag always wins): dest -> variables, first set (non-empty) one wins.
+ENV_FALLBACKS: dict[str, tuple[str, ...]] = {
+    "keys": ("SSH_KEYS_PATH",),
+    "host": ("SSH_HOSTNAME",),
+    "port": ("SSH_PORT_LISTEN",),
+    "ssh_port": ("SSH_PORT_ADVERTISE", "SSH_PORT_ADVERTIZE"),  # the image's entrypoint takes both
+    "proxy_protocol": ("USE_PROXY_PROTOCOL",),
+}
+DEFAULT_KEYS = "keys"
+DEFAULT_PORT = 22
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+EPILOG = """\
+environment (read when the flag is not given; a flag always wins), as tmate-ssh-server's
+docker image names them:
+  SSH_KEYS_PATH       -k DIR
+  SSH_HOSTNAME        -h HOST
+  SSH_PORT_LISTEN     -p PORT
+  SSH_PORT_ADVERTISE  -q PORT (SSH_PORT_ADVERTIZE also read)
+  USE_PROXY_PROTOCOL  -x when 1, true or yes (0, false, no: off)
+
+signals: SIGTERM stops the relay (every host is told); SIGHUP re-reads the keys directory.
+`pymate-relay keygen --help` makes the host keys."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,28 +54,40 @@ def _parser() -> argparse.ArgumentParser:
         usage=USAGE,
         add_help=False,
         description="A jailed relay server for tmate terminal sharing.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument(
         "-k",
         dest="keys",
-        default="keys",
+        default=None,
         metavar="DIR",
-        help="directory with ssh_host_rsa_key / ssh_host_ed25519_key (default: keys)",
+        help="directory with ssh_host_rsa_key / ssh_host_ed25519_key "
+        f"(env SSH_KEYS_PATH; default: {DEFAULT_KEYS})",
     )
     p.add_argument(
-        "-p", dest="port", type=int, default=22, metavar="PORT", help="port to listen on (default: 22)"
+        "-p",
+        dest="port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help=f"port to listen on (env SSH_PORT_LISTEN; default: {DEFAULT_PORT})",
     )
     p.add_argument(
-        "-b", dest="bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default: 0.0.0.0)"
+        "-b",
+        dest="bind",
+        default="0.0.0.0",
+        metavar="ADDR",
+        help="IPv4 or IPv6 address to listen on; :: serves IPv6 and IPv4 (default: 0.0.0.0)",
     )
     p.add_argument(
         "-h",
         dest="host",
         default=None,
         metavar="HOST",
-        help="host name shown in the ssh command lines (default: the bind address, "
-        "or this machine's host name when binding every address)",
+        help="host name shown in the ssh command lines (env SSH_HOSTNAME; default: the bind "
+        "address, or this machine's host name when binding every address)",
     )
     p.add_argument(
         "-q",
@@ -54,9 +95,36 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="PORT",
-        help="port shown in the ssh command lines (default: the listening port)",
+        help="port shown in the ssh command lines (env SSH_PORT_ADVERTISE; default: the listening port)",
     )
-    p.add_argument("-v", dest="verbose", action="store_true", help="log debug events")
+    p.add_argument(
+        "-x",
+        "--proxy-protocol",
+        dest="proxy_protocol",
+        action="store_const",
+        const=True,
+        default=None,
+        help="every connection starts with a PROXY protocol header (v1 or v2, as HAProxy sends it) "
+        "whose client address the relay uses in logs, limits and notices; one without a valid "
+        "header within 5 s is refused (limit proxy-header) (env USE_PROXY_PROTOCOL; default: off)",
+    )
+    p.add_argument(
+        "-A",
+        "--require-authorized-keys",
+        dest="require_authorized_keys",
+        action="store_true",
+        help="every session must restrict its viewers to authorized keys (tmate -a FILE): a host "
+        "without them is told so and nobody can join it (default: off)",
+    )
+    p.add_argument(
+        "-l",
+        "--log-file",
+        dest="log_file",
+        default=None,
+        metavar="FILE",
+        help="also append every log event to FILE as JSON lines (default: none)",
+    )
+    p.add_argument("-v", dest="verbose", action="store_true", help="log debug events (default: off)")
     p.add_argument(
         "--uid-range",
         default="100000:50000",
@@ -129,11 +197,45 @@ def _port(value: int, parser: argparse.ArgumentParser, what: str) -> int:
     return value
 
 
-def _checked_args(argv: list[str]) -> tuple[argparse.Namespace, tuple[int, int]]:
-    """The serve options, and the uid range as (start, count); exits with usage when invalid."""
+def _from_env(args: argparse.Namespace, env: Mapping[str, str], parser: argparse.ArgumentParser) -> None:
+    """Fill the flags not given from the docker image's environment variables, then defaults."""
+    for dest, names in ENV_FALLBACKS.items():
+        if getattr(args, dest) is not None:
+            continue
+        name = next((n for n in names if env.get(n, "").strip()), None)
+        if name is None:
+            continue
+        value = env[name].strip()
+        if dest in ("port", "ssh_port"):
+            if not value.isdigit():
+                parser.error(f"{name} must be a port number, not {value!r}")
+            setattr(args, dest, int(value))
+        elif dest == "proxy_protocol":
+            if value.lower() not in TRUE_WORDS + FALSE_WORDS:
+                parser.error(f"{name} must be 1/true/yes or 0/false/no, not {value!r}")
+            args.proxy_protocol = value.lower() in TRUE_WORDS
+        else:
+            setattr(args, dest, value)
+    if args.keys is None:
+        args.keys = DEFAULT_KEYS
+    if args.port is None:
+        args.port = DEFAULT_PORT
+    args.proxy_protocol = bool(args.proxy_protocol)
+
+
+def _checked_args(
+    argv: list[str], env: Mapping[str, str] | None = None
+) -> tuple[argparse.Namespace, tuple[int, int]]:
+    """The serve options, and the uid range as (start, count); exits with usage when invalid.
+    `env` (default: os.environ) gives the fallbacks of the flags not given."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _from_env(args, os.environ if env is None else env, parser)
     _port(args.port, parser, "-p")
+    try:
+        ipaddress.ip_address(args.bind)
+    except ValueError:
+        parser.error(f"-b must be an IPv4 or IPv6 address, not {args.bind!r}")
     if args.ssh_port is not None:
         _port(args.ssh_port, parser, "-q")
     try:
@@ -186,6 +288,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         max_sessions=args.max_sessions,
         max_viewers=args.max_viewers,
         metrics=args.metrics,
+        proxy_protocol=args.proxy_protocol,
         jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1], memory_mb=args.session_memory),
     )
     conn_cfg = ConnectionConfig(
@@ -195,6 +298,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         grace_period=cfg.grace_period,
         verbose=args.verbose,
         max_viewers=cfg.max_viewers,
+        require_authorized_keys=args.require_authorized_keys,
     )
 
     keyset = KeyReload(conn_cfg, args.keys)  # SIGHUP swaps the keys new connections get
@@ -218,7 +322,17 @@ def serve_main(argv: list[str]) -> int:
     from relay import hostkeys as keys
     from relay import log
 
-    log.configure_master(args.verbose)
+    if args.log_file is not None:
+        try:
+            log.configure_master(args.verbose, args.log_file)
+        except OSError as e:
+            print(
+                f"pymate-relay: error: cannot write the log file {args.log_file}: {e.strerror}",
+                file=sys.stderr,
+            )
+            return 1
+    else:
+        log.configure_master(args.verbose)
     try:
         host_keys = keys.load_host_keys(args.keys)
     except keys.HostKeyError as e:
@@ -231,11 +345,11 @@ def serve_main(argv: list[str]) -> int:
         print(f"pymate-relay: error: cannot jail connections: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        hint = ""
+        hint, shown = "", f"[{args.bind}]" if ":" in args.bind else args.bind
         if e.errno == errno.EACCES and args.port < 1024:
             hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or use -p 2222)"
         print(
-            f"pymate-relay: error: cannot listen on {args.bind}:{args.port}: {e.strerror}{hint}",
+            f"pymate-relay: error: cannot listen on {shown}:{args.port}: {e.strerror}{hint}",
             file=sys.stderr,
         )
         return 1

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from relay import control
+from relay import control, log
 from relay.master import admission, tokens
 from relay.master.admission import Refusal
 
@@ -54,6 +55,10 @@ class Messages:
             "stats": self._on_stats,
         }
         assert self.handlers.keys() == control.TO_MASTER.keys()
+        # What the master itself knows of a connection that took a role, added to every event it
+        # logs for it (its own and the ones it sends): role (host, viewer, ro-viewer) and session
+        # (the first characters of the session's read-write token, for viewers too).
+        self.log_context: weakref.WeakKeyDictionary[Child, dict[str, str]] = weakref.WeakKeyDictionary()
 
     # Provided by Master.
     def _kill(self, child: Child, reason: str, limit: str | None = None) -> None:
@@ -130,7 +135,7 @@ class Messages:
         limit = out.get("limit")
         if event == "connection refused" and isinstance(limit, str) and limit in admission.LIMIT_NAMES:
             out["count"] = self.admission.count(limit)  # a limit the connection process enforces
-        out.update(pid=child.proc.pid, ip=child.ip)
+        out.update(pid=child.proc.pid, ip=child.ip, **self.log_context.get(child, {}))
         method = level if level in control.LOG_LEVELS else "info"
         getattr(self.log, method)(event[: control.MAX_LOG_EVENT], **out)
 
@@ -141,12 +146,14 @@ class Messages:
     def _on_host(self, child: Child) -> None:
         self._end_startup(child)
         child.role = control.HOST
+        self.log_context[child] = {"role": "host"}
         if len(self.registry) // 2 >= self.cfg.max_sessions:  # two tokens per session
             limit = self.cfg.max_sessions
             self._refuse(
                 child.ip,
                 Refusal(admission.MAX_SESSIONS, f"too many sessions (limit {limit})"),
                 pid=child.proc.pid,
+                role="host",
             )
             self._send(child, "refused", RELAY_FULL)
             return
@@ -157,11 +164,15 @@ class Messages:
         self.registry[rw] = child
         self.registry[ro] = child
         self.metrics.sessions_started.inc()
+        self.log_context[child]["session"] = rw[: log.SHOWN]
+        self.log.info("role taken", ip=child.ip, pid=child.proc.pid, **self.log_context[child])
         self._send(child, "tokens", rw, ro)
 
     def _on_join(self, child: Child, token: str, pubkey: str | None, fp: str | None) -> None:
         self._end_startup(child)
         child.role = control.VIEWER
+        self.log_context[child] = {"role": "ro-viewer" if token.startswith(tokens.RO_PREFIX) else "viewer"}
+        self.log.info("role taken", ip=child.ip, pid=child.proc.pid, **self.log_context[child])
         self._join(child, token, pubkey, fp)
 
     def _on_access(self, child: Child, fps: list[str] | None) -> None:
@@ -188,6 +199,7 @@ class Messages:
             if child.logs_dropped:
                 self.log.warning(
                     "log events dropped",
+                    limit="log-rate",
                     pid=child.proc.pid,
                     ip=child.ip,
                     count=child.logs_dropped,
@@ -211,8 +223,18 @@ class Messages:
         """Link a viewer to the session its token names, then step out of the data path."""
         session = self.registry.get(token)
         if session is None or not session.joinable or not self._may_log_in(token, fp):
+            if session is None:
+                reason = "no session for this token"
+            elif not session.joinable:
+                reason = "session not ready for viewers yet"
+            else:
+                reason = "key not among the session's authorized keys"
+            context = self.log_context.get(viewer, {})
+            self.log.info("token look-up failed", ip=viewer.ip, pid=viewer.proc.pid, reason=reason, **context)
             self._send(viewer, "no-session")
             return
+        context = self.log_context.setdefault(viewer, {})
+        context["session"] = session.tokens[0][: log.SHOWN]
         if len(session.viewers) >= self.cfg.max_viewers:
             reason = f"too many viewers (limit {self.cfg.max_viewers})"
             self._refuse(
@@ -220,6 +242,7 @@ class Messages:
                 Refusal(admission.MAX_VIEWERS, reason),
                 pid=viewer.proc.pid,
                 session_pid=session.proc.pid,
+                **context,
             )
             self._send(viewer, "refused", TOO_MANY_VIEWERS)
             return
@@ -229,7 +252,9 @@ class Messages:
             data = control.encode(control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey)
             control.send_with_fd(session.ctl, data, ends[0].fileno())
         except OSError as e:
-            self.log.warning("viewer refused", ip=viewer.ip, reason=f"session did not take the viewer: {e}")
+            self.log.warning(
+                "viewer refused", ip=viewer.ip, reason=f"session did not take the viewer: {e}", **context
+            )
             self._send(viewer, "no-session")
             return
         finally:
@@ -251,4 +276,5 @@ class Messages:
             pid=viewer.proc.pid,
             session_pid=session.proc.pid,
             readonly=readonly,
+            **context,
         )
