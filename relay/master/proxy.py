@@ -46,8 +46,13 @@ class Header:
 
 def plain_address(ip: str) -> str:
     """An IPv4-mapped IPv6 address (a dual-stack listener's IPv4 peer) as plain IPv4."""
-    if ip.startswith("::ffff:") and "." in ip:
-        return ip[len("::ffff:") :]
+    if ip.startswith("::ffff:"):
+        try:
+            mapped = ipaddress.IPv6Address(ip).ipv4_mapped
+        except ValueError:
+            return ip
+        if mapped is not None:
+            return str(mapped)
     return ip
 
 
