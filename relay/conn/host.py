@@ -54,6 +54,7 @@ LEAVE_TERMINAL = b"\x1b[0m\x1b[?25h\x1b[?1049l"
 SERVER_EXITED = LEAVE_TERMINAL + b"[server exited]\r\n"
 DETACHED = LEAVE_TERMINAL + b"[detached]\r\n"
 RELAY_STOPPING = LEAVE_TERMINAL + b"[relay shutting down]\r\n"
+SHUTDOWN_NOTICE = "[tmate] relay shutting down"  # to the host, as a NOTIFY
 
 
 @dataclass
@@ -94,6 +95,8 @@ class HostSession:
         self.sized_generation: int | None = None  # session.generation the host size was checked at
         self.closing = False  # close() has begun: nothing more is sent to the host
         self.log = conn.log
+        self.stats_sent = (0, 0)  # (bytes in, bytes out) last reported to the master
+        self.stats_due = 0.0  # when the next stats message may go
         self.bytes_in = self.bytes_out = 0  # tmate messages and link records from / to host and viewers
 
     # ------------------------------------------------------------------ host
@@ -370,7 +373,17 @@ class HostSession:
             for pending in (v.parser.pending_timeout(now), v.dispatcher.pending_timeout(now)):
                 if pending is not None:
                     deadlines.append(now + pending)
+        if (self.bytes_in, self.bytes_out) != self.stats_sent:
+            deadlines.append(self.stats_due)
         return max(0.0, min(deadlines) - now) if deadlines else None
+
+    def report_stats(self, now: float, final: bool = False) -> None:
+        """The running byte totals to the master (its metrics), at most every STATS_INTERVAL."""
+        totals = (self.bytes_in, self.bytes_out)
+        if totals != self.stats_sent and (final or now >= self.stats_due):
+            self.conn.master.report_stats(*totals)
+            self.stats_sent = totals
+            self.stats_due = now + control.STATS_INTERVAL
 
     def run(self) -> str:
         ctl = self.conn.master
@@ -411,6 +424,7 @@ class HostSession:
                     v.dirty = True
                 if v.dirty and v.sock in writable and v.id in self.viewers:
                     self._render(v, now)
+            self.report_stats(now)
 
     def close(self, last: bytes) -> None:
         """Tell every viewer `last` and let it go. Never writes to the host (it may be gone: a
@@ -452,6 +466,10 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         reason = hs.run()
         if reason == "relay is shutting down":
             last = RELAY_STOPPING
+            try:  # the host's status line and show-messages; it then sees the connection close
+                hs.send_host(m.Notify(SHUTDOWN_NOTICE))
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
     except (ProtocolError, SessionError, link.LinkError) as e:
         reason = f"protocol violation: {e}"
         code = 1
@@ -465,6 +483,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
             hs.close(last)
         finally:
             session.close()  # frees every pane's terminal before the log line is made
+            hs.report_stats(time.monotonic(), final=True)
     extra: dict[str, object] = {"limit": limit} if limit else {}
     extra.update(duration=round(time.monotonic() - started, 3), bytes_in=hs.bytes_in, bytes_out=hs.bytes_out)
     extra["viewers"] = hs.next_client_id - 1  # viewers seen over the session's life
