@@ -20,6 +20,7 @@ No thread: prometheus-client's `start_http_server` would start one in a process 
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -59,9 +60,9 @@ def parse_address(text: str) -> tuple[str, int]:
     if not host:
         host = DEFAULT_ADDRESS
     try:
-        socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        raise ValueError(f"not a numeric address: {host!r}") from None
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {host!r}") from None
     return host, int(port)
 
 
