@@ -144,3 +144,17 @@ def test_the_master_and_the_connection_get_the_flags(monkeypatch):
     with socket.socket() as sock, socket.socket() as ctl:
         master.connection(sock, ctl, "203.0.113.7", 0.0)
     assert given[0].require_authorized_keys is True
+
+
+def test_the_log_file_goes_to_the_masters_log_configuration(monkeypatch, tmp_path, capsys):
+    from relay import log
+
+    calls = []
+    monkeypatch.setattr(log, "configure_master", lambda *a, **kw: calls.append((a, kw)))
+    missing = str(tmp_path / "no-keys")
+    assert cli.serve_main(["-k", missing, "-v", "-l", str(tmp_path / "relay.json")]) == 1  # no keys: stops
+    assert calls == [((True, str(tmp_path / "relay.json")), {})]
+    calls.clear()
+    assert cli.serve_main(["-k", missing]) == 1
+    assert calls == [((False,), {})]
+    assert missing in capsys.readouterr().err

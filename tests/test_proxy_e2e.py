@@ -127,3 +127,25 @@ def test_a_client_without_a_proxy_in_front_gets_no_banner_and_is_refused_in_time
         s.settimeout(8)
         assert s.recv(100) == b""  # nothing, then closed at the header's deadline
     line_with(proxied_relay, "connection refused", "proxy-header", "no whole PROXY header within 5 s")
+
+
+def test_listening_on_the_ipv6_any_address_serves_both_families(keys_dir, make_host):
+    import paramiko
+
+    with Relay(keys_dir, extra=["-b", "::"]) as relay:  # the last -b wins over the helper's
+        host = make_host(relay)  # tmate connects to 127.0.0.1: IPv4
+        host.wait_ready()
+        host.leave_messages()
+        host_line = line_with(relay, "host session started")
+        assert "127.0.0.1" in host_line and "::ffff:" not in host_line  # an IPv4 peer logged as IPv4
+        rw, _ = session_tokens(host)
+        t = paramiko.Transport(socket.create_connection(("::1", relay.port)))  # a viewer over IPv6
+        try:
+            t.connect()
+            t.auth_none(rw)
+            ch = t.open_session()
+            ch.get_pty()
+            ch.invoke_shell()
+            line_with(relay, "viewer linked", "::1")
+        finally:
+            t.close()
