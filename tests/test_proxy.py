@@ -309,3 +309,16 @@ def test_listening_on_the_ipv6_any_address_serves_both_families():
     finally:
         jailer.close()
         listener.close()
+
+
+def test_the_grace_period_counts_from_the_tcp_accept_not_the_header(proxied):
+    m, port, jailer, made = proxied
+    c = socket.create_connection(("127.0.0.1", port))
+    t0 = time.monotonic()
+    c.sendall(v1()[:5])
+    turns(m, 0.3)
+    c.sendall(v1()[5:] + b"SSH-2.0-x\r\n")
+    turns(m, 0.1)
+    [(ip, accepted)] = made
+    assert ip == "203.0.113.7" and t0 - 0.05 < accepted < t0 + 0.1  # the accept, 0.3 s before the header
+    c.close()

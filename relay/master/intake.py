@@ -61,7 +61,7 @@ class Intake:
     def _refuse(self, ip: str, refusal: Refusal, **fields: object) -> None:
         raise NotImplementedError
 
-    def _hold(self, conn: socket.socket, ip: str) -> None:
+    def _hold(self, conn: socket.socket, ip: str, accepted: float | None = None) -> None:
         raise NotImplementedError
 
     def _close_pending(self, p: Pending, reason: str, limit: str | None = None) -> None:
@@ -89,8 +89,9 @@ class Intake:
         self.sel.register(conn, selectors.EVENT_READ, w)
         heapq.heappush(self.deadlines, (w.accepted + proxy.HEADER_TIMEOUT, next(self._seq), w))
 
-    def _admit_connection(self, conn: socket.socket, ip: str) -> None:
-        """The admission limits for a connection from `ip`; the banner if admitted."""
+    def _admit_connection(self, conn: socket.socket, ip: str, accepted: float | None = None) -> None:
+        """The admission limits for a connection from `ip`; the banner if admitted. The grace
+        period counts from `accepted` (the TCP accept; now by default)."""
         if self._connections() >= self.cfg.max_connections and self.silent:
             self._close_oldest_silent()
         refusal = self.admission.check(ip, self._connections(), silent=len(self.silent))
@@ -98,7 +99,7 @@ class Intake:
             conn.close()
             self._refuse(ip, refusal)
             return
-        self._hold(conn, ip)
+        self._hold(conn, ip, accepted)
 
     def _close_oldest_silent(self) -> None:
         """Make room at max-connections: a connection that has sent nothing costs a socket and
@@ -144,7 +145,7 @@ class Intake:
             self._forget_waiting(w)
             ip = header.source or w.ip
             self.log.debug("proxy header", ip=ip, proxy=w.ip, version=header.version, port=header.source_port)
-            self._admit_connection(w.sock, ip)
+            self._admit_connection(w.sock, ip, w.accepted)
 
     def _header_expired(self, w: HeaderWait) -> None:
         if w.open:

@@ -277,8 +277,9 @@ class Master(Intake, Lifecycle, Messages):
                 raise
             self._intake(conn, addr[0])  # admission, after the PROXY header with -x (intake.py)
 
-    def _hold(self, conn: socket.socket, ip: str) -> None:
-        """Write the banner and wait, without a process, for the client's first bytes."""
+    def _hold(self, conn: socket.socket, ip: str, accepted: float | None = None) -> None:
+        """Write the banner and wait, without a process, for the client's first bytes (accepted
+        at `accepted`, if not now: -x reads a header first)."""
         try:
             conn.setblocking(False)
             _tcp_keepalive(conn)
@@ -290,7 +291,7 @@ class Master(Intake, Lifecycle, Messages):
         if sent != len(BANNER):
             conn.close()
             return
-        p = Pending(conn, ip, time.monotonic())
+        p = Pending(conn, ip, time.monotonic() if accepted is None else accepted)
         self.admission.began(ip)
         self.pending.add(p)
         self.silent[p] = None
