@@ -54,7 +54,7 @@ LEAVE_TERMINAL = b"\x1b[0m\x1b[?25h\x1b[?1049l"
 SERVER_EXITED = LEAVE_TERMINAL + b"[server exited]\r\n"
 DETACHED = LEAVE_TERMINAL + b"[detached]\r\n"
 RELAY_STOPPING = LEAVE_TERMINAL + b"[relay shutting down]\r\n"
-SHUTDOWN_NOTICE = "[tmate] relay shutting down"  # to the host, as a NOTIFY
+SHUTDOWN_NOTICE = "relay shutting down"  # a NOTIFY: tmate shows it as "[tmate] relay shutting down"
 
 
 @dataclass
