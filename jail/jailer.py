@@ -117,6 +117,16 @@ def _vm_size_mb() -> int | None:
     return None
 
 
+def _has_setid_capabilities() -> bool:
+    """CAP_SETUID and CAP_SETGID are effective (a dedicated user given them as ambient capabilities)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, ValueError, StopIteration, IndexError):
+        return False
+    return eff & (1 << 6 | 1 << 7) == 1 << 6 | 1 << 7  # CAP_SETGID = 6, CAP_SETUID = 7
+
+
 def _userns_hint() -> str:
     hints = []
     if _read_int("/proc/sys/kernel/unprivileged_userns_clone") == 0:
@@ -132,9 +142,11 @@ class Jailer:
     def __init__(self, config: JailConfig):
         self.config = c = config
         euid = os.geteuid()
-        self.rootless = (euid != 0) if c.rootless is None else bool(c.rootless)
-        if not self.rootless and euid != 0:
-            raise JailError("root mode needs root (euid 0); use rootless=True or None")
+        # Root mode needs only CAP_SETUID and CAP_SETGID (measured: systemd/pymate-relay.service).
+        can_map = euid == 0 or _has_setid_capabilities()
+        self.rootless = (not can_map) if c.rootless is None else bool(c.rootless)
+        if not self.rootless and not can_map:
+            raise JailError("root mode needs root or CAP_SETUID+CAP_SETGID; use rootless=True or None")
         if self.rootless and euid == 0:
             raise JailError("rootless mode as root would map every jail to uid 0; use root mode")
         if not (0 < c.inside_uid < 65534):

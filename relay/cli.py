@@ -340,7 +340,9 @@ def serve_main(argv: list[str]) -> int:
         return 1
     try:
         master = _make_master(args, host_keys, uid_range)
-        master.bind()
+        from relay.master.activation import inherited_listener
+
+        master.listener = inherited_listener() or master.bind()  # systemd's socket (.socket unit), or ours
     except JailError as e:
         print(f"pymate-relay: error: cannot jail connections: {e}", file=sys.stderr)
         return 1
