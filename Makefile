@@ -15,7 +15,7 @@ LOCK_TOOLS := build/lock-tools
 UV_VERSION := 0.13.8
 BENCHES := $(sort $(wildcard bench/*.py))
 
-.PHONY: install run lint test bench lock clean
+.PHONY: install run lint test bench lock clean install-system
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(LOCK) scripts/install-system-packages scripts/find-python
@@ -52,6 +52,26 @@ lock:
 	  echo '# version; cryptography abi3) and sdists. `make install` installs it with pip --require-hashes.'; \
 	  cat $(LOCK).tmp; } > $(LOCK)
 	rm -f $(LOCK).tmp
+
+# The relay as a system service (as root; idempotent): a venv built from $(LOCK) at $(PREFIX), the
+# system user, the units in $(UNITDIR). Then: systemctl enable --now pymate-relay.socket pymate-relay.
+PREFIX  ?= /opt/pymate-relay
+UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+UNITS   := pymate-relay.service pymate-relay.socket pymate-relay-keygen.service
+install-system:
+	./scripts/install-system-packages
+	test -x $(PREFIX)/bin/python || { py="$$(scripts/find-python $(PYTHON))" && "$$py" -m venv $(PREFIX); }
+	$(PREFIX)/bin/pip install -q --require-hashes -r $(LOCK)
+	$(PREFIX)/bin/pip install -q --no-deps --no-build-isolation --force-reinstall .
+	install -m 0644 README.md $(PREFIX)/README.md
+	install -D -m 0644 systemd/pymate-relay.sysusers $(SYSUSERSDIR)/pymate-relay.conf
+	if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/pymate-relay.conf; \
+	else id -u pymate-relay >/dev/null 2>&1 || useradd --system --home-dir /var/lib/pymate-relay \
+	  --no-create-home --shell /usr/sbin/nologin --user-group pymate-relay; fi
+	install -d -m 0755 $(UNITDIR)
+	for u in $(UNITS); do install -m 0644 systemd/$$u $(UNITDIR)/$$u; done
+	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info
