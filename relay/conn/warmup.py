@@ -58,7 +58,9 @@ def _host_stream() -> bytes:
     return b"".join(encode_host(x) for x in msgs)
 
 
-def _one_session(host_keys, key_type: str, suite: str) -> None:
+def _one_session(host_keys, key_type: str, suite: str, closed: list[paramiko.Transport]) -> None:
+    """One session; its two transports are closed and put on `closed` (their threads are joined by
+    the caller: each takes up to ~0.1 s to notice, so they are waited for all at once)."""
     a, b = socket.socketpair()
     server_t = paramiko.Transport(a)
     client_t = paramiko.Transport(b)
@@ -104,15 +106,20 @@ def _one_session(host_keys, key_type: str, suite: str) -> None:
     finally:
         client_t.close()
         server_t.close()
-        for t in (client_t, server_t):
-            if t.is_alive():
-                t.join(5)
+        closed += (client_t, server_t)
 
 
 def warm_up(host_keys) -> None:
-    """Run a full host session in-process for each host key type we serve."""
+    """Run a full host session in-process for each host key type we serve; every thread they
+    started is joined before this returns (the master forks only after)."""
     types = {k.get_name() for k in host_keys}
-    for key_type in ("ssh-ed25519", "ssh-rsa"):
-        if key_type in types:
-            for suite in _SUITES:
-                _one_session(host_keys, key_type, suite)
+    closed: list[paramiko.Transport] = []
+    try:
+        for key_type in ("ssh-ed25519", "ssh-rsa"):
+            if key_type in types:
+                for suite in _SUITES:
+                    _one_session(host_keys, key_type, suite, closed)
+    finally:
+        for t in closed:
+            if t.is_alive():
+                t.join(5)
