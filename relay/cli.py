@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Mapping
 
+from relay.master import proxy
 from relay.master.admission import MaxStartups
 
 # jail's own defaults, not imported from it: `pymate-relay keygen` must not load the jail (ctypes);
@@ -106,7 +107,16 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="every connection starts with a PROXY protocol header (v1 or v2, as HAProxy sends it) "
         "whose client address the relay uses in logs, limits and notices; one without a valid "
-        "header within 5 s is refused (limit proxy-header) (env USE_PROXY_PROTOCOL; default: off)",
+        "header within --proxy-timeout is refused (limit proxy-header) (env USE_PROXY_PROTOCOL; "
+        "default: off)",
+    )
+    p.add_argument(
+        "--proxy-timeout",
+        type=float,
+        default=proxy.HEADER_TIMEOUT,
+        metavar="S",
+        help=f"with -x, seconds from accept a connection has to send its whole PROXY header "
+        f"(default: {proxy.HEADER_TIMEOUT:g})",
     )
     p.add_argument(
         "-A",
@@ -289,6 +299,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         max_viewers=args.max_viewers,
         metrics=args.metrics,
         proxy_protocol=args.proxy_protocol,
+        proxy_timeout=args.proxy_timeout,
         jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1], memory_mb=args.session_memory),
     )
     conn_cfg = ConnectionConfig(

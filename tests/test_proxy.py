@@ -238,7 +238,7 @@ def test_a_missing_broken_or_oversized_header_is_refused_and_logged(proxied, sen
 
 def test_a_header_not_whole_in_time_is_refused(proxied, monkeypatch):
     m, port, jailer, made = proxied
-    monkeypatch.setattr(proxy, "HEADER_TIMEOUT", 0.3)
+    m.cfg.proxy_timeout = 0.3
     quiet = socket.create_connection(("127.0.0.1", port))
     slow = socket.create_connection(("127.0.0.1", port))
     slow.sendall(v1()[:10])

@@ -7,7 +7,7 @@ held without a banner until its header is whole: the master peeks at the socket 
 in its selector), reads exactly the header's bytes and no more, and then admits the connection
 under the header's address, so that per-source limits, logs and notices see the client rather
 than the load balancer. A header that is invalid, past its size limits, or not whole within
-HEADER_TIMEOUT seconds of accept is refused with limit=proxy-header, logged with the socket's
+--proxy-timeout seconds (proxy.HEADER_TIMEOUT by default) of accept is refused with limit=proxy-header, logged with the socket's
 own address.
 """
 
@@ -87,7 +87,7 @@ class Intake:
         w = HeaderWait(conn, ip, time.monotonic())
         self.awaiting[w] = None
         self.sel.register(conn, selectors.EVENT_READ, w)
-        heapq.heappush(self.deadlines, (w.accepted + proxy.HEADER_TIMEOUT, next(self._seq), w))
+        heapq.heappush(self.deadlines, (w.accepted + self.cfg.proxy_timeout, next(self._seq), w))
 
     def _admit_connection(self, conn: socket.socket, ip: str, accepted: float | None = None) -> None:
         """The admission limits for a connection from `ip`; the banner if admitted. The grace
@@ -149,7 +149,7 @@ class Intake:
 
     def _header_expired(self, w: HeaderWait) -> None:
         if w.open:
-            reason = f"no whole PROXY header within {proxy.HEADER_TIMEOUT:g} s ({len(w.reader.seen)} bytes)"
+            reason = f"no whole PROXY header within {self.cfg.proxy_timeout:g} s ({len(w.reader.seen)} bytes)"
             self._drop_waiting(w, reason, proxy.PROXY_HEADER)
 
     def _forget_waiting(self, w: HeaderWait) -> None:

@@ -80,6 +80,7 @@ class RelayConfig:
     max_viewers: int = 64
     metrics: tuple[str, int] | None = None  # --metrics: (address, port) of the endpoint, or off
     proxy_protocol: bool = False  # -x: a PROXY header (v1 or v2) before SSH (relay.master.intake)
+    proxy_timeout: float = 5.0  # --proxy-timeout: seconds from accept to send the whole header
 
 
 @dataclass(eq=False)
