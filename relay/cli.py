@@ -44,6 +44,9 @@ docker image names them:
   SSH_PORT_LISTEN     -p PORT
   SSH_PORT_ADVERTISE  -q PORT (SSH_PORT_ADVERTIZE also read)
   USE_PROXY_PROTOCOL  -x when 1, true or yes (0, false, no: off)
+and the relay's own:
+  PYMATE_LOG_FORMAT   journal, console, json or kv: the log output (default: journald under
+                      systemd, coloured lines on a terminal, JSON lines otherwise)
 
 signals: SIGTERM stops the relay (every host is told); SIGHUP re-reads the keys directory.
 `pymate-relay keygen --help` makes the host keys."""
