@@ -11,7 +11,7 @@ import random
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import cast
 
 import pytest
@@ -159,9 +159,9 @@ class SpawningJailer:
             os.close(fd)
 
 
-@pytest.fixture
-def live():
-    """A master on a loopback port whose connection factory records the accept times it gets."""
+def live_master(cfg: RelayConfig) -> Iterator[tuple[Master, int, SpawningJailer, list[tuple[str, float]]]]:
+    """A master on cfg's loopback port whose connection factory records the (ip, accept time) of
+    every connection it is asked to run; all of it closed at the end."""
     jailer = SpawningJailer()
     made: list[tuple[str, float]] = []
 
@@ -169,15 +169,20 @@ def live():
         made.append((ip, accepted))
         return lambda: 0
 
-    cfg = RelayConfig(bind="127.0.0.1", port=0, grace_period=0.5, per_source_max_startups=3)
     m = Master(cfg, connection=connection, jailer=cast(Jailer, jailer))
     listener = m.bind()
     m.sel.register(listener, server_mod.selectors.EVENT_READ, "accept")
     yield m, listener.getsockname()[1], jailer, made
     jailer.close()
+    m._close_awaiting()
     for p in list(m.pending):
         p.sock.close()
     listener.close()
+
+
+@pytest.fixture
+def live():
+    yield from live_master(RelayConfig(bind="127.0.0.1", port=0, grace_period=0.5, per_source_max_startups=3))
 
 
 def turns(m: Master, seconds: float) -> None:

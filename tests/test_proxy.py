@@ -18,7 +18,7 @@ from relay.master import proxy
 from relay.master import server as server_mod
 from relay.master.proxy import HeaderReader, ProxyError
 from relay.master.server import BANNER, Master, RelayConfig
-from tests.test_admission import SpawningJailer
+from tests.test_admission import SpawningJailer, live_master, turns
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -137,29 +137,9 @@ def test_the_reader_never_asks_past_a_v2_header_once_its_length_is_known():
 @pytest.fixture
 def proxied():
     """A master with -x on a loopback port; the connection factory records its (ip, accepted)."""
-    jailer = SpawningJailer()
-    made: list[tuple[str, float]] = []
-
-    def connection(sock: socket.socket, ctl: socket.socket, ip: str, accepted: float):
-        made.append((ip, accepted))
-        return lambda: 0
-
-    cfg = RelayConfig(bind="127.0.0.1", port=0, proxy_protocol=True, per_source_max_startups=1)
-    m = Master(cfg, connection=connection, jailer=cast(Jailer, jailer))
-    listener = m.bind()
-    m.sel.register(listener, server_mod.selectors.EVENT_READ, "accept")
-    yield m, listener.getsockname()[1], jailer, made
-    jailer.close()
-    m._close_awaiting()
-    for p in list(m.pending):
-        p.sock.close()
-    listener.close()
-
-
-def turns(m: Master, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        m.step(left)
+    yield from live_master(
+        RelayConfig(bind="127.0.0.1", port=0, proxy_protocol=True, per_source_max_startups=1)
+    )
 
 
 def test_the_header_address_is_the_connections_address(proxied):
