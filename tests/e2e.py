@@ -91,6 +91,20 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
         time.sleep(interval)
 
 
+def python_fails_as(uid: int) -> str | None:
+    """Why this interpreter cannot run as `uid` (a Python installed in a private home, e.g.
+    pyenv's under /root, does not), or None when it can."""
+    run = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-c", ""],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    if run.returncode != 0:
+        return f"uid {uid} cannot run {sys.executable}: {run.stderr.strip()[-200:]}"
+    return None
+
+
 class Relay:
     """A `pymate-relay` process serving on 127.0.0.1:PORT; its log lines are collected."""
 

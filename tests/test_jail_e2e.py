@@ -6,13 +6,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import SSH_LINE, Relay, SshViewer, wait_for
+from tests.e2e import SSH_LINE, Relay, SshViewer, python_fails_as, wait_for
 
 NOBODY = 65534
 
@@ -117,16 +116,7 @@ def _rootless_ok() -> str | None:
     )
     if probe.returncode != 0:
         return "unprivileged user namespaces are not available here"
-    # A Python installed in a private home (e.g. pyenv's under /root) does not run as that uid.
-    run_python = subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c", ""],
-        capture_output=True,
-        text=True,
-        cwd="/",
-    )
-    if run_python.returncode != 0:
-        return f"uid {NOBODY} cannot run {sys.executable}: {run_python.stderr.strip()[-200:]}"
-    return None
+    return python_fails_as(NOBODY)
 
 
 @pytest.mark.skipif(_rootless_ok() is not None, reason=str(_rootless_ok()))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import ROOT, SSH_LINE, SshViewer, free_port, tmate_available, wait_for
+from tests.e2e import ROOT, SSH_LINE, SshViewer, free_port, python_fails_as, tmate_available, wait_for
 from tests.test_systemd_unit import _unit
 
 USER = 65534  # stands in for the pymate-relay system user
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.skipif(
     or shutil.which("setpriv") is None,
     reason="needs root, tmate, systemd-socket-activate and setpriv",
 )
+_CANNOT_RUN = python_fails_as(USER) if os.geteuid() == 0 and shutil.which("setpriv") else None
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -132,6 +133,7 @@ def user_keys(keys_dir):
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.skipif(_CANNOT_RUN is not None, reason=str(_CANNOT_RUN))
 def test_unit_credentials_serve_a_real_host_from_root_mode_jails(user_keys, make_host):
     relay = ActivatedRelay(user_keys)
     jailed: list[int] = []
