@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import Relay, TmateHost, make_host_keys, session_tokens  # noqa: E402
+from tests.e2e import Relay, TmateHost, make_host_keys, session_tokens, uss_kib  # noqa: E402
 from tests.netns import NetnsHost, netns_host, unavailable  # noqa: E402
 
 SSH_OPTS = "StrictHostKeyChecking=no UserKnownHostsFile=/dev/null LogLevel=ERROR BatchMode=yes".split()
@@ -210,17 +210,6 @@ def relay_tree(root: int) -> list[int]:
         frontier = [p for p, pp in parent.items() if pp in set(frontier)]
         tree += frontier
     return tree
-
-
-def uss_kib(pid: int) -> int:
-    total = 0
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    except OSError:
-        pass
-    return total
 
 
 class MemorySampler(threading.Thread):

@@ -18,15 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import TmateHost, scratch_relay, wait_for  # noqa: E402
-
-
-def uss_kib(pid: int) -> int:
-    total = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith(("Private_Clean:", "Private_Dirty:")):
-            total += int(line.split()[1])
-    return total
+from tests.e2e import TmateHost, scratch_relay, uss_kib, wait_for  # noqa: E402
 
 
 def pss_kib(pid: int) -> int:

@@ -29,7 +29,7 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import Relay, TmateHost, make_host_keys, session_tokens, wait_for  # noqa: E402
+from tests.e2e import Relay, TmateHost, make_host_keys, session_tokens, uss_kib, viewer_answer, wait_for  # noqa: E402
 
 FIELDS = ("VmPeak", "VmSize", "VmHWM", "VmRSS")
 
@@ -45,17 +45,6 @@ def status_mb(pid: int) -> dict[str, float]:
         if key in FIELDS:
             out[key] = int(value.split()[0]) / 1024
     return out
-
-
-def uss_mb(pid: int) -> float:
-    total = 0
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    except OSError:
-        return 0.0
-    return total / 1024
 
 
 def fmt(d: dict[str, float]) -> str:
@@ -123,7 +112,7 @@ def busy(tmp: Path, relay: Relay, fps: tuple[str, str], windows: int, viewers: i
         end = status_mb(pid)
         print(
             f"busy session ({len(panes)} panes at ~200x50, {windows} windows, {viewers} viewers, "
-            f"history full): idle {fmt(idle)}; after {fmt(end)}; USS {uss_mb(pid):.0f} MB; "
+            f"history full): idle {fmt(idle)}; after {fmt(end)}; USS {uss_kib(pid) / 1024:.0f} MB; "
             f"viewers read {sum(r.bytes for r in readers) / 1e6:.1f} MB"
         )
     finally:
@@ -183,29 +172,12 @@ def bomb(relay: Relay, bystander: TmateHost, panes: int, size: int, output_panes
     finally:
         t.close()
     rw, _ = session_tokens(bystander)
-    joined, answer = _join(relay.port, rw)
+    joined, answer = viewer_answer(relay.port, rw, until=b"")
     print(
         f"  bystander session alive: {bystander.alive()}, a viewer joined: its first frame "
         f"({len(answer)} bytes) {joined * 1000:.0f} ms after its shell request; "
         f"master alive: {relay.proc is not None and relay.proc.poll() is None}"
     )
-
-
-def _join(port: int, token: str) -> tuple[float, bytes]:
-    """A viewer (auth none, pty, shell): seconds from the shell request to its first frame."""
-    t = paramiko.Transport(("127.0.0.1", port))
-    try:
-        t.connect()
-        t.auth_none(token)
-        ch = t.open_session()
-        ch.get_pty()
-        ch.settimeout(5)
-        t0 = time.perf_counter()
-        ch.invoke_shell()
-        data = ch.recv(1 << 16)
-        return time.perf_counter() - t0, data
-    finally:
-        t.close()
 
 
 def _wait_done(pid: int, ch: paramiko.Channel, peak: dict[str, float]) -> bool:

@@ -488,11 +488,10 @@ class SshViewer:
         self.stop()
 
 
-def viewer_answer(port: int, token: str) -> tuple[float, bytes]:
+def viewer_answer(port: int, token: str, until: bytes = b"\n") -> tuple[float, bytes]:
     """Join as a viewer the way ssh does (auth none, pty, shell) with a paramiko client; returns
-    the seconds from the shell request to the first full line, and that line."""
-    import paramiko
-
+    the seconds from the shell request until what arrived holds `until` (a full line by default;
+    b"" for the first bytes, e.g. a session's first frame), and what arrived."""
     t = paramiko.Transport(("127.0.0.1", port))
     try:
         t.connect()
@@ -503,11 +502,24 @@ def viewer_answer(port: int, token: str) -> tuple[float, bytes]:
         t0 = time.perf_counter()
         ch.invoke_shell()
         data = b""
-        while b"\n" not in data:
-            chunk = ch.recv(1024)
+        while not (data and until in data):
+            chunk = ch.recv(1 << 16)
             if not chunk:
                 break
             data += chunk
         return time.perf_counter() - t0, data
     finally:
         t.close()
+
+
+def uss_kib(pid: int) -> int:
+    """A process's private memory (USS: Private_Clean + Private_Dirty of its smaps_rollup), in
+    KiB; 0 for a process that is gone."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    except OSError:
+        return 0
+    return total

@@ -12,7 +12,7 @@ import msgpack
 import paramiko
 import pytest
 
-from tests.e2e import Relay, session_tokens, tmate_available, wait_for
+from tests.e2e import Relay, session_tokens, tmate_available, viewer_answer, wait_for
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="tmate not installed")
 
@@ -60,19 +60,9 @@ def _bystander_goes_on(relay: Relay, bystander) -> None:
 
 def _join(port: int, token: str) -> float:
     """Seconds from a viewer's shell request to the session's first frame for it."""
-    t = paramiko.Transport(("127.0.0.1", port))
-    try:
-        t.connect()
-        t.auth_none(token)
-        ch = t.open_session()
-        ch.get_pty()
-        ch.settimeout(5)
-        t0 = time.monotonic()
-        ch.invoke_shell()
-        assert ch.recv(1 << 16).startswith(b"\x1b[?1049h")  # the session entered its screen
-        return time.monotonic() - t0
-    finally:
-        t.close()
+    took, frame = viewer_answer(port, token, until=b"")
+    assert frame.startswith(b"\x1b[?1049h")  # the session entered its screen
+    return took
 
 
 @pytest.fixture(scope="module")
