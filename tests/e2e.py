@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -260,8 +261,12 @@ class TmateHost:
             "TMUX_TMPDIR": str(self.dir),
         }
 
+    def run(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
+        """Run a command where this host's tmate runs (here: this machine's namespaces)."""
+        return subprocess.run(argv, **kw)
+
     def cmd(self, *args: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(
+        return self.run(
             ["tmate", "-S", str(self.sock), *args],
             env=self.env,
             cwd=self.home,

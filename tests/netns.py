@@ -153,17 +153,8 @@ class NetnsTmateHost(TmateHost):
         super().__init__(workdir, port, rsa_fp, ed25519_fp, host=netns.gateway, **kw)
         self.netns = netns
 
-    def cmd(self, *args: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess:
-        return self.netns.run(
-            ["tmate", "-S", str(self.sock), *args],
-            env=self.env,
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=check,
-            stdin=subprocess.DEVNULL,
-        )
+    def run(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
+        return self.netns.run(argv, **kw)
 
     def start(self, attached: bool = False) -> TmateHost:
         if attached:
