@@ -106,6 +106,18 @@ def python_fails_as(uid: int) -> str | None:
     return None
 
 
+def terminate(proc: subprocess.Popen) -> int:
+    """SIGTERM a process started by a test, SIGKILL it if it is still there after 10 s; its exit
+    code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(5)
+
+
 class Relay:
     """A `pymate-relay` process serving on 127.0.0.1:PORT; its log lines are collected."""
 
@@ -196,14 +208,7 @@ class Relay:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        return terminate(self.proc)
 
     def __enter__(self):
         return self.start()

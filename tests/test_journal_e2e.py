@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 
 from relay.master import tokens
-from tests.e2e import ROOT, SshViewer, free_port, session_tokens, tmate_available, wait_for
+from tests.e2e import ROOT, SshViewer, free_port, session_tokens, terminate, tmate_available, wait_for
 
 JOURNALD = "/lib/systemd/systemd-journald"
 JOURNALD_CONF = """[Journal]
@@ -116,15 +115,9 @@ class JournaledRelay:
         return wait_for(find, timeout, f"{event!r} in the journal", interval=0.05)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        code = terminate(self.proc)
         self.out.close()
-        return self.proc.returncode
+        return code
 
 
 SHOWN_FIELDS = (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import ROOT, SSH_LINE, SshViewer, free_port, python_fails_as, tmate_available, wait_for
+from tests.e2e import (
+    ROOT,
+    SSH_LINE,
+    SshViewer,
+    free_port,
+    python_fails_as,
+    terminate,
+    tmate_available,
+    wait_for,
+)
 from tests.test_systemd_unit import _unit
 
 USER = 65534  # stands in for the pymate-relay system user
@@ -112,13 +120,7 @@ class ActivatedRelay:
         return wait_for(relay, 10, "the relay to start")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        terminate(self.proc)
 
 
 @pytest.fixture
