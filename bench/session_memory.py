@@ -29,7 +29,16 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import Relay, TmateHost, make_host_keys, session_tokens, uss_kib, viewer_answer, wait_for  # noqa: E402
+from tests.e2e import (  # noqa: E402
+    Relay,
+    TmateHost,
+    fake_host,
+    make_host_keys,
+    session_tokens,
+    uss_kib,
+    viewer_answer,
+    wait_for,
+)
 
 FIELDS = ("VmPeak", "VmSize", "VmHWM", "VmRSS")
 
@@ -121,20 +130,11 @@ def busy(tmp: Path, relay: Relay, fps: tuple[str, str], windows: int, viewers: i
         host.stop()
 
 
-def _fake_host(port: int) -> tuple[paramiko.Transport, paramiko.Channel]:
-    t = paramiko.Transport(("127.0.0.1", port))
-    t.connect()
-    t.auth_none("tmate")
-    ch = t.open_session()
-    ch.invoke_subsystem("tmate")
-    return t, ch
-
-
 def bomb(relay: Relay, bystander: TmateHost, panes: int, size: int, output_panes: int) -> None:
     """One memory bomb; prints the session process's peak and how the session ended."""
     before = set(relay.children())
     first_line = len(relay.lines)
-    t, ch = _fake_host(relay.port)
+    t, ch = fake_host(relay.port)
     try:
         ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
         pid = session_pid(relay, before)

@@ -106,6 +106,17 @@ def python_fails_as(uid: int) -> str | None:
     return None
 
 
+def fake_host(port: int) -> tuple[paramiko.Transport, paramiko.Channel]:
+    """A host the test speaks for: a paramiko client with the tmate subsystem open (it has sent
+    no tmate message yet)."""
+    t = paramiko.Transport(("127.0.0.1", port))
+    t.connect()
+    t.auth_none("tmate")
+    ch = t.open_session()
+    ch.invoke_subsystem("tmate")
+    return t, ch
+
+
 def terminate(proc: subprocess.Popen) -> int:
     """SIGTERM a process started by a test, SIGKILL it if it is still there after 10 s; its exit
     code."""

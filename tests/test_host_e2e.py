@@ -12,7 +12,7 @@ import paramiko
 import pytest
 
 from relay.master.tokens import ALPHABET
-from tests.e2e import SSH_LINE, Relay, viewer_answer, wait_for
+from tests.e2e import SSH_LINE, Relay, fake_host, viewer_answer, wait_for
 
 NOTE = "Note: clear your terminal before sharing readonly access"
 
@@ -110,15 +110,6 @@ def test_connection_without_role_is_closed_after_grace_period(keys_dir):
         wait_for(lambda: not relay.children(), 3, "the connection process to go")
 
 
-def _hostile_host(port: int) -> tuple[paramiko.Transport, paramiko.Channel]:
-    t = paramiko.Transport(("127.0.0.1", port))
-    t.connect()
-    t.auth_none("tmate")
-    ch = t.open_session()
-    ch.invoke_subsystem("tmate")
-    return t, ch
-
-
 def _closed(ch: paramiko.Channel, timeout: float = 5) -> bool:
     ch.settimeout(timeout)
     try:
@@ -133,7 +124,7 @@ def test_oversize_message_ends_only_that_session(keys_dir, make_host):
     with Relay(keys_dir) as relay:
         good = make_host(relay)
         good.wait_ready()
-        t, ch = _hostile_host(relay.port)
+        t, ch = fake_host(relay.port)
         try:
             ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
             ch.sendall(msgpack.packb([2, 0, "x" * (64 * 1024)]))
@@ -163,7 +154,7 @@ LAYOUT_1001 = [1, 100, 30, [[0, "w", [[p, 10, 10, 0, 0] for p in range(1001)], 0
     ],
 )
 def test_hostile_messages_end_the_session_with_a_reason(relay, payload, reason):
-    t, ch = _hostile_host(relay.port)
+    t, ch = fake_host(relay.port)
     try:
         ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
         ch.sendall(msgpack.packb([1, 100, 30, [[0, "sh", [[0, 100, 30, 0, 0]], 0]], 0]))
@@ -182,7 +173,7 @@ def test_hostile_messages_end_the_session_with_a_reason(relay, payload, reason):
 
 
 def test_message_before_header_is_refused(relay):
-    t, ch = _hostile_host(relay.port)
+    t, ch = fake_host(relay.port)
     try:
         ch.sendall(msgpack.packb([2, 0, "early"]))
         assert _closed(ch)
@@ -193,7 +184,7 @@ def test_message_before_header_is_refused(relay):
 
 def test_closed_channel_ends_the_session(keys_dir):
     with Relay(keys_dir) as relay:
-        t, ch = _hostile_host(relay.port)
+        t, ch = fake_host(relay.port)
         ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
         wait_for(lambda: len(relay.children()) == 1, 5, "the session process")
         ch.close()  # the SSH connection itself stays up
@@ -231,7 +222,7 @@ def test_header_reply_over_raw_protocol(relay):
     from relay.tmate.codec import RelayDecoder
     from relay.tmate.messages import Notify, RelayReady, SetEnv
 
-    t, ch = _hostile_host(relay.port)
+    t, ch = fake_host(relay.port)
     try:
         ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
         dec = RelayDecoder()

@@ -12,7 +12,7 @@ import msgpack
 import paramiko
 import pytest
 
-from tests.e2e import Relay, session_tokens, tmate_available, viewer_answer, wait_for
+from tests.e2e import Relay, fake_host, session_tokens, tmate_available, viewer_answer, wait_for
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="tmate not installed")
 
@@ -20,11 +20,7 @@ CAP_MB = 1024  # the default --session-memory
 
 
 def _fake_host(port: int) -> tuple[paramiko.Transport, paramiko.Channel]:
-    t = paramiko.Transport(("127.0.0.1", port))
-    t.connect()
-    t.auth_none("tmate")
-    ch = t.open_session()
-    ch.invoke_subsystem("tmate")
+    t, ch = fake_host(port)
     ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
     return t, ch
 
