@@ -242,9 +242,9 @@ def test_refusal_delay_is_uniform_between_50_and_200_ms(relay):
         buckets[min(9, int((d - 50) // 15))] += 1
     assert all(1700 < n < 2300 for n in buckets), buckets
     assert 123 < statistics.mean(draws) < 127
-    # End to end, 8 at a time: every refusal waits its delay (plus a little SSH round trip here
+    # End to end, 4 at a time: every refusal waits its delay (plus a little SSH round trip here
     # on loopback), and nothing is instant.
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(4) as pool:  # 8 at once on 2 cores: the clients' own threads lag
         answers = list(
             pool.map(lambda i: viewer_answer(relay.port, f"unknownToken{i:05d}xxxxxxxx"), range(48))
         )
