@@ -40,13 +40,13 @@ test: install lint
 bench: install
 	set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
 
-# Regenerates $(LOCK) from pyproject.toml (dependencies and the test extra) and the build backend,
+# Regenerates $(LOCK) from pyproject.toml (dependencies, the test and bench extras) and the build backend,
 # resolved once for every supported Python (3.11 up) and platform, with every file's hash.
 lock:
 	test -x $(LOCK_TOOLS)/bin/uv || { py="$$(scripts/find-python)" && "$$py" -m venv $(LOCK_TOOLS) \
 	  && $(LOCK_TOOLS)/bin/pip install -q uv==$(UV_VERSION); }
 	printf 'setuptools>=68\n' | $(LOCK_TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 \
-	  --generate-hashes --extra test --custom-compile-command 'make lock' -o $(LOCK).tmp pyproject.toml -
+	  --generate-hashes --extra test --extra bench --custom-compile-command 'make lock' -o $(LOCK).tmp pyproject.toml -
 	{ echo '# Regenerate with `make lock` (uv $(UV_VERSION) pip compile --universal --generate-hashes, in $(LOCK_TOOLS)).'; \
 	  echo '# Every file of every pinned release is hashed: CPython 3.11-3.13 wheels (msgpack, mypy, cffi per'; \
 	  echo '# version; cryptography abi3) and sdists. `make install` installs it with pip --require-hashes.'; \
