@@ -23,7 +23,7 @@ import paramiko
 
 from jail import set_process_title
 from relay import control
-from relay.conn import access, link
+from relay.conn import access, link, presence
 from relay.conn.viewers import (
     DEFAULT_MAX_VIEWERS,
     FRAME_INTERVAL,
@@ -90,8 +90,10 @@ class HostSession(ViewerHandling):
             budget -= len(data)
             self.bytes_in += len(data)
             for msg in self.decoder.feed(data):
+                ready = self.session.host_ready
                 for out in self.session.handle(msg):
                     self.send_host(out)
+                presence.maybe_kick(self, msg, ready)
                 if isinstance(msg, m.FailedCmd):
                     v = self.viewers.get(msg.client_id)
                     if v is not None:
@@ -188,7 +190,7 @@ class HostSession(ViewerHandling):
                 except control.MasterGone:
                     return "relay is shutting down"
                 if new is not None:
-                    self._add_viewer(new.fd, new.readonly, new.ip)
+                    self._add_viewer(new.fd, new.readonly, new.ip, new.pubkey)
             now = time.monotonic()
             for sock in readable:
                 v = self.by_fd.get(sock.fileno()) if sock not in (self.chan, ctl) else None

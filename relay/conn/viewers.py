@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jail import set_process_title
-from relay.conn import link
+from relay.conn import link, presence
 from relay.input.dispatch import KeyDispatcher, Local, Notice
 from relay.input.parser import InputParser, escape_time_for
 from relay.input.prompt import Done, Failed, ViewerPrompt
@@ -51,6 +51,8 @@ class Viewer:
     message: str | None = None
     message_until: float = 0.0
     prompt: ViewerPrompt | None = None
+    since: float = 0.0  # when it joined (time.time()), for the host's #{tmate_clients}
+    fingerprint: str | None = None  # its key's, when it authenticated with one
 
 
 class ViewerHandling:
@@ -71,7 +73,7 @@ class ViewerHandling:
     def send_host(self, msg) -> None:
         raise NotImplementedError
 
-    def _add_viewer(self, fd: int, readonly: bool, ip: str) -> None:
+    def _add_viewer(self, fd: int, readonly: bool, ip: str, pubkey: str | None = None) -> None:
         sock = socket.socket(fileno=fd)
         limit = self.max_viewers
         if len(self.viewers) >= limit:
@@ -103,6 +105,7 @@ class ViewerHandling:
         self.by_fd[sock.fileno()] = v
         self.log.info("viewer attached", client=cid, readonly=readonly, ip=v.ip, viewers=len(self.viewers))
         self._update_title()
+        presence.joined(self, v, pubkey)
 
     def _remove_viewer(self, v: Viewer, last: bytes | None = None) -> None:
         if self.viewers.pop(v.id, None) is None:
@@ -117,6 +120,7 @@ class ViewerHandling:
         v.sock.close()
         self.log.info("viewer detached", client=v.id, viewers=len(self.viewers))
         self._update_title()
+        presence.left(self, v)
         self._update_host_size()
 
     def _update_title(self) -> None:

@@ -1,0 +1,138 @@
+"""Presence: the host sees who joins and leaves its session, and may send a viewer away.
+
+On every viewer join and leave the host gets a NOTIFY in tmate.io's words (its status line and
+`show-messages`), `A mate has joined (1.2.3.4, read-only) -- 2 clients currently connected`
+(with the key's fingerprint when the viewer authenticated with one) and `A mate has left
+(1.2.3.4) -- 1 client currently connected`, then SET_ENV `tmate_num_clients` (the count) and
+`tmate_clients` (who: `1.2.3.4 rw since 12:03:01, 5.6.7.8 ro since 12:04:10`, relay-local time,
+at most MAX_CLIENTS_TEXT characters), so `tmate display -p '#{tmate_clients}'` answers "who is
+watching".
+
+The host disconnects the viewers of one address with `tmate set -g @pymate-kick ADDRESS`: tmate
+replicates every `set-option` it runs (its cmdq hands each bind-key, unbind-key, set-option and
+set-window-option to the relay as EXEC_CMD), so the option reaches the session process. Only a
+command the host runs once the session is ready counts: a reconnecting client replays its
+replicated commands before READY, and an old kick must not hit whoever joined since.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from relay.conn import viewers  # a cycle: viewers calls presence; read at call time only
+from relay.hostkeys import blob_fingerprint
+from relay.tmate import messages as m
+from relay.tmux.args import UsageError, getopt
+
+if TYPE_CHECKING:
+    from relay.conn.viewers import Viewer
+
+KICK_OPTION = "@pymate-kick"
+KICKED = b"[disconnected by the host]\r\n"  # the kicked viewer's last line
+MAX_CLIENTS_TEXT = 1024  # characters of SET_ENV tmate_clients; the rest is counted, not listed
+NUM_CLIENTS_VAR = "tmate_num_clients"
+CLIENTS_VAR = "tmate_clients"
+
+
+# ---------------------------------------------------------------------- texts
+def _count(n: int) -> str:
+    return f"{n} client{'s' if n > 1 else ''} currently connected"
+
+
+def joined_text(ip: str, readonly: bool, fingerprint: str | None, n: int) -> str:
+    who = [ip, "read-only" if readonly else "read-write"]
+    if fingerprint:
+        who.append(f"key {fingerprint}")
+    return f"A mate has joined ({', '.join(who)}) -- {_count(n)}"
+
+
+def left_text(ip: str, n: int) -> str:
+    return f"A mate has left ({ip}) -- {_count(n)}"
+
+
+def clients_text(viewers: Iterable[Viewer], limit: int = MAX_CLIENTS_TEXT) -> str:
+    """`ADDRESS rw|ro since HH:MM:SS, ...` oldest first, cut at `limit` characters with the
+    number of viewers left out."""
+    entries = [
+        f"{v.ip} {'ro' if v.readonly else 'rw'} since {time.strftime('%H:%M:%S', time.localtime(v.since))}"
+        for v in sorted(viewers, key=lambda v: (v.since, v.id))
+    ]
+    text = ", ".join(entries)
+    if len(text) <= limit:
+        return text
+    room = limit - len(", and 99999 more")
+    shown: list[str] = []
+    while len(shown) < len(entries) and len(", ".join([*shown, entries[len(shown)]])) <= room:
+        shown.append(entries[len(shown)])
+    return ", ".join([*shown, f"and {len(entries) - len(shown)} more"])
+
+
+def fingerprint_of(pubkey: str | None) -> str | None:
+    """SHA256 fingerprint of `type base64` as the master passes a viewer's key; None without one."""
+    if not pubkey:
+        return None
+    parts = pubkey.split(" ")
+    if len(parts) < 2:
+        return None
+    try:
+        return blob_fingerprint(base64.b64decode(parts[1], validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def kick_address(argv: Sequence[str]) -> str | None:
+    """The address a replicated `set-option [-g] @pymate-kick ADDRESS` names, else None."""
+    if not argv or argv[0] not in ("set-option", "set"):
+        return None
+    try:
+        flags, rest = getopt(tuple(argv[1:]), "t", known="agoqsuw")
+    except UsageError:
+        return None
+    if "u" in flags or len(rest) != 2 or rest[0] != KICK_OPTION:
+        return None
+    return rest[1].strip() or None
+
+
+# ---------------------------------------------------------------------- the session's side
+def joined(hs: Any, v: Viewer, pubkey: str | None) -> None:
+    """A viewer joined the session `hs` (relay.conn.host.HostSession): tell the host."""
+    v.since = time.time()
+    v.fingerprint = fingerprint_of(pubkey)
+    _announce(hs, joined_text(v.ip, v.readonly, v.fingerprint, len(hs.viewers)))
+
+
+def left(hs: Any, v: Viewer) -> None:
+    """A viewer left (detached, dropped, kicked): tell the host, unless the session is ending."""
+    _announce(hs, left_text(v.ip, len(hs.viewers)))
+
+
+def _announce(hs: Any, text: str) -> None:
+    if hs.closing:
+        return  # the session is over: the host gets nothing more
+    hs.send_host(m.Notify(text))
+    if (hs.session.protocol or 0) >= 4:  # no SET_ENV before protocol 4
+        hs.send_host(m.SetEnv(NUM_CLIENTS_VAR, str(len(hs.viewers))))
+        hs.send_host(m.SetEnv(CLIENTS_VAR, clients_text(hs.viewers.values())))
+
+
+def maybe_kick(hs: Any, msg: m.HostMessage, ready: bool) -> None:
+    """The host ran `set -g @pymate-kick ADDRESS` (`ready`: the session was ready when it came):
+    every viewer from ADDRESS gets a last line and goes; the host gets a notice either way."""
+    if not ready or not isinstance(msg, m.ExecCmd):
+        return
+    address = kick_address(msg.argv)
+    if address is None:
+        return
+    gone = [v for v in hs.viewers.values() if v.ip == address]
+    for v in gone:
+        hs.log.info("viewer kicked", client=v.id, viewer_ip=v.ip, reason="the host disconnected it")
+        hs._remove_viewer(v, viewers.LEAVE_TERMINAL + KICKED)
+    if gone:
+        text = f"Disconnected {len(gone)} mate{'s' if len(gone) > 1 else ''} from {address}"
+    else:
+        text = f"No mate from {address} is connected"
+    hs.send_host(m.Notify(text[:200]))
