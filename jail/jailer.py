@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import gc
 import os
 import select
 import shutil
@@ -51,6 +50,7 @@ from dataclasses import dataclass
 
 from . import _sys
 from .child import UNSHARE_FLAGS, ChildPlan, OnError, Target, run_child1
+from .heap import HeapReport, prepare_heap
 from .seccomp import SeccompProgram, build_filter
 
 EXIT_SIGNALLED = 128 + signal.SIGTERM
@@ -166,6 +166,7 @@ class Jailer:
         self._in_use: set[int] = set()
         self._next = 0
         self._prepared = False
+        self.heap: HeapReport | None = None  # set by prepare()
         self._own_root: str | None = None
         self._root: bytes = b""
         self._seccomp: SeccompProgram | None = None
@@ -233,9 +234,11 @@ class Jailer:
         else:
             root = self.config.empty_root
         self._root = os.path.abspath(root).encode()
-        # Keep inherited objects out of the children's (and the master's) collections:
-        # nothing of the warm heap gets its GC header written, so its pages stay shared.
-        gc.freeze()
+        # Keep inherited objects out of the children's (and the master's) collections, and
+        # where the interpreter honours it (3.12+) make them immortal: nothing of the warm heap
+        # gets its GC header or its reference count written, so its pages stay shared
+        # (jail/heap.py says which objects, why it is safe and what it costs).
+        self.heap = prepare_heap()
         self._prepared = True
 
     def _check_memory_cap(self) -> None:

@@ -191,6 +191,7 @@ class Master(Intake, Lifecycle, Messages):
         # Free the warm-up's garbage now: prepare() freezes the heap the children will share.
         gc.collect()
         self.jailer.prepare()
+        self._log_heap()
         self._install_signals()
         self._start_metrics()
         self.sel.register(listener, selectors.EVENT_READ, "accept")
@@ -209,6 +210,15 @@ class Master(Intake, Lifecycle, Messages):
                 self.step()
         finally:
             self.shutdown()
+
+    def _log_heap(self) -> None:
+        heap = self.jailer.heap
+        if heap is None:
+            return
+        if heap.immortal:
+            self.log.info("immortal heap", objects=heap.objects, duration=round(heap.seconds, 3))
+        else:
+            self.log.info("running without an immortal heap", reason=heap.reason)
 
     def step(self, max_wait: float = MAX_WAIT) -> None:
         """One turn of the loop: wait (at most `max_wait` s) for events or the next grace period,
