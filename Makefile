@@ -18,11 +18,13 @@ BENCHES := $(sort $(wildcard bench/*.py))
 .PHONY: install run lint test bench lock clean install-system
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml $(LOCK) scripts/install-system-packages scripts/find-python
+$(VENV)/.installed: pyproject.toml $(LOCK) scripts/install-system-packages scripts/find-python package.json package-lock.json
 	./scripts/install-system-packages
 	test -x $(BIN)/python || { py="$$(scripts/find-python $(PYTHON))" && "$$py" -m venv $(VENV); }
 	$(BIN)/pip install -q --require-hashes -r $(LOCK)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	# xterm.js for the web viewer's page, exactly as package-lock.json pins it (no install scripts)
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: install

@@ -5,16 +5,17 @@ Every import counts: module level or inside a function, `import x` or `from x im
 imports resolved against the importing module's package.
 
 Rules (README, issue 6 "Structure for growth"):
-  sans-io      relay.tmate, relay.screen, relay.input, relay.tmux import no socket, select,
+  sans-io      relay.tmate, relay.screen, relay.input, relay.tmux, relay.web import no socket, select,
                selectors, threading, asyncio or paramiko
   tmux-stdlib  relay.tmux imports only the standard library (and itself)
   master       relay.master imports nothing that parses client bytes: no paramiko,
                cryptography, pyghostty, relay.conn, relay.tmate, relay.screen, relay.input,
-               relay.tmux, relay.hostkeys
+               relay.tmux, relay.hostkeys, relay.web, h11, wsproto
   layers       within relay, each layer imports only the layers below it (as its package
                docstring says): relay.tmate -> relay.tmux, relay.screen.terminal; relay.screen
                -> relay.tmux, relay.tmate; relay.input -> relay.tmux, relay.tmate,
-               relay.screen.width; relay.conn never relay.master or relay.cli
+               relay.screen.width; relay.web nothing else of relay; relay.conn never
+               relay.master or relay.cli
   jail         jail imports nothing from relay
   size         no module over 500 lines
 """
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("relay", "jail")
 MAX_LINES = 500
 
-SANS_IO = ("relay.tmate", "relay.screen", "relay.input", "relay.tmux")
+SANS_IO = ("relay.tmate", "relay.screen", "relay.input", "relay.tmux", "relay.web")
 IO_MODULES = ("socket", "select", "selectors", "threading", "asyncio", "paramiko")
 MASTER_FORBIDDEN = (
     "paramiko",
@@ -45,6 +46,9 @@ MASTER_FORBIDDEN = (
     "relay.input",
     "relay.tmux",
     "relay.hostkeys",
+    "relay.web",  # the web viewer's HTTP and WebSocket: the master parses no HTTP either
+    "h11",
+    "wsproto",
 )
 
 # What each layer may import from the rest of relay (besides itself and the bare `relay` package).
@@ -52,6 +56,7 @@ LAYER_ALLOWS = {
     "relay.tmate": ("relay.tmux", "relay.screen.terminal"),
     "relay.screen": ("relay.tmux", "relay.tmate"),
     "relay.input": ("relay.tmux", "relay.tmate", "relay.screen.width"),
+    "relay.web": (),
 }
 CONN_FORBIDDEN = ("relay.master", "relay.cli")
 

@@ -1,0 +1,57 @@
+// pymate-relay's web viewer: one xterm.js terminal on the session's WebSocket.
+// Binary messages in are the session's frames (what an ssh viewer gets); text messages are
+// {"end": line} or {"error": line}. Out: keystrokes as binary, the size as {"cols", "rows"}.
+// A read-only page (/t/ro-...) sends its size (the relay draws at that size) and no keys.
+(function () {
+  "use strict";
+  var readonly = location.pathname.indexOf("/t/ro-") === 0;
+  var statusBox = document.getElementById("status");
+  var term = new Terminal({ scrollback: 0, disableStdin: readonly, allowProposedApi: false });
+  var fit = new FitAddon.FitAddon();
+  term.loadAddon(fit);
+  term.open(document.getElementById("terminal"));
+  fit.fit();
+
+  var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  var ws = new WebSocket(scheme + location.host + location.pathname);
+  ws.binaryType = "arraybuffer";
+  var ended = false;
+  var encoder = new TextEncoder();
+
+  function end(line) {
+    if (ended) return;
+    ended = true;
+    statusBox.textContent = line;
+    statusBox.hidden = false;
+    document.body.classList.add("ended");
+    document.title = "tmate session: " + line;
+  }
+  function sendSize() {
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ cols: term.cols, rows: term.rows }));
+  }
+  function sendKeys(bytes) {
+    if (!readonly && ws.readyState === WebSocket.OPEN) ws.send(bytes);
+  }
+
+  ws.onopen = function () {
+    sendSize();
+    term.focus();
+  };
+  ws.onmessage = function (ev) {
+    if (typeof ev.data === "string") {
+      var msg = JSON.parse(ev.data);
+      end(msg.end || msg.error || "session ended");
+      return;
+    }
+    term.write(new Uint8Array(ev.data));
+  };
+  ws.onclose = function () { end("Connection closed"); };
+  term.onData(function (data) { sendKeys(encoder.encode(data)); });
+  term.onBinary(function (data) {
+    var bytes = new Uint8Array(data.length);
+    for (var i = 0; i < data.length; i++) bytes[i] = data.charCodeAt(i) & 0xff;
+    sendKeys(bytes);
+  });
+  term.onResize(sendSize);
+  window.addEventListener("resize", function () { fit.fit(); });
+})();
