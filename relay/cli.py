@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Mapping
 
+from relay.cli_web import make_web_connection, web_checked, web_options
 from relay.master import proxy
 from relay.master.admission import MaxStartups
 
@@ -201,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on http://ADDR:PORT/metrics and /healthz (ADDR defaults to "
         "127.0.0.1, [::1] for IPv6; default: off). SIGHUP re-reads the host keys in -k",
     )
+    web_options(p)
     return p
 
 
@@ -275,6 +277,7 @@ def _checked_args(
             args.metrics = parse_address(args.metrics)
         except ValueError as e:
             parser.error(f"--metrics: {e}")
+    web_checked(args, parser)
     return args, (uid_start, uid_count)
 
 
@@ -304,7 +307,10 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         proxy_protocol=args.proxy_protocol,
         proxy_timeout=args.proxy_timeout,
         jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1], memory_mb=args.session_memory),
+        web_port=args.web_port,
+        web_bind=args.web_bind,
     )
+    web_connection, web_url = make_web_connection(args, cfg.ssh_host)
     conn_cfg = ConnectionConfig(
         host_keys=tuple(host_keys),
         ssh_host=cfg.ssh_host,
@@ -313,6 +319,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         verbose=args.verbose,
         max_viewers=cfg.max_viewers,
         require_authorized_keys=args.require_authorized_keys,
+        web_url=web_url,
     )
 
     keyset = KeyReload(conn_cfg, args.keys)  # SIGHUP swaps the keys new connections get
@@ -326,6 +333,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         warm_up=lambda: warm_up(conn_cfg.host_keys),
         reload=keyset.reload,
         metrics_server=metrics_http.serve,
+        web_connection=web_connection,
     )
 
 
@@ -366,6 +374,14 @@ def serve_main(argv: list[str]) -> int:
             hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or use -p 2222)"
         print(
             f"pymate-relay: error: cannot listen on {shown}:{args.port}: {e.strerror}{hint}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        master.bind_web()
+    except OSError as e:
+        print(
+            f"pymate-relay: error: cannot listen on {args.web_bind}:{args.web_port}: {e.strerror}",
             file=sys.stderr,
         )
         return 1

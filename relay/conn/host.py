@@ -228,7 +228,11 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     conn.log.info("host session started", user=server.username, pubkey=server.pubkey)
     started = time.monotonic()
     session = Session(
-        rw_token=rw_token, ro_token=ro_token, ssh_host=conn.cfg.ssh_host, ssh_port=conn.cfg.ssh_port
+        rw_token=rw_token,
+        ro_token=ro_token,
+        ssh_host=conn.cfg.ssh_host,
+        ssh_port=conn.cfg.ssh_port,
+        web_url=None if conn.cfg.require_authorized_keys else conn.cfg.web_url,  # -A: ssh only
     )
     hs = HostSession(conn, chan, session, conn.cfg.max_viewers)
     hs.require_keys = conn.cfg.require_authorized_keys

@@ -38,6 +38,7 @@ class HeaderWait:
     accepted: float
     reader: proxy.HeaderReader = field(default_factory=proxy.HeaderReader)
     open: bool = True
+    web: bool = False  # accepted on the web listener (relay.master.web)
 
 
 class Intake:
@@ -61,7 +62,7 @@ class Intake:
     def _refuse(self, ip: str, refusal: Refusal, **fields: object) -> None:
         raise NotImplementedError
 
-    def _hold(self, conn: socket.socket, ip: str, accepted: float | None = None) -> None:
+    def _hold(self, conn: socket.socket, ip: str, accepted: float | None = None, web: bool = False) -> None:
         raise NotImplementedError
 
     def _close_pending(self, p: Pending, reason: str, limit: str | None = None) -> None:
@@ -70,11 +71,11 @@ class Intake:
     def _connections(self) -> int:
         return len(self.children) + len(self.pending) + len(self.awaiting)
 
-    def _intake(self, conn: socket.socket, peer: str) -> None:
-        """A connection just accepted from `peer`."""
+    def _intake(self, conn: socket.socket, peer: str, web: bool = False) -> None:
+        """A connection just accepted from `peer` (on the web listener when `web`)."""
         ip = proxy.plain_address(peer)
         if not self.cfg.proxy_protocol:
-            self._admit_connection(conn, ip)
+            self._admit_connection(conn, ip, web=web)
             return
         if self._connections() >= self.cfg.max_connections and self.silent:
             self._close_oldest_silent()
@@ -84,12 +85,14 @@ class Intake:
             self._refuse(ip, Refusal(admission.MAX_CONNECTIONS, f"too many connections (limit {limit})"))
             return
         conn.setblocking(False)
-        w = HeaderWait(conn, ip, time.monotonic())
+        w = HeaderWait(conn, ip, time.monotonic(), web=web)
         self.awaiting[w] = None
         self.sel.register(conn, selectors.EVENT_READ, w)
         heapq.heappush(self.deadlines, (w.accepted + self.cfg.proxy_timeout, next(self._seq), w))
 
-    def _admit_connection(self, conn: socket.socket, ip: str, accepted: float | None = None) -> None:
+    def _admit_connection(
+        self, conn: socket.socket, ip: str, accepted: float | None = None, web: bool = False
+    ) -> None:
         """The admission limits for a connection from `ip`; the banner if admitted. The grace
         period counts from `accepted` (the TCP accept; now by default)."""
         if self._connections() >= self.cfg.max_connections and self.silent:
@@ -99,7 +102,7 @@ class Intake:
             conn.close()
             self._refuse(ip, refusal)
             return
-        self._hold(conn, ip, accepted)
+        self._hold(conn, ip, accepted, web)
 
     def _close_oldest_silent(self) -> None:
         """Make room at max-connections: a connection that has sent nothing costs a socket and
@@ -145,7 +148,7 @@ class Intake:
             self._forget_waiting(w)
             ip = header.source or w.ip
             self.log.debug("proxy header", ip=ip, proxy=w.ip, version=header.version, port=header.source_port)
-            self._admit_connection(w.sock, ip, w.accepted)
+            self._admit_connection(w.sock, ip, w.accepted, w.web)
 
     def _header_expired(self, w: HeaderWait) -> None:
         if w.open:

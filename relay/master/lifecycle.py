@@ -77,6 +77,7 @@ class Lifecycle:
     _on_control: Callable[[Child], None]
     _drain_wake: Callable[[], None]
     _close_awaiting: Callable[[], None]  # relay.master.intake: connections still sending a PROXY header
+    _close_web: Callable[[], None]  # relay.master.web: the web listener
 
     # ------------------------------------------------------------------ start
     def _install_signals(self) -> None:
@@ -133,7 +134,7 @@ class Lifecycle:
     def _metrics_state(self) -> State:
         counts = dict.fromkeys(("pending", "handshake", "host", "viewer"), 0)
         counts["pending"] = len(self.pending)
-        sessions = viewers = 0
+        sessions = viewers = web_viewers = 0
         for child in self.children.values():
             if child.killed:
                 continue
@@ -144,13 +145,21 @@ class Lifecycle:
                     viewers += len(child.viewers)
             elif child.role == control.VIEWER:
                 counts["viewer"] += 1
+                web_viewers += child.web and child.session is not None
             else:
                 counts["handshake"] += 1
-        return State(sessions=sessions, viewers=viewers, connections=counts, refusals=dict(self.refusals))
+        return State(
+            sessions=sessions,
+            viewers=viewers,
+            connections=counts,
+            refusals=dict(self.refusals),
+            web_viewers=web_viewers,
+        )
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
         started = time.monotonic()
+        self._close_web()
         if self.listener is not None:
             self._unregister(self.listener)
             self.listener.close()

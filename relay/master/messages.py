@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from relay import control, log
 from relay.master import admission, tokens
 from relay.master.admission import Refusal
+from relay.master.web import SSH_ONLY
 
 if TYPE_CHECKING:
     from relay.master.admission import Admission
@@ -171,7 +172,8 @@ class Messages:
     def _on_join(self, child: Child, token: str, pubkey: str | None, fp: str | None) -> None:
         self._end_startup(child)
         child.role = control.VIEWER
-        self.log_context[child] = {"role": "ro-viewer" if token.startswith(tokens.RO_PREFIX) else "viewer"}
+        role = "web" if child.web else "viewer"  # the master's web listener took it (relay.master.web)
+        self.log_context[child] = {"role": f"ro-{role}" if token.startswith(tokens.RO_PREFIX) else role}
         self.log.info("role taken", ip=child.ip, pid=child.proc.pid, **self.log_context[child])
         self._join(child, token, pubkey, fp)
 
@@ -222,6 +224,11 @@ class Messages:
     def _join(self, viewer: Child, token: str, pubkey: str | None, fp: str | None) -> None:
         """Link a viewer to the session its token names, then step out of the data path."""
         session = self.registry.get(token)
+        if viewer.web and session is not None and session.joinable and session.authorized is not None:
+            reason = "web viewer of an ssh-only session (tmate -a)"
+            self.log.info("viewer refused", ip=viewer.ip, reason=reason, **self.log_context.get(viewer, {}))
+            self._send(viewer, "refused", SSH_ONLY)
+            return
         if session is None or not session.joinable or not self._may_log_in(token, fp):
             if session is None:
                 reason = "no session for this token"

@@ -74,6 +74,7 @@ class State:
     viewers: int = 0
     connections: Mapping[str, int] = field(default_factory=dict)  # state -> connections
     refusals: Mapping[str, int] = field(default_factory=dict)  # limit -> refusals so far
+    web_viewers: int = 0  # of the viewers, those that joined through the web listener
 
 
 CONNECTION_STATES = ("pending", "handshake", "host", "viewer")
@@ -92,6 +93,12 @@ class _StateCollector:
             "pymate_sessions", "Host sessions now (tokens issued, not ended).", s.sessions
         )
         yield GaugeMetricFamily("pymate_viewers", "Viewers linked to a session now.", s.viewers)
+        by_role = GaugeMetricFamily(
+            "pymate_viewers_by_role", "Viewers linked to a session now, by role: ssh or web.", labels=["role"]
+        )
+        by_role.add_metric(["ssh"], max(0, s.viewers - s.web_viewers))
+        by_role.add_metric(["web"], s.web_viewers)
+        yield by_role
         conns = GaugeMetricFamily(
             "pymate_connections",
             "Connections now by state: pending (no process yet), handshake (no role yet), host, viewer.",

@@ -50,6 +50,7 @@ from relay.master.intake import HeaderWait, Intake
 from relay.master.lifecycle import Lifecycle
 from relay.master.messages import LOG_BURST, LOG_RATE, Messages
 from relay.master.metrics import MetricsServer
+from relay.master.web import WebDoor
 
 # connection(accepted TCP socket, control socket, peer ip, accept time on the monotonic clock)
 # -> what the jailed process runs
@@ -81,6 +82,8 @@ class RelayConfig:
     metrics: tuple[str, int] | None = None  # --metrics: (address, port) of the endpoint, or off
     proxy_protocol: bool = False  # -x: a PROXY header (v1 or v2) before SSH (relay.master.intake)
     proxy_timeout: float = 5.0  # --proxy-timeout: seconds from accept to send the whole header
+    web_port: int | None = None  # --web-port: the web viewer's listener (relay.master.web), or off
+    web_bind: str = "0.0.0.0"  # --web-bind
 
 
 @dataclass(eq=False)
@@ -92,6 +95,7 @@ class Pending:
     accepted: float
     open: bool = True  # not yet handed to a process nor closed
     startup: bool = True  # counted as a startup (admission)
+    web: bool = False  # accepted on the web listener: no banner, relay.conn.web runs it
 
 
 @dataclass(eq=False)
@@ -113,6 +117,7 @@ class Child:
     asked_auth: bool = False  # its client got as far as authenticating
     viewers: set[int] = field(default_factory=set)  # a host: pids of the viewers linked to it
     session: Child | None = None  # a viewer: the session it is linked to
+    web: bool = False  # accepted on the web listener: a viewer of it is a web viewer
 
 
 def _tcp_keepalive(sock: socket.socket) -> None:
@@ -134,7 +139,7 @@ def _raise_fd_limit() -> None:
             pass
 
 
-class Master(Intake, Lifecycle, Messages):
+class Master(Intake, Lifecycle, Messages, WebDoor):
     def __init__(
         self,
         cfg: RelayConfig,
@@ -143,9 +148,12 @@ class Master(Intake, Lifecycle, Messages):
         jailer: Jailer | None = None,
         reload: Callable[[], object] | None = None,  # on SIGHUP (relay.cli: re-read the host keys)
         metrics_server: MetricsServer | None = None,  # the metrics process (relay.master.metrics)
+        web_connection: ConnectionFactory | None = None,  # what a web connection runs (--web-port)
     ):
         self.cfg = cfg
         self.connection = connection
+        self.web_connection = web_connection
+        self.web_listener: socket.socket | None = None
         self.warm_up = warm_up
         self.log = log.get_logger()
         self.jailer = jailer or Jailer(cfg.jail)
@@ -194,6 +202,7 @@ class Master(Intake, Lifecycle, Messages):
         self._log_heap()
         self._install_signals()
         self._start_metrics()
+        self._start_web()
         self.sel.register(listener, selectors.EVENT_READ, "accept")
         self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         if self.jailer.rootless:
@@ -228,6 +237,8 @@ class Master(Intake, Lifecycle, Messages):
         for key, _ in events:
             if key.data == "accept":
                 self._accept()
+            elif key.data == "accept-web":
+                self._accept(web=True)
             elif key.data == "wake":
                 self._drain_wake()
             elif isinstance(key.data, Pending):
@@ -274,11 +285,12 @@ class Master(Intake, Lifecycle, Messages):
             conn.startup = False
             self.admission.ended(conn.ip)
 
-    def _accept(self) -> None:
-        assert self.listener is not None
+    def _accept(self, web: bool = False) -> None:
+        listener = self.web_listener if web else self.listener
+        assert listener is not None
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, addr = self.listener.accept()
+                conn, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -286,15 +298,15 @@ class Master(Intake, Lifecycle, Messages):
                     self.log.error("accept failed", reason=os.strerror(e.errno))
                     return
                 raise
-            self._intake(conn, addr[0])  # admission, after the PROXY header with -x (intake.py)
+            self._intake(conn, addr[0], web)  # admission, after the PROXY header with -x (intake.py)
 
-    def _hold(self, conn: socket.socket, ip: str, accepted: float | None = None) -> None:
-        """Write the banner and wait, without a process, for the client's first bytes (accepted
-        at `accepted`, if not now: -x reads a header first)."""
+    def _hold(self, conn: socket.socket, ip: str, accepted: float | None = None, web: bool = False) -> None:
+        """Write the banner (SSH only) and wait, without a process, for the client's first bytes
+        (accepted at `accepted`, if not now: -x reads a header first)."""
         try:
             conn.setblocking(False)
             _tcp_keepalive(conn)
-            sent = conn.send(BANNER)  # into an empty send buffer: never short, never blocks
+            sent = len(BANNER) if web else conn.send(BANNER)  # into an empty buffer: never short
         except OSError as e:
             conn.close()
             self.log.info("connection closed", ip=ip, reason=f"before the banner: {e.strerror or e}")
@@ -302,7 +314,7 @@ class Master(Intake, Lifecycle, Messages):
         if sent != len(BANNER):
             conn.close()
             return
-        p = Pending(conn, ip, time.monotonic() if accepted is None else accepted)
+        p = Pending(conn, ip, time.monotonic() if accepted is None else accepted, web=web)
         self.admission.began(ip)
         self.pending.add(p)
         self.silent[p] = None
@@ -368,9 +380,10 @@ class Master(Intake, Lifecycle, Messages):
         conn.setblocking(True)
         ctl_master, ctl_child = control.socketpair()
         spawn_started = time.monotonic()
+        factory = self.web_connection if p.web and self.web_connection is not None else self.connection
         try:
             proc = self.jailer.spawn(
-                self.connection(conn, ctl_child, ip, p.accepted),
+                factory(conn, ctl_child, ip, p.accepted),
                 keep_fds=[conn.fileno(), ctl_child.fileno()],
                 title=f"pymate [pending] {ip}",
             )
@@ -386,7 +399,9 @@ class Master(Intake, Lifecycle, Messages):
         ctl_master.setblocking(False)
         self.metrics.spawn_seconds.observe(time.monotonic() - spawn_started)
         self.metrics.spawned.inc()
-        child = Child(proc=proc, ip=ip, ctl=ctl_master, started=p.accepted, log_stamp=time.monotonic())
+        child = Child(
+            proc=proc, ip=ip, ctl=ctl_master, started=p.accepted, log_stamp=time.monotonic(), web=p.web
+        )
         child.startup, p.startup = p.startup, False  # the startup goes on, now as a process
         self.children[proc.pid] = child
         self.sel.register(ctl_master, selectors.EVENT_READ, child)
@@ -410,6 +425,7 @@ class Master(Intake, Lifecycle, Messages):
                 conn.role is control.NO_ROLE and not conn.killed and self.children.get(conn.proc.pid) is conn
             ):
                 state = "authenticated, no session channel" if conn.asked_auth else "ssh handshake incomplete"
+                state = "web: no viewer joined" if conn.web else state
                 self._kill(conn, f"no role taken within the grace period ({state})", admission.GRACE_PERIOD)
 
     def _kill(self, child: Child, reason: str, limit: str | None = None) -> None:

@@ -110,6 +110,7 @@ class Session:
         history_lines: int = 2000,
         max_cells: int = MAX_SESSION_CELLS,
         history_budget: int = SESSION_HISTORY_BYTES,
+        web_url: str | None = None,  # --web-url: the web links URL/t/TOKEN are shown too
     ):
         self.rw_token = rw_token
         self.ro_token = ro_token
@@ -121,6 +122,8 @@ class Session:
         self.history_budget = history_budget  # bytes of scrollback for all panes together
         self.ssh_rw = ssh_connection_string(rw_token, ssh_host, ssh_port)
         self.ssh_ro = ssh_connection_string(ro_token, ssh_host, ssh_port)
+        self.web_url = web_url
+        self.lines_due = False  # with web links: the lines wait for the host's READY (see _header)
 
         self.protocol: int | None = None  # client protocol version from HEADER
         self.client_version: str | None = None
@@ -164,22 +167,46 @@ class Session:
         if msg.protocol < 6:
             # Older clients send no READY: the C server treats the HEADER as ready.
             self.host_ready = True
+        if self.web_url is not None and not self.host_ready:
+            # A `tmate -a` session is ssh only (no web links, as tmate.io): its keys arrive as
+            # replicated options before READY, so the lines (and our READY) wait for it.
+            self.lines_due = True
+            return []
+        return self._connection_lines()
+
+    def _connection_lines(self) -> Replies:
+        """The note and the links in tmate.io's order, each link's SET_ENV after it, then READY."""
+        protocol = self.protocol or 0
+        web = self.web_url is not None and not self.authorized_keys
+        web_ro, web_rw = f"{self.web_url}/t/{self.ro_token}", f"{self.web_url}/t/{self.rw_token}"
         out: Replies = [
             m.Notify("Note: clear your terminal before sharing readonly access"),
-            m.Notify(f"ssh session read only: {self.ssh_ro}"),
         ]
+        if web:
+            out.append(m.Notify(f"web session read only: {web_ro}"))
+            if protocol >= 4:
+                out.append(m.SetEnv("tmate_web_ro", web_ro))
+        out.append(m.Notify(f"ssh session read only: {self.ssh_ro}"))
         # SET_ENV and READY do not exist before protocol 4: the C server skips them.
-        if msg.protocol >= 4:
+        if protocol >= 4:
             out.append(m.SetEnv("tmate_ssh_ro", self.ssh_ro))
+        if web:
+            out.append(m.Notify(f"web session: {web_rw}"))
+            if protocol >= 4:
+                out.append(m.SetEnv("tmate_web", web_rw))
         out.append(m.Notify(f"ssh session: {self.ssh_rw}"))
-        if msg.protocol >= 4:
+        if protocol >= 4:
             out.append(m.SetEnv("tmate_ssh", self.ssh_rw))
             out.append(m.RelayReady())
         return out
 
-    def _ready(self, msg: m.HostReady) -> None:
+    def _ready(self, msg: m.HostReady) -> Replies:
         self.host_ready = True
         self.generation += 1
+        if self.lines_due:
+            self.lines_due = False
+            return self._connection_lines()
+        return []
 
     def _fin(self, msg: m.Fin) -> None:
         self.finished = True

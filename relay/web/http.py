@@ -56,10 +56,15 @@ class RequestReader:
 
     def __init__(self) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        self._seen = bytearray()  # the head so far (at most MAX_REQUEST_HEAD + one read)
 
     def feed(self, data: bytes) -> Request | None:
         """The request once its head is whole, None while it is not; RequestError if it is bad
         or the client closed first (b"" is the end of stream)."""
+        self._seen += data
+        end = self._seen.find(b"\r\n\r\n")
+        if (end < 0 and len(self._seen) > MAX_REQUEST_HEAD) or end + 4 > MAX_REQUEST_HEAD:
+            raise RequestError(431, f"request head over {MAX_REQUEST_HEAD} bytes")
         self._h11.receive_data(data)
         try:
             event = self._h11.next_event()

@@ -1,0 +1,219 @@
+"""The web viewer connection: one HTTP connection inside its own jailed connection process.
+
+The master accepted it on the web listener (--web-port) and forked this process before reading a
+byte, exactly as for SSH, but wrote no banner. Here: the TLS handshake (with --web-cert, the
+context made before the fork), one request (relay.web.http), and then either a response (the
+page, a static asset, an error; the connection closes) or, for `GET /t/TOKEN` with a WebSocket
+upgrade from the page's own origin, a viewer: the master joins it to the session its token names
+(control `join`; the master knows it came from the web listener and counts it as a `web`
+viewer), and from then on this process moves link records to WebSocket messages and back, as
+relay.conn.viewer does for an SSH channel. The session process treats it as any other viewer.
+
+A token that names no session gets the ssh viewer's refusal: the same random delay and the same
+line (`Invalid or expired session token`). A `tmate -a` session is ssh-only: the master refuses
+the join with a line that says so.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from jail import set_process_title
+from relay import control, log
+from relay.conn import link
+from relay.conn.process import _renumbered
+from relay.conn.viewer import EXPIRED_TOKEN, refusal_delay
+from relay.web import http, routes, ws
+from relay.web.assets import Assets
+from relay.web.policy import WebPolicy
+
+READ_CHUNK = 16384
+INPUT_RECORD = 16384  # bytes of input per link record (the session reads records of up to 64 KiB)
+VERASE = 0x7F  # what xterm.js sends for Backspace
+GRACE_BACKSTOP = 0.5  # as relay.conn.process: after the master's grace period, give up alone
+_VT = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    policy: WebPolicy
+    assets: Assets
+    tls: ssl.SSLContext | None = None  # --web-cert/--web-key, loaded by the master
+    grace_period: float = 20.0
+    verbose: bool = False
+
+
+def last_line(payload: bytes) -> str:
+    """The text of an `X` record (`[server exited]`), without its terminal sequences."""
+    return _VT.sub(b"", payload).decode("utf-8", "replace").strip()
+
+
+class WebConnection:
+    def __init__(
+        self, sock: socket.socket, ctl: socket.socket, peer_ip: str, cfg: WebConfig, accepted: float
+    ):
+        self.sock: socket.socket = sock
+        self.master = control.Client(ctl)
+        self.peer_ip = peer_ip
+        self.cfg = cfg
+        self.deadline = accepted + cfg.grace_period + GRACE_BACKSTOP
+        self.log = log.get_logger()
+
+    def run(self) -> int:
+        self.sock = _renumbered(self.sock)
+        self.master = control.Client(_renumbered(self.master.sock))
+        log.configure_child(self.master.log, self.cfg.verbose)
+        self.log = log.get_logger().bind(transport="web")
+        set_process_title(f"pymate [web] {self.peer_ip}")
+        try:
+            if self.cfg.tls is not None:
+                self._handshake(self.cfg.tls)
+            self._serve(self._request())
+        except (http.RequestError, ws.HandshakeError) as e:
+            self._answer(http.error(e.status, self.cfg.policy.headers()), e.status, str(e))
+        except (OSError, ssl.SSLError, TimeoutError) as e:
+            self.log.info("web connection closed", reason=f"{type(e).__name__}: {e}"[:200])
+        except Exception as e:  # noqa: BLE001 - the last word of a connection is a logged reason
+            self.log.error("connection failed", reason=f"{type(e).__name__}: {e}"[:300])
+            return 1
+        finally:
+            self.sock.close()
+        return 0
+
+    # ------------------------------------------------------------------ HTTP
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no request within the grace period")
+        return left
+
+    def _handshake(self, ctx: ssl.SSLContext) -> None:
+        self.sock.settimeout(self._left())
+        self.sock = ctx.wrap_socket(self.sock, server_side=True)
+
+    def _request(self) -> http.Request:
+        reader = http.RequestReader()
+        while True:
+            self.sock.settimeout(self._left())
+            req = reader.feed(self.sock.recv(READ_CHUNK))
+            if req is not None:
+                self.sock.settimeout(None)
+                return req
+
+    def _answer(self, data: bytes, status: int, reason: str = "", path: str = "") -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass
+        level = self.log.info if status < 400 else self.log.warning
+        level("web request", status=status, path=path[:200], **({"reason": reason[:200]} if reason else {}))
+
+    def _serve(self, req: http.Request) -> None:
+        route = routes.route(req.target)
+        headers = self.cfg.policy.headers()
+        if ws.is_upgrade(req):
+            if route.kind != routes.PAGE:
+                raise ws.HandshakeError(404, "no websocket here")
+            self._viewer(req, route.name)
+            return
+        if req.method != "GET":
+            self._answer(http.error(405, headers), 405, f"method {req.method[:16]}", req.target)
+            return
+        asset = None
+        if route.kind == routes.PAGE:
+            asset = self.cfg.assets.page
+        elif route.kind == routes.STATIC:
+            asset = self.cfg.assets.files.get(route.name)
+        if asset is None:
+            self._answer(http.error(404, headers), 404, "not found", req.target)
+            return
+        self._answer(http.response(200, asset.body, asset.content_type, headers), 200, path=req.target)
+
+    # ------------------------------------------------------------------ the viewer
+    def _viewer(self, req: http.Request, token: str) -> None:
+        policy = self.cfg.policy
+        reply = ws.accept(req, policy.origin_ok(req.header("origin")), policy.headers())
+        client = policy.client_ip(self.peer_ip, req.header("x-forwarded-for"))
+        lg = self.log if client == self.peer_ip else self.log.bind(forwarded_for=client)
+        sock_ws = ws.WebSocket(req.trailing)
+        self.sock.sendall(reply)
+        try:
+            joined = self.master.join(token, None, None)
+        except control.Refused as e:  # a limit or an ssh-only session; the master logged it
+            self.sock.sendall(sock_ws.notice("error", str(e)) + sock_ws.close())
+            return
+        if joined is None:
+            time.sleep(refusal_delay())
+            line = EXPIRED_TOKEN.decode().strip()
+            self.sock.sendall(sock_ws.notice("error", line) + sock_ws.close())
+            return
+        readonly, fd = joined
+        lk = socket.socket(fileno=fd)
+        shown = token[3:] if token.startswith("ro-") else token
+        role = "ro-web" if readonly else "web"
+        set_process_title(f"pymate [{shown[:4]}...] {role} {client}")
+        if not readonly:
+            lg = lg.bind(session=shown[:4])
+        lg.info("viewer joined", readonly=readonly, web=True)
+        joined_at = time.monotonic()
+        try:
+            lk.send(link.erase(VERASE))
+            reason = self._pump(sock_ws, lk)
+        except ws.WsLimit as e:
+            self._send_quietly(sock_ws.close(e.code, str(e)))
+            lg.warning("viewer dropped", limit=e.limit, reason=str(e))
+            reason = f"limit {e.limit}"
+        except (OSError, ssl.SSLError, link.LinkError) as e:
+            reason = f"connection lost: {e or type(e).__name__}"
+        finally:
+            lk.close()
+        lg.info("viewer left", reason=reason, duration=round(time.monotonic() - joined_at, 3))
+
+    def _send_quietly(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass
+
+    def _pump(self, sock_ws: ws.WebSocket, lk: socket.socket) -> str:
+        """Page input to the session, the session's frames to the page, until one ends."""
+        tls = isinstance(self.sock, ssl.SSLSocket)
+        watched: list[Any] = [self.sock, lk, self.master]
+        while True:
+            waiting = tls and self.sock.pending() > 0  # type: ignore[attr-defined]
+            readable = select.select(watched, [], [], 0 if waiting else None)[0]
+            if waiting or self.sock in readable:
+                data = self.sock.recv(READ_CHUNK)
+                for event in sock_ws.feed(data, time.monotonic()):
+                    if isinstance(event, ws.Input):
+                        for i in range(0, len(event.data), INPUT_RECORD):
+                            lk.send(link.INPUT + event.data[i : i + INPUT_RECORD])
+                    elif isinstance(event, ws.Resize):
+                        lk.send(link.resize(event.cols, event.rows))
+                    else:
+                        self.sock.sendall(sock_ws.to_send())
+                        return "viewer left"
+                self.sock.sendall(sock_ws.to_send())
+                if not data:
+                    return "viewer left"
+            if lk in readable:
+                record = lk.recv(link.MAX_RECORD)
+                if not record:
+                    self._send_quietly(sock_ws.notice("end", "session ended") + sock_ws.close())
+                    return "session ended"
+                kind, payload = link.parse(record)
+                if kind == link.OUTPUT and isinstance(payload, bytes):
+                    self.sock.sendall(sock_ws.output(payload))
+                elif kind == link.EXIT and isinstance(payload, bytes):
+                    end = sock_ws.output(payload) + sock_ws.notice("end", last_line(payload))
+                    self._send_quietly(end + sock_ws.close())
+                    return "session closed the viewer"
+            if self.master in readable and self.master.master_gone():
+                self._send_quietly(sock_ws.notice("end", "[relay shutting down]") + sock_ws.close(1001))
+                return "relay is shutting down"
