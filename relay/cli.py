@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Mapping
 
+from relay.apikeys import api_key_options, api_keys_checked
 from relay.cli_web import make_web_connection, web_checked, web_options
 from relay.master import proxy
 from relay.master.admission import MaxStartups
@@ -21,7 +22,8 @@ MIN_SESSION_MEMORY_MB = 64
 
 USAGE = """\
 pymate-relay [-k DIR] [-p PORT] [-b ADDR] [-h HOST] [-q PORT] [-x] [-A] [-l FILE] [-v] [options]
-       pymate-relay keygen -k DIR [-h HOST] [-p PORT]"""
+       pymate-relay keygen -k DIR [-h HOST] [-p PORT]
+       pymate-relay apikey add USER --api-keys FILE"""
 
 # The environment variables of tmate-ssh-server's docker image, read when the flag is not given
 # (a flag always wins): dest -> variables, first set (non-empty) one wins.
@@ -202,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on http://ADDR:PORT/metrics and /healthz (ADDR defaults to "
         "127.0.0.1, [::1] for IPv6; default: off). SIGHUP re-reads the host keys in -k",
     )
+    api_key_options(p)
     web_options(p)
     return p
 
@@ -277,6 +280,7 @@ def _checked_args(
             args.metrics = parse_address(args.metrics)
         except ValueError as e:
             parser.error(f"--metrics: {e}")
+    api_keys_checked(args, parser)
     web_checked(args, parser)
     return args, (uid_start, uid_count)
 
@@ -307,6 +311,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         proxy_protocol=args.proxy_protocol,
         proxy_timeout=args.proxy_timeout,
         jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1], memory_mb=args.session_memory),
+        api_keys=args.api_keys,
         web_port=args.web_port,
         web_bind=args.web_bind,
     )
@@ -319,6 +324,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         verbose=args.verbose,
         max_viewers=cfg.max_viewers,
         require_authorized_keys=args.require_authorized_keys,
+        named_sessions=args.api_keys is not None,
         web_url=web_url,
     )
 
@@ -409,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         from relay.hostkeys import keygen_main
 
         return keygen_main(argv[1:])
+    if argv and argv[0] == "apikey":
+        from relay.apikeys import apikey_main
+
+        return apikey_main(argv[1:])
     return serve_main(argv)
 
 

@@ -29,6 +29,8 @@ Connection -> master (`TO_MASTER`):
   stats   bytes_in, bytes_out       host only, repeatable (at most every STATS_INTERVAL): the
                                     session's running totals of bytes received and sent (the
                                     master's metrics move by what is new, never back).
+  name    rw|nil, ro|nil, key|nil   host only, once, at READY: the names its host asked for
+                                    (tmate -n/-r/-k). Answer: named.
 Master -> connection (`TO_CONNECTION`):
   auth        allowed               to a connection with no role yet, per auth.
   tokens      rw_token, ro_token    to a host, once.
@@ -40,6 +42,8 @@ Master -> connection (`TO_CONNECTION`):
                                     the line to show its client before the connection closes.
   viewer      readonly, ip,         to a session process, repeatable: a viewer joins; the fd is
               pubkey|nil  + fd      the session's end of the link.
+  named       rw, ro, notice|nil    to a host, once, per name: its tokens from now on (USER/NAME
+                                    if named) or its random ones and the notice that says why.
 Only the master passes file descriptors. It reads with plain recv(), which discards (and closes)
 any that a compromised connection process would try to pass.
 
@@ -75,6 +79,8 @@ RESERVED_LOG_KEYS = frozenset({"event", "level", "timestamp", "pid", "ip", "self
 ANSWER_TIMEOUT = 5.0  # seconds a connection waits for the master's answer
 STATS_INTERVAL = 1.0  # seconds between a session process's stats messages
 MAX_COUNT = 1 << 62  # a byte count in stats
+MAX_NAME_FIELD = 128  # a session name a host asks for (the master allows 50: a longer one is refused)
+MAX_API_KEY = 64  # an api key a host presents (tmate.io's are 30 characters)
 
 # Roles of a connection process, as the master knows them.
 NO_ROLE = None
@@ -195,6 +201,15 @@ TO_MASTER = _table(
         "access", (Field("fps", "[SHA256 fingerprint] | nil", _optional(_fingerprints)),), frozenset({HOST})
     ),
     Message(
+        "name",
+        (
+            optional_text("rw", MAX_NAME_FIELD),
+            optional_text("ro", MAX_NAME_FIELD),
+            optional_text("api_key", MAX_API_KEY),
+        ),
+        frozenset({HOST}),  # once: a second one kills its sender (relay.master.names)
+    ),
+    Message(
         "stats",
         (Field("bytes_in", f"int 0..{MAX_COUNT}", _count), Field("bytes_out", f"int 0..{MAX_COUNT}", _count)),
         frozenset({HOST}),
@@ -207,6 +222,12 @@ TO_CONNECTION = _table(
     Message("joined", (flag("readonly"),), frozenset({VIEWER}), once=True, fd=True),
     Message("no-session", (), frozenset({VIEWER}), once=True),
     Message("refused", (text("line", MAX_REFUSAL),), frozenset({HOST, VIEWER}), once=True),
+    Message(
+        "named",
+        (text("rw", MAX_USER), text("ro", MAX_USER), optional_text("notice", MAX_REFUSAL)),
+        frozenset({HOST}),
+        once=True,
+    ),
     Message(
         "viewer",
         (flag("readonly"), text("ip", MAX_IP), optional_text("pubkey", MAX_PUBKEY)),
@@ -341,6 +362,12 @@ class Client:
         if name == "refused":
             raise Refused(reply[0])
         return reply[0], reply[1]
+
+    def request_names(self, rw: str | None, ro: str | None, key: str | None) -> tuple[str, str, str | None]:
+        """(rw, ro, None) with the names, (the random tokens, why) without; fields cut to bound."""
+        fields = ((rw, MAX_NAME_FIELD), (ro, MAX_NAME_FIELD), (key, MAX_API_KEY))
+        _, reply, _ = self._ask("name", *(v and v[:n] for v, n in fields), answers=("named",))
+        return reply[0], reply[1], reply[2]
 
     def join(self, token: str, pubkey: str | None, fp: str | None) -> tuple[bool, int] | None:
         """This connection is a viewer of the session `token` names: (readonly, link fd), or

@@ -93,6 +93,8 @@ class HostSession(ViewerHandling):
                 ready = self.session.host_ready
                 for out in self.session.handle(msg):
                     self.send_host(out)
+                if self.session.names_wanted is not None:
+                    self._name_session()
                 presence.maybe_kick(self, msg, ready)
                 if isinstance(msg, m.FailedCmd):
                     v = self.viewers.get(msg.client_id)
@@ -107,6 +109,15 @@ class HostSession(ViewerHandling):
             self.sized_generation = self.session.generation
             self._update_host_size()  # an option such as `status` may have changed the size
         return not self.session.finished
+
+    def _name_session(self) -> None:
+        """The host asked for a named session (at its READY): the master's answer, then the lines."""
+        wanted = self.session.names_wanted
+        assert wanted is not None
+        rw, ro, notice = self.conn.master.request_names(wanted.rw, wanted.ro, wanted.api_key)
+        for out in self.session.names_given(rw, ro, notice):
+            self.send_host(out)
+        self._update_title()
 
     def _publish_access(self) -> None:
         """Tell the master once the host is ready (viewers may join from then on, as with the C
@@ -232,6 +243,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         ro_token=ro_token,
         ssh_host=conn.cfg.ssh_host,
         ssh_port=conn.cfg.ssh_port,
+        named_sessions=conn.cfg.named_sessions,  # --api-keys: names come from the master
         web_url=None if conn.cfg.require_authorized_keys else conn.cfg.web_url,  # -A: ssh only
     )
     hs = HostSession(conn, chan, session, conn.cfg.max_viewers)

@@ -42,6 +42,7 @@ class ConnectionConfig:
     verbose: bool = False
     max_viewers: int = 64  # viewers per session (the master refuses first; the session too)
     require_authorized_keys: bool = False  # -A: a host without `tmate -a` keys is not joinable
+    named_sessions: bool = False  # --api-keys: hosts may ask the master for names (never the keys)
     web_url: str | None = None  # --web-port's links (URL/t/TOKEN) for the host's lines, or none
 
 

@@ -32,6 +32,7 @@ from relay.master.metrics import Endpoint, Metrics, MetricsServer, State
 
 if TYPE_CHECKING:
     from jail import Jailer
+    from relay.master.names import ApiKeys
     from relay.master.server import Child, Pending, RelayConfig
 
 SHUTDOWN_HOSTS = 2.5  # seconds session processes have to tell their host and viewers, and end
@@ -54,6 +55,7 @@ class Lifecycle:
     sel: selectors.BaseSelector
     listener: socket.socket | None
     jailer: Jailer
+    api_keys: ApiKeys  # relay.master.names: --api-keys, re-read on SIGHUP
     _stopping: bool
     _wake_r: int
     _wake_w: int
@@ -117,6 +119,7 @@ class Lifecycle:
             self._do_reload()
 
     def _do_reload(self) -> None:
+        self.api_keys.reload()  # does nothing without --api-keys; a broken file keeps the old keys
         if self.reload is None:
             self.log.info("reload ignored", reason="nothing to reload")
             return

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from relay import control, log
 from relay.master import admission, tokens
 from relay.master.admission import Refusal
+from relay.master.names import ApiKeys, Naming
 from relay.master.web import SSH_ONLY
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ RELAY_FULL = "Relay full: too many sessions"
 TOO_MANY_VIEWERS = "Too many viewers in this session"
 
 
-class Messages:
+class Messages(Naming):
     """Control-message handling of the master (mixed into Master, which provides the state)."""
 
     cfg: RelayConfig
@@ -53,9 +54,11 @@ class Messages:
             "host": self._on_host,
             "join": self._on_join,
             "access": self._on_access,
+            "name": self._on_name,  # relay.master.names
             "stats": self._on_stats,
         }
         assert self.handlers.keys() == control.TO_MASTER.keys()
+        self.api_keys = ApiKeys(self.cfg.api_keys)  # --api-keys, read before the first fork
         # What the master itself knows of a connection that took a role, added to every event it
         # logs for it (its own and the ones it sends): role (host, viewer, ro-viewer) and session
         # (the first characters of the session's read-write token, for viewers too).
@@ -253,7 +256,7 @@ class Messages:
             )
             self._send(viewer, "refused", TOO_MANY_VIEWERS)
             return
-        readonly = token.startswith(tokens.RO_PREFIX)
+        readonly = token == session.tokens[1]  # ro-TOKEN, or a read-only session name
         ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             data = control.encode(control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey)

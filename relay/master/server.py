@@ -82,6 +82,7 @@ class RelayConfig:
     metrics: tuple[str, int] | None = None  # --metrics: (address, port) of the endpoint, or off
     proxy_protocol: bool = False  # -x: a PROXY header (v1 or v2) before SSH (relay.master.intake)
     proxy_timeout: float = 5.0  # --proxy-timeout: seconds from accept to send the whole header
+    api_keys: str | None = None  # --api-keys FILE: named sessions (relay.master.names), or off
     web_port: int | None = None  # --web-port: the web viewer's listener (relay.master.web), or off
     web_bind: str = "0.0.0.0"  # --web-bind
 

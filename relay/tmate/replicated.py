@@ -66,6 +66,9 @@ class ReplicatedConfig:
         self.authorized_keys: list[tuple[str, str]] | None = None
         self._notes = notes
         self._named_session_warned = False
+        # Told once when the host asks for a name: the C server's text by default; the relay's
+        # session process sets its own, or None where it names sessions (relay.tmate.names).
+        self.named_sessions_notice: str | None = NAMED_SESSIONS_UNSUPPORTED
 
     def option(self, name: str, default: str | None = None) -> str | None:
         """An option's value, looking at session, window then server options."""
@@ -163,9 +166,9 @@ class ReplicatedConfig:
             self.tmate_values[key] = val
             if key == "authorized_keys":
                 self._authorize(val)
-        elif name in NAMED_SESSION_OPTIONS and not self._named_session_warned:
+        elif name in NAMED_SESSION_OPTIONS and self.named_sessions_notice and not self._named_session_warned:
             self._named_session_warned = True
-            return [m.Notify(NAMED_SESSIONS_UNSUPPORTED)]
+            return [m.Notify(self.named_sessions_notice)]
         return []
 
     def _authorize(self, line: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from relay.screen.terminal import TerminalModel
 from relay.tmate import messages as m
+from relay.tmate.names import NOT_OFFERED, NameRequest, requested, set_after_start
 from relay.tmate.replicated import (
     COMMANDS,
     MAX_BINDINGS,
@@ -110,6 +111,7 @@ class Session:
         history_lines: int = 2000,
         max_cells: int = MAX_SESSION_CELLS,
         history_budget: int = SESSION_HISTORY_BYTES,
+        named_sessions: bool | None = None,  # the relay names sessions, or not; None: as the C server
         web_url: str | None = None,  # --web-url: the web links URL/t/TOKEN are shown too
     ):
         self.rw_token = rw_token
@@ -144,6 +146,12 @@ class Session:
         self.notes: deque[str] = deque(maxlen=100)  # log-worthy oddities
         self.config = ReplicatedConfig(self.notes)  # the replicated host configuration
         self.generation = 0  # bumped on every state change other than pane output
+        # Named sessions (relay.tmate.names): with them the lines wait for READY, and the session
+        # process asks the master for the names in `names_wanted`, then calls names_given().
+        self.named_sessions = named_sessions
+        self.names_wanted: NameRequest | None = None
+        if named_sessions is not None:
+            self.config.named_sessions_notice = None if named_sessions else NOT_OFFERED
 
     # ------------------------------------------------------------------ entry point
     def handle(self, msg: m.HostMessage) -> Replies:
@@ -167,6 +175,9 @@ class Session:
         if msg.protocol < 6:
             # Older clients send no READY: the C server treats the HEADER as ready.
             self.host_ready = True
+        if self.named_sessions and not self.host_ready:
+            self.lines_due = True  # names come as replicated options before READY: wait for it
+            return []
         if self.web_url is not None and not self.host_ready:
             # A `tmate -a` session is ssh only (no web links, as tmate.io): its keys arrive as
             # replicated options before READY, so the lines (and our READY) wait for it.
@@ -205,8 +216,23 @@ class Session:
         self.generation += 1
         if self.lines_due:
             self.lines_due = False
+            asks = self.named_sessions and self.reconnection_data is None
+            wanted = requested(self.config) if asks else None
+            if wanted is not None:
+                self.names_wanted = wanted  # the lines follow the master's answer (names_given)
+                return []
             return self._connection_lines()
         return []
+
+    def names_given(self, rw_token: str, ro_token: str, notice: str | None) -> Replies:
+        """The master's answer to `names_wanted`: the session's tokens from now on and, when it
+        keeps its random ones, why; then the lines and READY."""
+        self.names_wanted = None
+        self.rw_token, self.ro_token = rw_token, ro_token
+        self.ssh_rw = ssh_connection_string(rw_token, self.ssh_host, self.ssh_port)
+        self.ssh_ro = ssh_connection_string(ro_token, self.ssh_host, self.ssh_port)
+        self.generation += 1
+        return ([m.Notify(notice)] if notice else []) + self._connection_lines()
 
     def _fin(self, msg: m.Fin) -> None:
         self.finished = True
@@ -349,7 +375,8 @@ class Session:
         self.generation += 1
 
     def _exec_cmd(self, msg: m.ExecCmd) -> Replies:
-        return self._apply_command(tuple(msg.argv))
+        late = set_after_start(msg.argv) if self.named_sessions and self.host_ready else None
+        return ([m.Notify(late)] if late else []) + self._apply_command(tuple(msg.argv))
 
     def _exec_cmd_str(self, msg: m.ExecCmdStr) -> Replies:
         # Old clients send commands as one string, parsed by tmux's rules (`;` separates them).

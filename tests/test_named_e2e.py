@@ -1,0 +1,125 @@
+"""Named sessions end to end: real tmate 2.4 hosts (`-n/-r/-k` and .tmate.conf), real OpenSSH
+viewers, one relay with `--api-keys` made by `pymate-relay apikey add`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from relay.master import names
+from tests.e2e import ROOT, SSH_LINE, Relay, SshViewer, TmateHost, tmate_available, wait_for
+
+pytestmark = pytest.mark.skipif(not tmate_available(), reason="tmate is not installed")
+
+
+@pytest.fixture(scope="module")
+def api_key(tmp_path_factory) -> tuple[str, str]:
+    """(the api keys file, alice's key), made with the real `pymate-relay apikey add`."""
+    path = tmp_path_factory.mktemp("apikeys") / "api_keys"
+    path.write_text("# the relay's api keys\nbroken line\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "apikey", "add", "alice", "--api-keys", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    key = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
+    assert key, out
+    return str(path), key.group(0)
+
+
+@pytest.fixture(scope="module")
+def named_relay(keys_dir, api_key):
+    with Relay(keys_dir, extra=["--api-keys", api_key[0]]) as r:
+        yield r
+
+
+def _conf(rw: str = "", ro: str = "", key: str = "") -> str:
+    lines = [
+        f'set -g {opt} "{v}"\n'
+        for opt, v in (("tmate-session-name", rw), ("tmate-session-name-ro", ro), ("tmate-api-key", key))
+        if v
+    ]
+    return "".join(lines)
+
+
+def _random_tokens(host: TmateHost) -> bool:
+    rw, ro = host.display("#{tmate_ssh}"), host.display("#{tmate_ssh_ro}")
+    return bool(SSH_LINE.match(rw) and SSH_LINE.match(ro))
+
+
+def test_a_named_host_keeps_its_name_against_a_second_one(
+    named_relay, api_key, make_host, tmp_path, fingerprints
+):
+    relay, key = named_relay, api_key[1]
+    relay.wait_log("api key line skipped")  # "broken line": logged with its number, skipped
+    assert relay.has("api_keys line 2: bad key") and relay.has("api keys loaded")
+    # The first host names its session on tmate's command line, as a user does.
+    first = TmateHost(tmp_path / "first", relay.port, *fingerprints)
+    first.cmd("-f", str(first.conf), "-n", "pairing", "-r", "pairing-ro", "-k", key, "new-session", "-d")
+    try:
+        first.wait_ready()
+        port = relay.port
+        assert first.display("#{tmate_ssh}") == f"ssh -p{port} alice/pairing@127.0.0.1"
+        assert first.display("#{tmate_ssh_ro}") == f"ssh -p{port} alice/pairing-ro@127.0.0.1"
+        relay.wait_log("session named")
+        first.leave_messages()
+        with (
+            SshViewer(tmp_path / "mate", port, "alice/pairing") as mate,
+            SshViewer(tmp_path / "ro-mate", port, "alice/pairing-ro") as ro_mate,
+        ):
+            mate.wait_screen("0:")
+            ro_mate.wait_screen("0:")
+            wait_for(lambda: first.display("#{tmate_num_clients}") == "2", 5, "both mates on the host")
+            assert " ro since " in first.display("#{tmate_clients}")  # the -r name is read-only
+            # A second host asking for the same name gets random tokens and is told why.
+            second = make_host(relay, attached=True, extra_conf=_conf("pairing", "", key))
+            second.wait_ready()
+            wait_for(lambda: names.IN_USE in second.messages(), 5, "the in-use notice")
+            assert _random_tokens(second)
+            # ... and a name set once the session runs changes nothing (tmate.io's text).
+            second.cmd("set", "-g", "tmate-session-name", "later")
+            text = "rw can only be set via the command line, or configuration file"
+            wait_for(lambda: text in second.messages(), 5, "the too-late notice")
+            # The first keeps its name and its mates.
+            first.cmd("send-keys", "echo still-named", "Enter")
+            mate.wait_screen("still-named", timeout=10)
+            assert first.display("#{tmate_ssh}") == f"ssh -p{port} alice/pairing@127.0.0.1"
+        # A name that matches nothing is refused as a random token is.
+        with SshViewer(tmp_path / "nobody", port, "alice/nosuch") as nobody:
+            wait_for(nobody.exited, 5, "the unknown name to be refused")
+            assert "Invalid or expired session token" in nobody.screen()
+    finally:
+        first.stop()
+
+
+def test_each_refusal_is_told_to_the_host(named_relay, api_key, make_host):
+    key = api_key[1]
+    cases = [
+        (_conf("pairing2"), names.MISSING_KEY),
+        (_conf("pairing2", "", "tmk-" + "x" * 26), names.INVALID_KEY),  # well formed, unknown
+        (_conf("pairing2", "", "not-a-key"), names.INVALID_KEY),
+        (_conf("-pairing", "", key), names.BAD_CHARS),
+        (_conf("pair--ing", "", key), names.BAD_CHARS),
+        (_conf("p" * 51, "", key), names.TOO_LONG),
+        (_conf("same", "same", key), names.SAME_NAMES),
+    ]
+    hosts = [(make_host(named_relay, attached=True, extra_conf=conf), text) for conf, text in cases]
+    for host, text in hosts:
+        host.wait_ready()
+        wait_for(lambda host=host, text=text: text in host.messages(), 5, f"{text!r} on the host")
+        assert _random_tokens(host)
+        msgs = host.messages()
+        assert msgs.index(text) < msgs.index("ssh session read only:")  # before its lines
+    assert named_relay.has("session name refused")
+
+
+def test_a_relay_without_api_keys_says_so(relay, make_host):
+    host = make_host(relay, attached=True, extra_conf=_conf("pairing", "", "tmk-" + "a" * 26))
+    host.wait_ready()
+    wait_for(lambda: names.NOT_OFFERED in host.messages(), 5, "the not-offered notice")
+    assert _random_tokens(host)
