@@ -290,3 +290,11 @@ def test_name_messages_are_bounded_and_host_only():
         control.encode(control.TO_MASTER, "name", None, None, "k" * (control.MAX_API_KEY + 1))
     named = control.TO_CONNECTION["named"]
     assert named.once and named.roles == frozenset({control.HOST})
+
+
+def test_the_longest_named_token_passes_the_viewers_shape_check():
+    from relay.conn.viewer import token_is_valid
+
+    longest = "u" * names.MAX_USERNAME + "/" + "n" * names.MAX_NAME
+    assert names.USERNAME_RE.fullmatch("u" * names.MAX_USERNAME) and names.name_problem("n" * 50) is None
+    assert token_is_valid(longest) and len(longest) <= control.MAX_USER

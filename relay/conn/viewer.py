@@ -28,7 +28,7 @@ INVALID_TOKEN = b"Invalid session token\r\n"
 EXPIRED_TOKEN = b"Invalid or expired session token\r\n"
 REFUSAL_DELAY = (0.050, 0.200)  # seconds, drawn uniformly for every "expired" refusal
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_/")
-MAX_TOKEN_LENGTH = 64
+MAX_TOKEN_LENGTH = 96  # a named session's USER/NAME: 32 + 1 + 50 (relay.master.names)
 READ_CHUNK = 16384
 
 
