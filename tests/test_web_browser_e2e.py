@@ -38,11 +38,11 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     raw, stride, rows = zlib.decompress(idat), width * channels, []
     prev = bytearray(stride)
     for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        filt, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - channels] if i >= channels else 0
             b, c = prev[i], prev[i - channels] if i >= channels else 0
-            pred = {0: 0, 1: a, 2: b, 3: (a + b) // 2}.get(kind)
+            pred = {0: 0, 1: a, 2: b, 3: (a + b) // 2}.get(filt)
             if pred is None:  # Paeth
                 p = a + b - c
                 pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
