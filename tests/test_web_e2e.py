@@ -4,9 +4,11 @@ speak."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import socket
+import ssl
 import time
 from pathlib import Path
 
@@ -21,9 +23,10 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import RemoteProtocolError
 
 from relay.conn.viewer import REFUSAL_DELAY
-from tests.e2e import Relay, free_port, session_tokens, tmate_available, wait_for
+from tests.e2e import Relay, TmateHost, free_port, session_tokens, tmate_available, wait_for
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs the tmate client")
 
@@ -31,12 +34,21 @@ pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs the tmate c
 class WebClient:
     """A WebSocket client on one socket: `open()` then messages; what a page's script does."""
 
-    def __init__(self, port: int, path: str, origin: str | None, rcvbuf: int | None = None):
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        origin: str | None,
+        rcvbuf: int | None = None,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(5)
         self.sock.connect(("127.0.0.1", port))
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.ws = WSConnection(ConnectionType.CLIENT)
         headers = [(b"Origin", origin.encode())] if origin else []
         self.sock.sendall(self.ws.send(Request(host=f"127.0.0.1:{port}", target=path, extra_headers=headers)))
@@ -137,8 +149,6 @@ def host_screen(host) -> str:
 @pytest.fixture(scope="module")
 def web(keys_dir, fingerprints, tmp_path_factory):
     """A relay with --web-port, and a ready host (attached, message view dismissed)."""
-    from tests.e2e import TmateHost
-
     port = free_port()
     with Relay(keys_dir, extra=["--web-port", str(port), "--web-bind", "127.0.0.1"]) as relay:
         host = TmateHost(tmp_path_factory.mktemp("webhost"), relay.port, *fingerprints)
@@ -291,8 +301,6 @@ def test_a_browser_that_never_reads_blocks_nobody(web):
 
 
 def test_the_page_hears_when_the_host_leaves(keys_dir, fingerprints, tmp_path):
-    from tests.e2e import TmateHost
-
     port = free_port()
     with Relay(keys_dir, extra=["--web-port", str(port), "--web-bind", "127.0.0.1"]) as relay:
         (tmp_path / "authorized_keys").write_text(Path(keys_dir / "ssh_host_ed25519_key.pub").read_text())
@@ -326,3 +334,75 @@ def test_the_page_hears_when_the_host_leaves(keys_dir, fingerprints, tmp_path):
         finally:
             host.stop()
             ssh_only.stop()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` and its key, PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+def test_tls_handshake_and_viewer_inside_the_jail(keys_dir, fingerprints, tmp_path):
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    url = f"https://localhost:{port}"
+    extra = [
+        "--web-port",
+        str(port),
+        "--web-bind",
+        "127.0.0.1",
+        "--web-cert",
+        str(cert),
+        "--web-key",
+        str(key),
+    ]
+    with Relay(keys_dir, extra=[*extra, "--web-url", url]) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints).start()
+        try:
+            host.wait_ready()
+            host.leave_messages()
+            rw, _ = session_tokens(host)
+            assert host.display("#{tmate_web}") == f"{url}/t/{rw}"
+            client = ssl.create_default_context(cafile=str(cert))
+            v = WebClient(port, f"/t/{rw}", url, tls=client).open()
+            assert (
+                v.status == 101
+                and isinstance(v.sock, ssl.SSLSocket)
+                and v.sock.version() in ("TLSv1.2", "TLSv1.3")
+            )
+            v.size(80, 24)
+            v.wait(lambda: "0:" in v.screen_text(), what="the first frame over TLS")
+            v.keys("echo over-tls-$((6*7))\r")
+            v.wait(lambda: "over-tls-42" in v.screen_text(), what="the echo over TLS")
+            v.close()
+            plain = WebClient(port, f"/t/{rw}", url)  # plain HTTP to a TLS port: refused, logged
+            with pytest.raises((ConnectionError, TimeoutError, RemoteProtocolError)):
+                plain.open()
+            relay.wait_log("event='web connection closed'")
+        finally:
+            host.stop()
