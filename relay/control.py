@@ -30,7 +30,7 @@ Connection -> master (`TO_MASTER`):
                                     session's running totals of bytes received and sent (the
                                     master's metrics move by what is new, never back).
   name    rw|nil, ro|nil, key|nil   host only, once, at READY: the names its host asked for
-                                    (tmate -n/-r/-k). Answer: named.
+                                    (tmate -n/-r) and its key's SHA-256 (-k). Answer: named.
 Master -> connection (`TO_CONNECTION`):
   auth        allowed               to a connection with no role yet, per auth.
   tokens      rw_token, ro_token    to a host, once.
@@ -80,7 +80,7 @@ ANSWER_TIMEOUT = 5.0  # seconds a connection waits for the master's answer
 STATS_INTERVAL = 1.0  # seconds between a session process's stats messages
 MAX_COUNT = 1 << 62  # a byte count in stats
 MAX_NAME_FIELD = 128  # a session name a host asks for (the master allows 50: a longer one is refused)
-MAX_API_KEY = 64  # an api key a host presents (tmate.io's are 30 characters)
+KEY_SHA256 = 64  # the SHA-256 (hex) of an api key a host presents: the key never reaches the master
 
 # Roles of a connection process, as the master knows them.
 NO_ROLE = None
@@ -205,7 +205,7 @@ TO_MASTER = _table(
         (
             optional_text("rw", MAX_NAME_FIELD),
             optional_text("ro", MAX_NAME_FIELD),
-            optional_text("api_key", MAX_API_KEY),
+            optional_text("key_sha256", KEY_SHA256),
         ),
         frozenset({HOST}),  # once: a second one kills its sender (relay.master.names)
     ),
@@ -365,7 +365,7 @@ class Client:
 
     def request_names(self, rw: str | None, ro: str | None, key: str | None) -> tuple[str, str, str | None]:
         """(rw, ro, None) with the names, (the random tokens, why) without; fields cut to bound."""
-        fields = ((rw, MAX_NAME_FIELD), (ro, MAX_NAME_FIELD), (key, MAX_API_KEY))
+        fields = ((rw, MAX_NAME_FIELD), (ro, MAX_NAME_FIELD), (key, KEY_SHA256))
         _, reply, _ = self._ask("name", *(v and v[:n] for v, n in fields), answers=("named",))
         return reply[0], reply[1], reply[2]
 

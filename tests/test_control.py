@@ -29,7 +29,7 @@ SAMPLES: dict[str, list] = {
     "join": [TOKEN, "ssh-ed25519 AAAA", FP],
     "access": [[FP]],
     "stats": [1000, 2000],
-    "name": ["pairing", None, "tmk-" + "a" * 26],
+    "name": ["pairing", None, "0" * 64],
 }
 ROLES = (control.NO_ROLE, control.HOST, control.VIEWER)
 

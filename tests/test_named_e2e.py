@@ -3,9 +3,12 @@ viewers, one relay with `--api-keys` made by `pymate-relay apikey add`."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +48,24 @@ def _conf(rw: str = "", ro: str = "", key: str = "") -> str:
         if v
     ]
     return "".join(lines)
+
+
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether a process's readable memory holds `needle` (root reads any process's memory, the
+    jailed ones included)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("r") or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def _random_tokens(host: TmateHost) -> bool:
@@ -88,6 +109,16 @@ def test_a_named_host_keeps_its_name_against_a_second_one(
             # The first keeps its name and its mates.
             first.cmd("send-keys", "echo still-named", "Enter")
             mate.wait_screen("still-named", timeout=10)
+            # The key reached the master only as a digest: neither it nor the mates' processes,
+            # forked since, hold it; the two hosts' own processes (given it by their tmate) do.
+            if os.geteuid() == 0:
+                pids = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in relay.children()}
+                hosts = [p for p, cmd in pids.items() if b"] host " in cmd]
+                mates = [p for p, cmd in pids.items() if b"viewer " in cmd]
+                assert len(hosts) == 2 and len(mates) == 2, pids
+                assert all(_memory_holds(p, key.encode()) for p in hosts)  # the probe finds it
+                for pid in [relay.proc.pid, *mates]:
+                    assert not _memory_holds(pid, key.encode()), pids.get(pid, b"the master")
             assert first.display("#{tmate_ssh}") == f"ssh -p{port} alice/pairing@127.0.0.1"
         # A name that matches nothing is refused as a random token is.
         with SshViewer(tmp_path / "nobody", port, "alice/nosuch") as nobody:
@@ -123,3 +154,22 @@ def test_a_relay_without_api_keys_says_so(relay, make_host):
     host.wait_ready()
     wait_for(lambda: names.NOT_OFFERED in host.messages(), 5, "the not-offered notice")
     assert _random_tokens(host)
+
+
+def test_sighup_loads_a_new_key(named_relay, api_key, make_host):
+    path = api_key[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "apikey", "add", "bob", "--api-keys", path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
+    assert match
+    assert named_relay.proc is not None
+    named_relay.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: named_relay.has("keys=2 users=2"), 5, "the api keys to be read again")
+    host = make_host(named_relay, extra_conf=_conf("bobs-session", "", match.group(0)))
+    host.wait_ready()
+    assert host.display("#{tmate_ssh}") == f"ssh -p{named_relay.port} bob/bobs-session@127.0.0.1"

@@ -4,6 +4,7 @@ the api keys file, `pymate-relay apikey add` (a real subprocess), the session mo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -25,6 +26,11 @@ from tests.e2e import ROOT
 
 KEY = "tmk-" + "a1B2c3D4e5" * 2 + "f6G7h8"
 OTHER = "tmk-" + "Z" * 26
+
+
+def h(key: str) -> str:
+    """What a session process sends the master for an api key: its SHA-256, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------- validation
@@ -99,23 +105,23 @@ def keys_file(tmp_path) -> Path:
 def test_the_master_names_a_session_and_keeps_it(keys_file):
     master = FakeMaster(ApiKeys(str(keys_file)))
     a = master.host("r" * 25, "ro-" + "s" * 25)
-    master._on_name(a, "pairing", "pairing-ro", KEY)
+    master._on_name(a, "pairing", "pairing-ro", h(KEY))
     assert master.sent[-1] == (a, "named", "alice/pairing", "alice/pairing-ro", None)
     assert set(master.registry) == {"alice/pairing", "alice/pairing-ro"} and a.tokens[0] == "alice/pairing"
     # The same name for a second host: random tokens, and why; the first keeps everything.
     b = master.host("t" * 25, "ro-" + "u" * 25)
-    master._on_name(b, "pairing", None, KEY)
+    master._on_name(b, "pairing", None, h(KEY))
     assert master.sent[-1] == (b, "named", "t" * 25, "ro-" + "u" * 25, names.IN_USE)
     assert master.registry["alice/pairing"] is a and master.registry["t" * 25] is b
     # A taken read-only name refuses the whole request too.
     c = master.host("v" * 25, "ro-" + "w" * 25)
-    master._on_name(c, "free", "pairing-ro", KEY)
+    master._on_name(c, "free", "pairing-ro", h(KEY))
     assert master.sent[-1][-1] == names.IN_USE and "alice/free" not in master.registry
     with pytest.raises(control.ControlError, match="sent twice"):
-        master._on_name(c, None, "watch", KEY)  # once per session: the master kills the sender
+        master._on_name(c, None, "watch", h(KEY))  # once per session: the master kills the sender
     # Only -r: the read-write token stays random.
     c.seen.clear()
-    master._on_name(c, None, "watch", KEY)
+    master._on_name(c, None, "watch", h(KEY))
     assert master.sent[-1] == (c, "named", "v" * 25, "alice/watch", None)
     assert master.registry["v" * 25] is c and "ro-" + "w" * 25 not in master.registry
 
@@ -134,12 +140,12 @@ def test_the_master_names_a_session_and_keeps_it(keys_file):
 )
 def test_the_master_refuses_with_tmate_ios_reason(keys_file, rw, ro, key, why):
     master = FakeMaster(ApiKeys(str(keys_file)))
-    assert master._named_tokens(rw, ro, key) == (None, why)
+    assert master._named_tokens(rw, ro, key and h(key)) == (None, why)
 
 
 def test_without_api_keys_no_name_is_given():
     master = FakeMaster(ApiKeys(None))
-    assert master._named_tokens("ok", None, KEY) == (None, names.NOT_OFFERED)
+    assert master._named_tokens("ok", None, h(KEY)) == (None, names.NOT_OFFERED)
 
 
 # ---------------------------------------------------------------------- the file
@@ -167,6 +173,7 @@ def test_api_keys_load_reload_and_keep_only_digests(tmp_path):
     path.write_text(f"alice {KEY}\n")
     keys = ApiKeys(str(path))
     assert keys.enabled and keys.user(KEY) == "alice" and keys.user(OTHER) is None
+    assert keys.user_by_digest(h(KEY)) == "alice" and keys.user_by_digest("not hex") is None
     assert all(isinstance(k, bytes) and len(k) == 32 for k in keys.users)  # digests, no key text
     path.write_text(f"bob {OTHER}\n")
     keys.reload()
@@ -282,12 +289,14 @@ def test_set_after_start_reads_set_option():
 
 # ---------------------------------------------------------------------- the control messages
 def test_name_messages_are_bounded_and_host_only():
-    spec, args = control.decode(control.TO_MASTER, control.encode(control.TO_MASTER, "name", "a", None, KEY))
-    assert spec.roles == frozenset({control.HOST}) and args == ["a", None, KEY]
+    spec, args = control.decode(
+        control.TO_MASTER, control.encode(control.TO_MASTER, "name", "a", None, h(KEY))
+    )
+    assert spec.roles == frozenset({control.HOST}) and args == ["a", None, h(KEY)]
     with pytest.raises(control.ControlError):
         control.encode(control.TO_MASTER, "name", "x" * (control.MAX_NAME_FIELD + 1), None, None)
     with pytest.raises(control.ControlError):
-        control.encode(control.TO_MASTER, "name", None, None, "k" * (control.MAX_API_KEY + 1))
+        control.encode(control.TO_MASTER, "name", None, None, "k" * (control.KEY_SHA256 + 1))
     named = control.TO_CONNECTION["named"]
     assert named.once and named.roles == frozenset({control.HOST})
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import select
 import time
 from typing import TYPE_CHECKING
@@ -114,7 +115,8 @@ class HostSession(ViewerHandling):
         """The host asked for a named session (at its READY): the master's answer, then the lines."""
         wanted = self.session.names_wanted
         assert wanted is not None
-        rw, ro, notice = self.conn.master.request_names(wanted.rw, wanted.ro, wanted.api_key)
+        key = hashlib.sha256(wanted.api_key.encode()).hexdigest() if wanted.api_key else None  # not the key
+        rw, ro, notice = self.conn.master.request_names(wanted.rw, wanted.ro, key)
         for out in self.session.names_given(rw, ro, notice):
             self.send_host(out)
         self._update_title()

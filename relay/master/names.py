@@ -14,7 +14,9 @@ letters and digits, as tmate.io made them; a bad line is logged (with its number
 and skipped. The master reads it before forking anything and again on SIGHUP (a file that cannot
 be read keeps the keys it had). It keeps only each key's SHA-256 digest: the file is read into one
 buffer that is zeroed afterwards, so the connection processes it forks, which share its memory,
-never hold a key (only the digest of a 130-bit random string).
+never hold a key (only the digest of a 130-bit random string), and a session process sends the
+master the SHA-256 of the key its host gave, never the key: no key enters the master's memory
+after the file is read, so none is copied into the processes it forks later.
 """
 
 from __future__ import annotations
@@ -147,6 +149,13 @@ class ApiKeys:
     def user(self, key: str) -> str | None:
         return self.users.get(digest(key))
 
+    def user_by_digest(self, key_sha256: str) -> str | None:
+        """The user of the key whose SHA-256 (hex) a session process sent (it never sends the key)."""
+        try:
+            return self.users.get(bytes.fromhex(key_sha256))
+        except ValueError:
+            return None
+
     def reload(self) -> None:
         """SIGHUP: read the file again; one that cannot be read keeps the keys there were."""
         if self.path is None:
@@ -198,6 +207,7 @@ class Naming:
         return token in self.registry
 
     def _on_name(self, child: Child, rw: str | None, ro: str | None, key: str | None) -> None:
+        """`key`: the SHA-256 (hex) of the api key the host gave (the key stays in its process)."""
         if "name" in child.seen:  # once per session (the table's `once` marks role-giving messages)
             raise control.ControlError("'name' sent twice")
         child.seen.add("name")
@@ -245,7 +255,7 @@ class Naming:
             return None, SAME_NAMES
         if key is None:
             return None, MISSING_KEY
-        user = self.api_keys.user(key) if API_KEY_RE.fullmatch(key) else None
+        user = self.api_keys.user_by_digest(key)  # a malformed key matches no digest either
         if user is None:
             return None, INVALID_KEY
         return (f"{user}/{rw}" if rw else None, f"{user}/{ro}" if ro else None), None
