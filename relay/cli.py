@@ -149,6 +149,14 @@ def _parser() -> argparse.ArgumentParser:
         "(default: 100000:50000; ignored in rootless mode)",
     )
     p.add_argument(
+        "--reconnect-window",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="seconds a session whose host lost its connection waits for it, tokens reserved and "
+        "viewers kept (default: 600)",
+    )
+    p.add_argument(
         "--grace-period",
         type=float,
         default=20.0,
@@ -260,6 +268,8 @@ def _checked_args(
         uid_start, uid_count = (int(x) for x in args.uid_range.split(":"))
     except ValueError:
         parser.error("--uid-range must look like START:COUNT")
+    if args.reconnect_window <= 0:
+        parser.error("--reconnect-window must be positive")
     if args.grace_period <= 0:
         parser.error("--grace-period must be positive")
     for name in ("max_connections", "per_source_max_startups", "max_sessions", "max_viewers"):
@@ -310,6 +320,8 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         metrics=args.metrics,
         proxy_protocol=args.proxy_protocol,
         proxy_timeout=args.proxy_timeout,
+        reconnect_window=args.reconnect_window,
+        reconnect_key=getattr(args, "reconnect_key", None),  # serve_main's _reconnect_key
         jail=JailConfig(uid_base=uid_range[0], uid_count=uid_range[1], memory_mb=args.session_memory),
         api_keys=args.api_keys,
         web_port=args.web_port,
@@ -325,6 +337,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         max_viewers=cfg.max_viewers,
         require_authorized_keys=args.require_authorized_keys,
         named_sessions=args.api_keys is not None,
+        reconnect_window=args.reconnect_window,
         web_url=web_url,
     )
 
@@ -341,6 +354,22 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         metrics_server=metrics_http.serve,
         web_connection=web_connection,
     )
+
+
+def _reconnect_key(directory: str, logger) -> str | None:
+    """The reconnection key's file in -k, created if missing; None (a key for this run only)
+    where it cannot be. Logged either way."""
+    from relay.hostkeys import HostKeyError
+    from relay.hostkeys.store import ensure_reconnect_key
+
+    try:
+        path, created = ensure_reconnect_key(directory)
+    except HostKeyError as e:
+        logger.warning("reconnection key unusable", reason=f"{e}; a restart forgets reconnection data")
+        return None
+    if created:
+        logger.info("reconnection key created", path=path)
+    return path
 
 
 def serve_main(argv: list[str]) -> int:
@@ -367,6 +396,7 @@ def serve_main(argv: list[str]) -> int:
         print(f"pymate-relay: error: {e}", file=sys.stderr)
         return 1
     try:
+        args.reconnect_key = _reconnect_key(args.keys, log.get_logger())
         master = _make_master(args, host_keys, uid_range)
         from relay.master.activation import inherited_listener
 

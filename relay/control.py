@@ -31,6 +31,14 @@ Connection -> master (`TO_MASTER`):
                                     master's metrics move by what is new, never back).
   name    rw|nil, ro|nil, key|nil   host only, once, at READY: the names its host asked for
                                     (tmate -n/-r) and its key's SHA-256 (-k). Answer: named.
+  resume  data                      host only, once (a second kills it): the host sent RECONNECT
+                                    with this datum (at most MAX_RECONNECT_DATA). Answer: resumed.
+  rdata   (no fields)               host only, repeatable (at most every RECONNECT_REFRESH): a
+                                    fresh reconnection datum for the host. Answer: rdata.
+  end     keep                      host only, as the session process ends (the last counts):
+                                    keep, its host's connection was lost (the session is held
+                                    for the reconnect window); not, the session is over. A
+                                    session process that dies without it is held too.
 Master -> connection (`TO_CONNECTION`):
   auth        allowed               to a connection with no role yet, per auth.
   tokens      rw_token, ro_token    to a host, once.
@@ -44,11 +52,21 @@ Master -> connection (`TO_CONNECTION`):
               pubkey|nil  + fd      the session's end of the link.
   named       rw, ro, notice|nil    to a host, once, per name: its tokens from now on (USER/NAME
                                     if named) or its random ones and the notice that says why.
+  resumed     rw, ro, reason|nil    to a host, once, per resume: reason nil, the session took
+                                    over these (its old) tokens; a reason, the datum was refused
+                                    (forged, expired, stale) and the tokens are the new ones.
+  rdata       data                  to a host, per rdata: the datum for SET_ENV
+                                    tmate_reconnection_data.
+  relink      readonly  + fd        to a viewer, repeatable: its session's host reconnected; the
+                                    fd is its new link (to the new session process).
+  ended       line                  to a viewer, once: its session ended while the viewer waited
+                                    for the host (no link): the last line to show.
 Only the master passes file descriptors. It reads with plain recv(), which discards (and closes)
 any that a compromised connection process would try to pass.
 
 `Client` is the connection side: one wrapper per message (`request_tokens`, `join`, `authorize`,
-`publish_access`, `report_stats`, `log`, `receive_viewer`, `master_gone`); `refused` reaches it as `Refused`.
+`publish_access`, `report_stats`, `log`, `receive_viewer`, `master_gone`, `resume`,
+`ask_reconnection_data`, `end_session`, `viewer_event`); `refused` reaches it as `Refused`.
 
 `SSH_BANNER` is here because both sides need it: the master writes it to every connection it
 accepts (before forking anything), and the connection process's SSH server must not write it
@@ -81,6 +99,9 @@ STATS_INTERVAL = 1.0  # seconds between a session process's stats messages
 MAX_COUNT = 1 << 62  # a byte count in stats
 MAX_NAME_FIELD = 128  # a session name a host asks for (the master allows 50: a longer one is refused)
 KEY_SHA256 = 64  # the SHA-256 (hex) of an api key a host presents: the key never reaches the master
+MAX_RECONNECT_DATA = 1024  # a reconnection datum (relay.master.reconnect makes ~300 characters)
+MAX_REASON = 200  # why a reconnection datum was refused, as the host is told
+RECONNECT_REFRESH = 300.0  # seconds between a session's fresh reconnection data
 
 # Roles of a connection process, as the master knows them.
 NO_ROLE = None
@@ -214,6 +235,9 @@ TO_MASTER = _table(
         (Field("bytes_in", f"int 0..{MAX_COUNT}", _count), Field("bytes_out", f"int 0..{MAX_COUNT}", _count)),
         frozenset({HOST}),
     ),
+    Message("resume", (text("data", MAX_RECONNECT_DATA),), frozenset({HOST})),  # once: its handler
+    Message("rdata", (), frozenset({HOST})),
+    Message("end", (flag("keep"),), frozenset({HOST})),
 )
 
 TO_CONNECTION = _table(
@@ -234,6 +258,14 @@ TO_CONNECTION = _table(
         frozenset({HOST}),
         fd=True,
     ),
+    Message(
+        "resumed",
+        (text("rw", MAX_USER), text("ro", MAX_USER), optional_text("reason", MAX_REASON)),
+        frozenset({HOST}),
+    ),
+    Message("rdata", (text("data", MAX_RECONNECT_DATA),), frozenset({HOST})),
+    Message("relink", (flag("readonly"),), frozenset({VIEWER}), fd=True),
+    Message("ended", (text("line", MAX_REFUSAL),), frozenset({VIEWER}), once=True),
 )
 
 
@@ -300,6 +332,13 @@ class NewViewer:
     ip: str
     pubkey: str | None
     fd: int
+
+
+@dataclass(frozen=True)
+class ReconnectionData:
+    """The master's answer to `rdata`: the datum for the host's SET_ENV."""
+
+    data: str
 
 
 class Client:
@@ -394,19 +433,55 @@ class Client:
         except (OSError, ControlError):
             pass
 
-    def receive_viewer(self) -> NewViewer | None:
-        """The session's next message from the master: a viewer, or None for anything else
-        (ignored); MasterGone when the master closed the socket."""
+    def receive_viewer(self) -> NewViewer | ReconnectionData | None:
+        """The session's next message from the master: a viewer, a reconnection datum (the answer
+        to `rdata`), or None for anything else (ignored); MasterGone when the master closed the
+        socket."""
         try:
             spec, args, fds = self._receive()
         except MasterGone:
             raise
         except ControlError:
             return None
+        if spec.name == "rdata":
+            return ReconnectionData(args[0])
         if spec.name != "viewer":
             _close_all(fds)
             return None
         return NewViewer(readonly=args[0], ip=args[1], pubkey=args[2], fd=fds[0])
+
+    def resume(self, data: str) -> tuple[str, str, str | None]:
+        """The host sent RECONNECT `data`: (rw, ro, None) when the session took over its old
+        tokens, (rw, ro, reason) when the datum was refused and these are the new tokens."""
+        _, reply, _ = self._ask("resume", data[:MAX_RECONNECT_DATA], answers=("resumed",))
+        return reply[0], reply[1], reply[2]
+
+    def ask_reconnection_data(self) -> None:
+        """Ask for a fresh datum; it comes back through receive_session (the loop's own read)."""
+        self._send("rdata")
+
+    def end_session(self, keep: bool) -> None:
+        """The session process ends: keep the session for the host's reconnection, or not."""
+        try:
+            self._send("end", keep)
+        except (OSError, ControlError):
+            pass
+
+    def viewer_event(self) -> tuple[str, bool | str, int | None] | None:
+        """A viewer's next message from the master: ("relink", readonly, fd), ("ended", line,
+        None) or None (ignored); MasterGone at end of stream."""
+        try:
+            spec, args, fds = self._receive()
+        except MasterGone:
+            raise
+        except ControlError:
+            return None
+        if spec.name == "relink":
+            return "relink", args[0], fds[0]
+        if spec.name == "ended":
+            return "ended", args[0], None
+        _close_all(fds)
+        return None
 
     def master_gone(self) -> bool:
         """Read one message (an ssh viewer connection expects none); True at end of stream."""

@@ -30,6 +30,9 @@ SAMPLES: dict[str, list] = {
     "access": [[FP]],
     "stats": [1000, 2000],
     "name": ["pairing", None, "0" * 64],
+    "resume": ["payload.mac"],
+    "rdata": [],
+    "end": [True],
 }
 ROLES = (control.NO_ROLE, control.HOST, control.VIEWER)
 

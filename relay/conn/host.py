@@ -25,6 +25,7 @@ import paramiko
 from jail import set_process_title
 from relay import control
 from relay.conn import access, link, presence
+from relay.conn.reconnect import HostReconnection, connection_lost
 from relay.conn.viewers import (
     DEFAULT_MAX_VIEWERS,
     FRAME_INTERVAL,
@@ -74,6 +75,7 @@ class HostSession(ViewerHandling):
         self.stats_sent = (0, 0)  # (bytes in, bytes out) last reported to the master
         self.stats_due = 0.0  # when the next stats message may go
         self.bytes_in = self.bytes_out = 0  # tmate messages and link records from / to host and viewers
+        self.recon = HostReconnection(self)  # reconnection data, RECONNECT (relay.conn.reconnect)
 
     # ------------------------------------------------------------------ host
     def send_host(self, msg) -> None:
@@ -92,10 +94,11 @@ class HostSession(ViewerHandling):
             self.bytes_in += len(data)
             for msg in self.decoder.feed(data):
                 ready = self.session.host_ready
-                for out in self.session.handle(msg):
+                for out in self.recon.replies(msg, self.session.handle(msg)):
                     self.send_host(out)
                 if self.session.names_wanted is not None:
                     self._name_session()
+                self.recon.after(time.monotonic())
                 presence.maybe_kick(self, msg, ready)
                 if isinstance(msg, m.FailedCmd):
                     v = self.viewers.get(msg.client_id)
@@ -172,6 +175,8 @@ class HostSession(ViewerHandling):
                     deadlines.append(now + pending)
         if (self.bytes_in, self.bytes_out) != self.stats_sent:
             deadlines.append(self.stats_due)
+        if self.recon.due is not None:
+            deadlines.append(self.recon.due)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def report_stats(self, now: float, final: bool = False) -> None:
@@ -202,7 +207,9 @@ class HostSession(ViewerHandling):
                     new = ctl.receive_viewer()
                 except control.MasterGone:
                     return "relay is shutting down"
-                if new is not None:
+                if isinstance(new, control.ReconnectionData):
+                    self.recon.datum(new.data)
+                elif new is not None:
                     self._add_viewer(new.fd, new.readonly, new.ip, new.pubkey)
             now = time.monotonic()
             for sock in readable:
@@ -222,9 +229,10 @@ class HostSession(ViewerHandling):
                 if v.dirty and v.sock in writable and v.id in self.viewers:
                     self._render(v, now)
             self.report_stats(now)
+            self.recon.tick(now)
 
-    def close(self, last: bytes) -> None:
-        """Tell every viewer `last` and let it go. Never writes to the host (it may be gone: a
+    def close(self, last: bytes | None) -> None:
+        """Tell every viewer `last` (None: nothing, they wait for the host's return) and let it go. Never writes to the host (it may be gone: a
         killed host's channel is closed), and a viewer that cannot be told stops nobody else."""
         self.closing = True
         for v in list(self.viewers.values()):
@@ -252,6 +260,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     hs.require_keys = conn.cfg.require_authorized_keys
     last = SERVER_EXITED
     code = 0
+    reason, error, keep = "", None, False  # keep: the host's connection was lost (relay.conn.reconnect)
     limit: str | None = None  # the limit that ended the session, if one did
     try:
         reason = hs.run()
@@ -265,18 +274,24 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         reason = f"protocol violation: {e}"
         code = 1
     except (OSError, EOFError, paramiko.SSHException) as e:
-        reason = f"connection lost: {e or type(e).__name__}"
+        reason, error = f"connection lost: {e or type(e).__name__}", e
     except MemoryError as e:  # the jail's cap (--session-memory): Python's or the terminal engine's
         reason = f"memory limit reached: {e or 'an allocation failed'}"
         code, limit = 1, "session-memory"
     finally:
+        lost = reason == "host closed the connection" or reason.startswith("connection lost")
+        how = connection_lost(chan, error) if code == 0 and lost else None
+        reason, keep = how or reason, how is not None
         try:
-            hs.close(last)
+            hs.close(None if keep else last)
+            conn.master.end_session(keep)
         finally:
             session.close()  # frees every pane's terminal before the log line is made
             hs.report_stats(time.monotonic(), final=True)
     extra: dict[str, object] = {"limit": limit} if limit else {}
     extra.update(duration=round(time.monotonic() - started, 3), bytes_in=hs.bytes_in, bytes_out=hs.bytes_out)
     extra["viewers"] = hs.next_client_id - 1  # viewers seen over the session's life
+    if keep:
+        extra["held"] = conn.cfg.reconnect_window  # seconds the master holds it for the host
     (conn.log.warning if code else conn.log.info)("host session ended", reason=reason, **extra)
     return code

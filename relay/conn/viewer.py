@@ -30,6 +30,9 @@ REFUSAL_DELAY = (0.050, 0.200)  # seconds, drawn uniformly for every "expired" r
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_/")
 MAX_TOKEN_LENGTH = 96  # a named session's USER/NAME: 32 + 1 + 50 (relay.master.names)
 READ_CHUNK = 16384
+HOST_AWAY = " The host is reconnecting... (this session waits for it)"
+WAIT_MARGIN = 5.0  # seconds past the reconnect window a viewer waits for the master's word
+LEAVE_TERMINAL = b"\x1b[0m\x1b[?25h\x1b[?1049l"  # as relay.conn.viewers: the alternate screen ends
 
 
 def token_is_valid(token: str) -> bool:
@@ -58,7 +61,6 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         chan.sendall(EXPIRED_TOKEN)  # the master logged the failed look-up, with its reason
         return 0
     readonly, fd = joined
-    lk = socket.socket(fileno=fd)
     role = "ro-viewer" if readonly else "viewer"
     shown = token[3:] if token.startswith("ro-") else token
     set_process_title(f"pymate [{shown[:4]}...] {role} {conn.peer_ip}")
@@ -66,22 +68,11 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         log = log.bind(session=shown[:4])
     log.info("viewer joined", readonly=readonly, pubkey=server.pubkey)
     joined_at = time.monotonic()
-
-    def send_size(cols: int, rows: int) -> None:
-        try:
-            lk.send(link.resize(cols, rows))
-        except OSError:
-            pass
-
-    server.on_resize = send_size
-    if server.erase is not None:  # before any input, so that the session maps it to BSpace
-        try:
-            lk.send(link.erase(server.erase))
-        except OSError:
-            pass
-    send_size(*server.size)
+    lk = Link(socket.socket(fileno=fd), server, conn.cfg.reconnect_window + WAIT_MARGIN)
+    server.on_resize = lk.send_size
+    lk.greet()
     try:
-        reason = _move_bytes(chan, lk, conn.master)
+        reason = _move_bytes(chan, lk, conn.master, log)
     except (OSError, EOFError, paramiko.SSHException, link.LinkError) as e:
         reason = f"connection lost: {e or type(e).__name__}"
     finally:
@@ -91,25 +82,94 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     return 0
 
 
-def _move_bytes(chan: paramiko.Channel, lk: socket.socket, master: control.Client) -> str:
+class Link:
+    """The link to the session process, swapped when the master relinks this viewer to the
+    session process of its host's new connection (relay.master.reconnect); None while the host
+    is away, when this process draws the notice itself."""
+
+    def __init__(self, sock: socket.socket, server: Server, wait: float):
+        self.sock: socket.socket | None = sock
+        self.server = server
+        self.wait = wait  # seconds to wait for a relink at most (the master ends it first)
+        self.waiting_since = 0.0
+
+    def send(self, record: bytes) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.send(record)
+            except OSError:
+                pass
+
+    def send_size(self, cols: int, rows: int) -> None:
+        self.send(link.resize(cols, rows))
+
+    def greet(self) -> None:
+        """The erase character before any input (the session maps it to BSpace), then the size."""
+        if self.server.erase is not None:
+            self.send(link.erase(self.server.erase))
+        self.send_size(*self.server.size)
+
+    def lost(self, chan: paramiko.Channel) -> None:
+        """The session process let this viewer go without a last line: its host is away."""
+        self.close()
+        self.waiting_since = time.monotonic()
+        cols, rows = self.server.size
+        text = HOST_AWAY[: max(cols, 1)].ljust(cols)
+        chan.sendall(f"\x1b7\x1b[{rows};1H\x1b[0;7m{text}\x1b[0m\x1b8".encode())
+
+    def relink(self, fd: int) -> None:
+        self.close()
+        self.sock = socket.socket(fileno=fd)
+        self.greet()  # the new session draws this viewer from scratch at its size
+
+    def timeout(self) -> float | None:
+        if self.sock is not None:
+            return None
+        return max(0.0, self.waiting_since + self.wait - time.monotonic())
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -> str:
     """The viewer's input to the session, the session's output to the viewer, until one ends;
-    why it ended."""
+    why it ended. The master's messages first: a relink is queued before the old link ends."""
     while True:
-        readable, _, _ = select.select([chan, lk, master], [], [])
+        watched = [chan, master] + ([lk.sock] if lk.sock is not None else [])
+        readable, _, _ = select.select(watched, [], [], lk.timeout())
+        if master in readable:
+            try:
+                event = master.viewer_event()
+            except control.MasterGone:
+                if lk.sock is None:
+                    chan.sendall(LEAVE_TERMINAL + b"[relay shutting down]\r\n")
+                return "relay is shutting down"
+            if event is not None and event[0] == "relink" and isinstance(event[2], int):
+                lk.relink(event[2])
+                log.info("viewer relinked", reason="its host reconnected")
+                continue
+            if event is not None and event[0] == "ended":
+                chan.sendall(LEAVE_TERMINAL + str(event[1]).encode() + b"\r\n")
+                return "session ended while its host was away"
+        if lk.sock is None and lk.timeout() == 0.0:
+            chan.sendall(LEAVE_TERMINAL + b"[server exited]\r\n")
+            return "its host did not come back"
         if chan in readable:
             data = chan.recv(READ_CHUNK)
             if not data:
                 return "viewer left"
-            lk.send(link.INPUT + data)
-        if lk in readable:
-            record = lk.recv(link.MAX_RECORD)
+            lk.send(link.INPUT + data)  # while the host is away, keys go nowhere
+        if lk.sock is not None and lk.sock in readable:
+            record = lk.sock.recv(link.MAX_RECORD)
             if not record:
-                return "session ended"
+                lk.lost(chan)
+                log.info("viewer waiting", reason="its session let it go without a last line")
+                continue
             kind, payload = link.parse(record)
             if kind == link.OUTPUT:
                 chan.sendall(payload)
             elif kind == link.EXIT:
                 chan.sendall(payload)
                 return "session closed the viewer"
-        if master in readable and master.master_gone():
-            return "relay is shutting down"

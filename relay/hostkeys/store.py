@@ -1,16 +1,18 @@
 """The host key directory: create what is missing (`ensure_host_keys`), load what is there
 (`load_host_keys`). Existing files are validated before anything is written; nothing is ever
-overwritten."""
+overwritten. The directory also holds the reconnection key (`ensure_reconnect_key`): the secret
+the master authenticates its hosts' reconnection data with (relay.master.reconnect)."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import HostKeyError
-from .files import check_directory, lexists, write_new_file
+from .files import check_directory, lexists, oserror_text, write_new_file
 from .parse import (
     SLOTS,
     KeySlot,
@@ -140,3 +142,47 @@ def load_host_keys(directory: str | os.PathLike[str]) -> list[paramiko.PKey]:
             f"{directory}: no host keys found (run: pymate-relay keygen -k {shlex.quote(directory)})"
         )
     return keys
+
+
+RECONNECT_KEY_FILE = "reconnect.key"
+RECONNECT_KEY_BYTES = 32  # an HMAC-SHA256 key, raw bytes
+
+
+def check_reconnect_key(path: str) -> None:
+    """HostKeyError unless `path` is a regular file of RECONNECT_KEY_BYTES that only its owner
+    may read (its bytes are not read here: only the master reads them)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise HostKeyError(f"{path}: cannot access ({oserror_text(exc)})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise HostKeyError(f"{path}: not a regular file")
+    if st.st_size != RECONNECT_KEY_BYTES:
+        raise HostKeyError(f"{path}: {st.st_size} bytes, a reconnection key has {RECONNECT_KEY_BYTES}")
+    if st.st_mode & 0o077:
+        raise HostKeyError(f"{path}: readable by others (mode {stat.S_IMODE(st.st_mode):04o}; chmod 600 it)")
+
+
+def ensure_reconnect_key(directory: str | os.PathLike[str]) -> tuple[str, bool]:
+    """The reconnection key's path in `directory` and whether this call created it (32 random
+    bytes, mode 0600; an existing one is checked, never replaced). The new bytes live only in a
+    buffer wiped once written, so no copy stays in the heap a forked child would inherit."""
+    directory = os.fspath(directory)
+    path = os.path.join(directory, RECONNECT_KEY_FILE)
+    if lexists(path):
+        check_reconnect_key(path)
+        return path, False
+    check_directory(directory, create=True)
+    key = bytearray(RECONNECT_KEY_BYTES)
+    try:
+        fd = os.open("/dev/urandom", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if os.readv(fd, [key]) != RECONNECT_KEY_BYTES:
+                raise HostKeyError("/dev/urandom: short read")
+        finally:
+            os.close(fd)
+        created = write_new_file(directory, RECONNECT_KEY_FILE, key, 0o600)  # type: ignore[arg-type]  # written as is
+    finally:
+        key[:] = bytes(RECONNECT_KEY_BYTES)
+    check_reconnect_key(path)
+    return path, created

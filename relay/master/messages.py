@@ -46,6 +46,12 @@ class Messages(Naming):
     admission: Admission
     metrics: Metrics
 
+    # Provided by relay.master.reconnect (annotations only: nothing here may shadow them).
+    _on_resume: Callable[..., None]
+    _on_rdata: Callable[..., None]
+    _on_end: Callable[..., None]
+    _relink: Callable[[Child], None]
+
     def __init__(self) -> None:
         # What each message of control.TO_MASTER does; the table says who may send it and how often.
         self.handlers: dict[str, Callable[..., None]] = {
@@ -56,6 +62,9 @@ class Messages(Naming):
             "access": self._on_access,
             "name": self._on_name,  # relay.master.names
             "stats": self._on_stats,
+            "resume": self._on_resume,  # relay.master.reconnect
+            "rdata": self._on_rdata,
+            "end": self._on_end,
         }
         assert self.handlers.keys() == control.TO_MASTER.keys()
         self.api_keys = ApiKeys(self.cfg.api_keys)  # --api-keys, read before the first fork
@@ -130,6 +139,8 @@ class Messages(Naming):
                 return
             if spec.name == "log":
                 self._on_log(child, *args)
+            elif spec.name == "end" and child.role == control.HOST:
+                child.rc.end = args[0]  # how its session ended (relay.master.reconnect)
 
     # ------------------------------------------------------------------ messages (control.TO_MASTER)
     def _on_log(self, child: Child, level: str, event: str, fields: dict) -> None:
@@ -183,6 +194,8 @@ class Messages(Naming):
     def _on_access(self, child: Child, fps: list[str] | None) -> None:
         child.joinable = True
         child.authorized = None if fps is None else frozenset(fps)
+        if child.rc.heirloom:
+            self._relink(child)  # viewers that waited for this host's reconnection
 
     def _on_stats(self, child: Child, bytes_in: int, bytes_out: int) -> None:
         self.metrics.stats(child.proc.pid, bytes_in, bytes_out)
@@ -279,6 +292,7 @@ class Messages(Naming):
             ends[1].close()
         session.viewers.add(viewer.proc.pid)
         viewer.session = session
+        viewer.rc.readonly, viewer.rc.pubkey = readonly, pubkey  # to relink it after a reconnection
         self.metrics.viewers_linked.inc()
         self.log.info(
             "viewer linked",

@@ -50,6 +50,7 @@ from relay.master.intake import HeaderWait, Intake
 from relay.master.lifecycle import Lifecycle
 from relay.master.messages import LOG_BURST, LOG_RATE, Messages
 from relay.master.metrics import MetricsServer
+from relay.master.reconnect import Reconnection, ReconnectState
 from relay.master.web import WebDoor
 
 # connection(accepted TCP socket, control socket, peer ip, accept time on the monotonic clock)
@@ -82,6 +83,8 @@ class RelayConfig:
     metrics: tuple[str, int] | None = None  # --metrics: (address, port) of the endpoint, or off
     proxy_protocol: bool = False  # -x: a PROXY header (v1 or v2) before SSH (relay.master.intake)
     proxy_timeout: float = 5.0  # --proxy-timeout: seconds from accept to send the whole header
+    reconnect_window: float = 600.0  # --reconnect-window: seconds a session waits for its lost host
+    reconnect_key: str | None = None  # the reconnection key's file; None: a key for this run only
     api_keys: str | None = None  # --api-keys FILE: named sessions (relay.master.names), or off
     web_port: int | None = None  # --web-port: the web viewer's listener (relay.master.web), or off
     web_bind: str = "0.0.0.0"  # --web-bind
@@ -118,6 +121,7 @@ class Child:
     asked_auth: bool = False  # its client got as far as authenticating
     viewers: set[int] = field(default_factory=set)  # a host: pids of the viewers linked to it
     session: Child | None = None  # a viewer: the session it is linked to
+    rc: ReconnectState = field(default_factory=ReconnectState)  # relay.master.reconnect
     web: bool = False  # accepted on the web listener: a viewer of it is a web viewer
 
 
@@ -140,7 +144,7 @@ def _raise_fd_limit() -> None:
             pass
 
 
-class Master(Intake, Lifecycle, Messages, WebDoor):
+class Master(Intake, Lifecycle, Messages, WebDoor, Reconnection):
     def __init__(
         self,
         cfg: RelayConfig,
@@ -178,6 +182,7 @@ class Master(Intake, Lifecycle, Messages, WebDoor):
         self._wake_r, self._wake_w = os.pipe()
         super().__init__()
         self._init_lifecycle(reload, metrics_server, cfg.metrics)
+        self._init_reconnection()
 
     # ------------------------------------------------------------------ setup
     def bind(self) -> socket.socket:
@@ -417,6 +422,8 @@ class Master(Intake, Lifecycle, Messages, WebDoor):
             _, _, conn = heapq.heappop(self.deadlines)
             if isinstance(conn, HeaderWait):
                 self._header_expired(conn)
+            elif isinstance(conn, Child) and conn.rc.held_until is not None:
+                self._hold_expired(conn)
             elif isinstance(conn, Pending):
                 if conn.open:
                     self._close_pending(
@@ -449,13 +456,6 @@ class Master(Intake, Lifecycle, Messages, WebDoor):
         """Drop the child's tokens, links and control socket, after logging what is still queued
         on it (the process is reaped separately)."""
         self._end_startup(child)
-        for t in child.tokens:
-            if self.registry.get(t) is child:
-                del self.registry[t]
-        child.tokens = ()
-        if child.session is not None:
-            child.session.viewers.discard(child.proc.pid)
-            child.session = None
         if child.ctl.fileno() >= 0:
             try:
                 self.sel.unregister(child.ctl)
@@ -463,6 +463,15 @@ class Master(Intake, Lifecycle, Messages, WebDoor):
                 pass
             self._drain(child)
             child.ctl.close()
+        # A host's session may be held for its host's return (relay.master.reconnect).
+        held = child.role == control.HOST and (child.rc.held_until is not None or self._hold_session(child))
+        for t in () if held else child.tokens:
+            if self.registry.get(t) is child:
+                del self.registry[t]
+        child.tokens = child.tokens if held else ()
+        if child.session is not None:
+            child.session.viewers.discard(child.proc.pid)
+            child.session = None
 
     def _reap(self) -> None:
         while True:

@@ -52,6 +52,7 @@ MAX_PANE_DIM = 10000
 # Bound on the message-view lines kept per pane (tmate shows its notices there).
 MAX_MESSAGE_LINES = 1000
 MAX_WINDOW_STACK = 32  # previously current windows remembered for last-window
+RECONNECTED = "Reconnected"  # what a host whose RECONNECT took over its session is told
 
 Replies = list[m.RelayMessage]
 
@@ -133,6 +134,7 @@ class Session:
         self.finished = False
         self.uname: m.Uname | None = None
         self.reconnection_data: str | None = None
+        self.resumed = False  # took over its old tokens after a RECONNECT (relay.conn.reconnect)
 
         self.sx = 0
         self.sy = 0
@@ -209,6 +211,8 @@ class Session:
         if protocol >= 4:
             out.append(m.SetEnv("tmate_ssh", self.ssh_rw))
             out.append(m.RelayReady())
+        if self.resumed:  # the host has its lines: it is told it is back, its SET_ENVs kept
+            out = [m.Notify(RECONNECTED)] + [x for x in out if not isinstance(x, m.Notify)]
         return out
 
     def _ready(self, msg: m.HostReady) -> Replies:
@@ -216,7 +220,7 @@ class Session:
         self.generation += 1
         if self.lines_due:
             self.lines_due = False
-            asks = self.named_sessions and self.reconnection_data is None
+            asks = self.named_sessions and not self.resumed
             wanted = requested(self.config) if asks else None
             if wanted is not None:
                 self.names_wanted = wanted  # the lines follow the master's answer (names_given)
@@ -251,9 +255,8 @@ class Session:
 
     def _reconnect(self, msg: m.Reconnect) -> None:
         # Differs from the C server, which closes the session (it needs its websocket server for
-        # reconnections). A client only sends this with data a server gave it; keep the session.
+        # reconnections): the session process asks the master (relay.conn.reconnect).
         self.reconnection_data = msg.data
-        self.notes.append("RECONNECT ignored (reconnections not supported)")
 
     def _sync_layout(self, msg: m.SyncLayout) -> None:
         _check_dim("session", msg.sx, msg.sy)

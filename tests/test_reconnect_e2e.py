@@ -1,0 +1,218 @@
+"""Reconnection through a real relay, real tmate 2.4 hosts and real OpenSSH viewers.
+
+A TCP forwarder of the test's own sits between the host's tmate and the relay; `cut()` resets
+both sides (what a dropped network looks like, never a FIN). The host's tmate retries every 2 s
+with the relay's `tmate_reconnection_data`:
+
+- cut mid-session with two viewers: the host comes back with the same tokens and is told
+  `Reconnected` (no second set of lines); both viewers stayed connected, were told the host is
+  reconnecting, see the screen restored from the SNAPSHOT and then new output;
+- a datum made with another relay's key (the forwarder switched to a relay whose
+  reconnect.key differs): new tokens, and the host is told why;
+- a host that never comes back (`--reconnect-window 2`): its viewers get `[server exited]`;
+- SIGTERM the relay with a live host and start it again on the same keys and port: the host is
+  back with the same tokens and a new viewer joins with the old ssh command.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from tests.e2e import Relay, SshViewer, session_tokens, tmate_available, wait_for
+
+pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs tmate")
+
+AWAY = "The host is reconnecting"
+
+
+class Forwarder:
+    """127.0.0.1:port -> 127.0.0.1:target, a thread per direction. `cut()` resets every live
+    pair; `blocked` resets new connections at once (a host that cannot get through)."""
+
+    def __init__(self, target: int):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.blocked = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                a, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.blocked:
+                _reset(a)
+                continue
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                _reset(a)
+                continue
+            with self.lock:
+                self.pairs.append((a, b))
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for a, b in pairs:
+            _reset(a)
+            _reset(b)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def _reset(s: socket.socket) -> None:
+    """Close with a RST (SO_LINGER 0). The pipe thread blocked in recv() holds the socket until
+    it returns: SHUT_RD wakes it first (and sends nothing)."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+    s.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def relay(keys_dir):
+    with Relay(keys_dir) as r:
+        yield r
+
+
+def _host_through(make_host, fwd: Forwarder):
+    host = make_host(SimpleNamespace(port=fwd.port), attached=True)
+    host.wait_ready()
+    host.leave_messages()
+    return host
+
+
+def _type(host, line: str) -> None:
+    host.cmd("send-keys", line, "Enter")
+
+
+def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp_path):
+    fwd = Forwarder(relay.port)
+    viewers: list[SshViewer] = []
+    try:
+        host = _host_through(make_host, fwd)
+        rw, ro = session_tokens(host)
+        viewers = [SshViewer(tmp_path / n, relay.port, t).start() for n, t in (("rw", rw), ("ro", ro))]
+        _type(host, "echo before-$((6*7))")
+        for v in viewers:
+            v.wait_screen("before-42")
+        cut = time.monotonic()
+        fwd.cut()
+        for v in viewers:
+            v.wait_screen(AWAY, timeout=3)
+        relay.wait_log("event='host reconnected'", timeout=8)
+        for v in viewers:
+            v.wait_screen("before-42", timeout=5)  # the screen restored from the SNAPSHOT
+        back = time.monotonic()
+        _type(host, "echo after-$((6*7))")
+        for v in viewers:
+            v.wait_screen("after-42", timeout=5)
+        assert not any(v.exited() for v in viewers)
+        assert session_tokens(host) == (rw, ro)
+        messages = host.messages()
+        assert "Reconnected" in messages, messages
+        assert messages.count(f"ssh session: ssh -p{relay.port} {rw}@") == 1, messages
+        assert back - cut < 6, back - cut
+        assert host.display("#{tmate_reconnection_data}").count(".") == 1
+    finally:
+        for v in viewers:
+            v.stop()
+        fwd.close()
+
+
+def test_another_relays_datum_gets_new_tokens_and_a_notice(relay, keys_dir, make_host, tmp_path):
+    other_keys = tmp_path / "other-keys"  # the same host keys, another reconnection key
+    other_keys.mkdir(mode=0o700)
+    for f in keys_dir.glob("ssh_host_*"):
+        shutil.copy2(f, other_keys / f.name)
+    fwd = Forwarder(relay.port)
+    try:
+        with Relay(other_keys) as other:
+            host = _host_through(make_host, fwd)
+            rw, ro = session_tokens(host)
+            fwd.target = other.port
+            fwd.cut()
+            line = other.wait_log("event='reconnection refused'", timeout=8)
+            assert "forged reconnection data" in line, line
+            wait_for(lambda: session_tokens(host)[0] != rw, 5, "the host's new tokens")
+            assert "Reconnection refused (forged reconnection data" in host.messages()
+            new_rw, _ = session_tokens(host)
+            assert new_rw != rw and relay.wait_log("event='session held for reconnection'")
+    finally:
+        fwd.close()
+
+
+def test_a_host_that_never_returns_ends_its_session_after_the_window(keys_dir, make_host, tmp_path):
+    with Relay(keys_dir, extra=["--reconnect-window", "2"]) as short:
+        fwd = Forwarder(short.port)
+        viewer = None
+        try:
+            host = _host_through(make_host, fwd)
+            rw, _ = session_tokens(host)
+            viewer = SshViewer(tmp_path / "v", short.port, rw).start()
+            viewer.wait_screen("0:")
+            fwd.blocked = True
+            cut = time.monotonic()
+            fwd.cut()
+            viewer.wait_screen(AWAY, timeout=3)
+            viewer.wait_screen("[server exited]", timeout=5)
+            assert 1.5 < time.monotonic() - cut < 4.5
+            line = short.wait_log("limit='reconnect-window'")
+            assert "host session ended" in line, line
+            wait_for(viewer.exited, 3, "the ssh client to end")
+        finally:
+            if viewer is not None:
+                viewer.stop()
+            fwd.close()
+
+
+def test_a_restarted_relay_gets_its_hosts_back_with_their_tokens(keys_dir, make_host, tmp_path):
+    first = Relay(keys_dir).start()
+    viewer = None
+    try:
+        host = make_host(first, attached=True)
+        host.wait_ready()
+        host.leave_messages()
+        rw, ro = session_tokens(host)
+        _type(host, "echo kept-$((6*7))")
+        first.stop()
+        second = Relay(keys_dir, port=first.port).start()
+        try:
+            second.wait_log("event='host reconnected'", timeout=10)
+            assert session_tokens(host) == (rw, ro)
+            viewer = SshViewer(tmp_path / "v", second.port, rw).start()
+            viewer.wait_screen("kept-42")
+            _type(host, "echo again-$((6*7))")
+            viewer.wait_screen("again-42")
+            assert "Reconnected" in host.messages()
+        finally:
+            if viewer is not None:
+                viewer.stop()
+            second.stop()
+    finally:
+        first.stop()
