@@ -51,7 +51,7 @@ and the relay's own:
   PYMATE_LOG_FORMAT   journal, console, json or kv: the log output (default: journald under
                       systemd, coloured lines on a terminal, JSON lines otherwise)
 
-signals: SIGTERM stops the relay (every host is told); SIGHUP re-reads the keys directory.
+signals: SIGTERM stops the relay (every host is told); SIGHUP re-reads the keys directory and --api-keys.
 `pymate-relay keygen --help` makes the host keys."""
 
 
