@@ -1,0 +1,222 @@
+"""Reconnection without a network: the datum (tamper, other key, expiry, generation), the key
+file and its wipe in forked children, and SNAPSHOT decoding (every cell attribute, colours, wide
+characters, history, the alternate screen, the cursor)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+import pytest
+
+from relay.hostkeys import HostKeyError
+from relay.hostkeys.store import RECONNECT_KEY_FILE, ensure_reconnect_key
+from relay.master.reconnect import Datum, HmacKey, Reconnection, ReconnectState, check_datum, make_datum
+from relay.screen.terminal import TerminalModel
+from relay.tmate import messages as m
+from relay.tmate.snapshot import snapshot_vt
+
+NOW = 1_800_000_000.0
+LIFETIME = 900.0
+DATUM = Datum("0123456789abcdef", "a" * 25, "ro-" + "b" * 25, 3, int(NOW) - 10)
+
+
+@pytest.fixture
+def key() -> HmacKey:
+    return HmacKey(bytearray(range(32)))
+
+
+# ---------------------------------------------------------------------- the datum
+def test_a_datum_round_trips_and_carries_identity_tokens_generation_and_time(key):
+    data = make_datum(key, DATUM)
+    assert data.isascii() and data.count(".") == 1 and len(data) < 400
+    assert check_datum(key, data, NOW, LIFETIME) == DATUM
+
+
+def test_any_changed_character_is_forged(key):
+    data = make_datum(key, DATUM)
+    for i in range(0, len(data), 7):
+        if data[i] == ".":
+            continue
+        c = "A" if data[i] != "A" else "B"
+        assert check_datum(key, data[:i] + c + data[i + 1 :], NOW, LIFETIME) in (
+            "forged reconnection data (not made by this relay's key)",
+            "malformed reconnection data",
+        )
+
+
+def test_a_datum_of_another_key_is_forged(key):
+    other = HmacKey(bytearray(32))
+    assert str(check_datum(other, make_datum(key, DATUM), NOW, LIFETIME)).startswith("forged")
+
+
+def test_a_payload_with_another_generation_needs_its_own_mac(key):
+    good = make_datum(key, DATUM)
+    later = make_datum(key, Datum(DATUM.sid, DATUM.rw, DATUM.ro, 4, DATUM.issued))
+    spliced = later.split(".")[0] + "." + good.split(".")[1]
+    assert str(check_datum(key, spliced, NOW, LIFETIME)).startswith("forged")
+
+
+def test_expiry_and_the_clock(key):
+    data = make_datum(key, DATUM)
+    assert isinstance(check_datum(key, data, DATUM.issued + LIFETIME, LIFETIME), Datum)
+    assert check_datum(key, data, DATUM.issued + LIFETIME + 1, LIFETIME) == "expired reconnection data"
+    assert (
+        check_datum(key, data, DATUM.issued - 61, LIFETIME) == "expired reconnection data"
+    )  # from the future
+
+
+@pytest.mark.parametrize("data", ["", "nodot", "a.b.c", "é.x", "x" * 2000 + ".y"])
+def test_malformed_data_is_refused_before_any_decoding(key, data):
+    assert check_datum(key, data, NOW, LIFETIME) in (
+        "malformed reconnection data",
+        "forged reconnection data (not made by this relay's key)",
+    )
+
+
+class Registry(Reconnection):
+    """The master's takeover rule over a bare registry."""
+
+    def __init__(self, **tokens):
+        self.registry = tokens
+
+
+class _Session:  # a registry entry: hashed by identity, as the master's Child
+    def __init__(self, rw: str, ro: str, sid: str, generation: int):
+        self.tokens, self.rc = (rw, ro), ReconnectState(sid=sid, generation=generation)
+
+
+def _session(rw: str, ro: str, sid: str, generation: int) -> Any:
+    return _Session(rw, ro, sid, generation)
+
+
+def test_takeover_rule_generation_identity_and_free_tokens():
+    me = _session("x" * 25, "ro-" + "y" * 25, "", 0)  # the new connection, with its random tokens
+    assert Registry()._takeover_refusal(me, DATUM) is None  # unknown: a restarted relay
+    held = _session(DATUM.rw, DATUM.ro, DATUM.sid, 3)
+    reg = Registry(**{DATUM.rw: held, DATUM.ro: held})
+    assert reg._takeover_refusal(me, DATUM) is None  # the session's current generation
+    held.rc.generation = 4  # someone took it over since this datum was issued
+    assert reg._takeover_refusal(me, DATUM) == "stale reconnection data (generation 3, now 4)"
+    other = _session(DATUM.rw, DATUM.ro, "another-session", 0)  # a name reused by a new session
+    reg = Registry(**{DATUM.rw: other, DATUM.ro: other})
+    assert reg._takeover_refusal(me, DATUM) == "another session holds these tokens now"
+
+
+# ---------------------------------------------------------------------- the key
+def test_the_key_file_is_made_once_0600_and_checked(tmp_path):
+    d = tmp_path / "keys"
+    path, created = ensure_reconnect_key(d)
+    assert created and path == str(d / RECONNECT_KEY_FILE)
+    st = os.stat(path)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == 32
+    before = open(path, "rb").read()
+    assert ensure_reconnect_key(d) == (path, False) and open(path, "rb").read() == before
+    a, b = HmacKey.load(path), HmacKey.load(path)
+    assert a.mac("x") == b.mac("x") != HmacKey.ephemeral().mac("x")
+    os.chmod(path, 0o644)
+    with pytest.raises(HostKeyError, match="readable by others"):
+        ensure_reconnect_key(d)
+    os.chmod(path, 0o600)
+    with open(path, "ab") as f:
+        f.write(b"!")
+    with pytest.raises(HostKeyError, match="33 bytes"):
+        ensure_reconnect_key(d)
+    with pytest.raises(ValueError, match="exactly 32 bytes"):
+        HmacKey.load(path)
+
+
+def test_a_forked_child_holds_no_copy_of_the_key():
+    secret = bytes(range(100, 132))
+    key = HmacKey(bytearray(secret))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what a jailed connection process would find in its memory
+        os.close(r)
+        os.write(w, bytes(key._buf))
+        os._exit(0)
+    os.close(w)
+    seen = os.read(r, 64)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert seen == bytes(32)
+    assert bytes(key._buf) == secret  # the master keeps it
+
+
+# ---------------------------------------------------------------------- SNAPSHOT to VT
+def cell(fg: int = 8, bg: int = 8, attr: int = 0, flags: int = 0) -> int:
+    return flags << 24 | attr << 16 | bg << 8 | fg
+
+
+def pane(lines, cx=0, cy=0, mode=0x1, saved=None) -> m.SnapshotPane:
+    return m.SnapshotPane(0, cx, cy, mode, tuple(m.SnapshotLine(t, tuple(a)) for t, a in lines), saved)
+
+
+@pytest.mark.parametrize(
+    "attr, sgr",
+    [(0x1, "1"), (0x2, "2"), (0x4, "4"), (0x8, "5"), (0x10, "7"), (0x20, "8"), (0x40, "3")],
+    ids=["bright", "dim", "underscore", "blink", "reverse", "hidden", "italics"],
+)
+def test_every_cell_attribute_becomes_its_sgr(attr, sgr):
+    vt = snapshot_vt(pane([("x", [cell(attr=attr)])])).decode()
+    assert f"\x1b[0;{sgr}m\x1b(Bx" in vt
+
+
+def test_all_attributes_at_once_and_the_line_drawing_charset():
+    vt = snapshot_vt(pane([("qx", [cell(attr=0xFF), cell(attr=0x80)])])).decode()
+    assert "\x1b[0;1;2;4;5;7;8;3m\x1b(0q" in vt and "\x1b[0m\x1b(0x" in vt
+    model = TerminalModel(10, 2)
+    model.feed(snapshot_vt(pane([("qx", [cell(attr=0x80)] * 2)])))
+    assert model.rows_text()[0] == "─│"  # DEC special graphics
+    model.close()
+
+
+@pytest.mark.parametrize(
+    "fg, bg, flags, codes",
+    [
+        (1, 8, 0, "31"),  # palette foreground
+        (8, 4, 0, "44"),  # palette background
+        (8, 8, 0, None),  # defaults: no colour code
+        (91, 8, 0, "91"),  # aixterm bright
+        (8, 92, 0, "102"),  # tmux keeps a bright background as 90-97 too
+        (208, 8, 0x1, "38;5;208"),  # 256 colours
+        (8, 17, 0x2, "48;5;17"),
+        (5, 8, 0x10, None),  # RGB: the packing kept one byte, so the default is drawn
+    ],
+)
+def test_colours(fg, bg, flags, codes):
+    vt = snapshot_vt(pane([("x", [cell(fg, bg, flags=flags)])])).decode()
+    assert (f"\x1b[0;{codes}m" in vt) if codes else "\x1b[0m\x1b(Bx" in vt
+
+
+@pytest.mark.parametrize("text", ["日x", "日 x"], ids=["padding-without-text", "padding-with-a-space"])
+def test_wide_characters_and_their_padding_cells(text):
+    model = TerminalModel(10, 2)
+    model.feed(snapshot_vt(pane([(text, [cell(1), cell(flags=0x4), cell()])], cx=3)))
+    assert model.rows_text()[0] == "日x"
+    assert model.cursor == (3, 0)
+    model.close()
+
+
+def test_history_screen_cursor_and_a_hidden_cursor():
+    lines = [(f"line {i}", [cell()] * 6) for i in range(8)]
+    model = TerminalModel(20, 3, history_lines=100)
+    model.feed(snapshot_vt(pane(lines, cx=4, cy=2, mode=0)))
+    assert model.history_text() == [f"line {i}" for i in range(5)]
+    assert model.rows_text() == ["line 5", "line 6", "line 7"]
+    assert model.cursor == (4, 2) and not model.cursor_visible
+    model.close()
+
+
+def test_the_alternate_screen_over_a_saved_normal_screen_with_history():
+    saved = m.SnapshotGrid(2, 2, tuple(m.SnapshotLine(f"sh {i}", (cell(),) * 4) for i in range(5)))
+    model = TerminalModel(20, 3, history_lines=100)
+    model.feed(
+        snapshot_vt(pane([("~ top", [cell(attr=0x10)] * 5), ("~", [cell()])], cx=1, cy=1, saved=saved))
+    )
+    assert model.alt_screen and model.rows_text()[:2] == ["~ top", "~"] and model.cursor == (1, 1)
+    assert "\x1b[7m" in model.row_vt(0)
+    model.feed(b"\x1b[?1049l")  # the program exits: the normal screen and its history are back
+    assert model.rows_text() == ["sh 2", "sh 3", "sh 4"] and model.history_text() == ["sh 0", "sh 1"]
+    model.close()
