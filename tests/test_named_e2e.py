@@ -97,6 +97,7 @@ def test_a_named_host_keeps_its_name_against_a_second_one(
             ro_mate.wait_screen("0:")
             wait_for(lambda: first.display("#{tmate_num_clients}") == "2", 5, "both mates on the host")
             assert " ro since " in first.display("#{tmate_clients}")  # the -r name is read-only
+            relay.wait_log("role='ro-viewer'")
             # A second host asking for the same name gets random tokens and is told why.
             second = make_host(relay, attached=True, extra_conf=_conf("pairing", "", key))
             second.wait_ready()

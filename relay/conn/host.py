@@ -122,6 +122,7 @@ class HostSession(ViewerHandling):
         rw, ro, notice = self.conn.master.request_names(wanted.rw, wanted.ro, key)
         for out in self.session.names_given(rw, ro, notice):
             self.send_host(out)
+        self.conn.log = self.log = self.conn.log.bind(session=rw[:4])  # as the master logs it
         self._update_title()
 
     def _publish_access(self) -> None:

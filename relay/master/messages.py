@@ -187,7 +187,9 @@ class Messages(Naming):
         self._end_startup(child)
         child.role = control.VIEWER
         role = "web" if child.web else "viewer"  # the master's web listener took it (relay.master.web)
-        self.log_context[child] = {"role": f"ro-{role}" if token.startswith(tokens.RO_PREFIX) else role}
+        named = self.registry.get(token)  # a read-only session name has no ro- prefix
+        readonly = token.startswith(tokens.RO_PREFIX) or (named is not None and named.tokens[1:] == (token,))
+        self.log_context[child] = {"role": f"ro-{role}" if readonly else role}
         self.log.info("role taken", ip=child.ip, pid=child.proc.pid, **self.log_context[child])
         self._join(child, token, pubkey, fp)
 
