@@ -183,14 +183,21 @@ def test_the_hosts_lines_hold_the_web_links_in_tmateios_order(web):
 def test_pages_assets_and_headers(web):
     status, fields, body = http_get(web.port, f"/t/{web.rw}")
     assert status == 200 and fields["Content-Type"].startswith("text/html")
-    assert b'<script src="/static/app.js">' in body and b"<script>" not in body  # no inline script
+    assert b"<script>" not in body  # no inline script
     csp = fields["Content-Security-Policy"]
     assert "script-src 'self';" in csp and f"connect-src ws://127.0.0.1:{web.port};" in csp
     assert fields["X-Content-Type-Options"] == "nosniff" and fields["Referrer-Policy"] == "no-referrer"
-    status, fields, body = http_get(web.port, "/static/xterm.js")
-    assert status == 200 and fields["Content-Type"].startswith("text/javascript") and len(body) > 100_000
-    for path in ("/static/addon-fit.js", "/static/app.js", "/static/app.css", "/static/xterm.css"):
-        assert http_get(web.port, path)[0] == 200, path
+    # One script (xterm.js, its fit addon, ours) and one style, named by their hash, cached for good.
+    script = re.search(rb'<script src="(/static/pymate-[0-9a-f]{16}\.js)"></script>', body)
+    style = re.search(rb'<link rel="stylesheet" href="(/static/pymate-[0-9a-f]{16}\.css)">', body)
+    assert script and style and body.count(b"<script") == 1, body
+    status, fields, js = http_get(web.port, script.group(1).decode())
+    assert status == 200 and fields["Content-Type"].startswith("text/javascript") and len(js) > 100_000
+    assert b"FitAddon" in js and b"xterm-rows" in js and b"/t/ro-" in js and b"sourceMappingURL" not in js
+    assert "immutable" in fields["Cache-Control"] and "Content-Security-Policy" in fields
+    status, fields, css = http_get(web.port, style.group(1).decode())
+    assert status == 200 and fields["Content-Type"].startswith("text/css") and b".xterm" in css
+    assert http_get(web.port, "/static/xterm.js")[0] == 404  # nothing from node_modules by its own name
     assert http_get(web.port, "/static/nope.js")[0] == 404
     assert http_get(web.port, "/")[0] == 404
     assert http_get(web.port, "/t/a b")[0] in (400, 404)

@@ -133,6 +133,8 @@ class WebConnection:
         if asset is None:
             self._answer(http.error(404, headers), 404, "not found", req.target)
             return
+        if asset.cache is not None:
+            headers["Cache-Control"] = asset.cache
         self._answer(http.response(200, asset.body, asset.content_type, headers), 200, path=req.target)
 
     # ------------------------------------------------------------------ the viewer

@@ -1,25 +1,33 @@
 """The web viewer's static files, read into memory before the first fork (the jail has no
 filesystem): our page, script and style (relay/web/static) and xterm.js with its fit addon from
-node_modules (`make install` runs `npm ci`; package.json pins them)."""
+node_modules (`make install` runs `npm ci`; package.json pins them).
+
+The scripts are served as one file and the styles as another (xterm.js, its fit addon and our
+app.js; xterm.css and our app.css), each named by its content's hash and cached by browsers for
+good: every HTTP request is a jailed process of its own, so a page costs three (the page, its
+script, its style) and the WebSocket, and a page opened again costs two.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
 NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
 MAX_ASSET = 4 * 1024 * 1024  # bytes of one asset file
-
-# name under /static/ -> (where it is read from, relative to its root; which root; content type)
-FILES = {
-    "app.js": ("app.js", "static", "text/javascript; charset=utf-8"),
-    "app.css": ("app.css", "static", "text/css; charset=utf-8"),
-    "xterm.js": ("@xterm/xterm/lib/xterm.js", "node_modules", "text/javascript; charset=utf-8"),
-    "xterm.css": ("@xterm/xterm/css/xterm.css", "node_modules", "text/css; charset=utf-8"),
-    "addon-fit.js": ("@xterm/addon-fit/lib/addon-fit.js", "node_modules", "text/javascript; charset=utf-8"),
-}
 PAGE = "index.html"
+# (root, path under it), in the order they are joined
+SCRIPTS = (
+    ("node_modules", "@xterm/xterm/lib/xterm.js"),
+    ("node_modules", "@xterm/addon-fit/lib/addon-fit.js"),
+    ("static", "app.js"),
+)
+STYLES = (("node_modules", "@xterm/xterm/css/xterm.css"), ("static", "app.css"))
+JS = "text/javascript; charset=utf-8"
+CSS = "text/css; charset=utf-8"
+IMMUTABLE = "public, max-age=31536000, immutable"  # a hashed name never changes content
 
 
 class AssetsMissing(Exception):
@@ -30,18 +38,37 @@ class AssetsMissing(Exception):
 class Asset:
     body: bytes
     content_type: str
+    cache: str | None = None  # a Cache-Control other than the default (no-store)
 
 
 @dataclass(frozen=True)
 class Assets:
     page: Asset
-    files: dict[str, Asset]
+    files: dict[str, Asset]  # by name under /static/
 
     @classmethod
     def load(cls, static: Path = STATIC, node_modules: Path = NODE_MODULES) -> Assets:
         roots = {"static": static, "node_modules": node_modules}
-        files = {name: Asset(_read(roots[root] / rel), ctype) for name, (rel, root, ctype) in FILES.items()}
-        return cls(Asset(_read(static / PAGE), "text/html; charset=utf-8"), files)
+        script = _joined([_read(roots[r] / p) for r, p in SCRIPTS], b"\n;\n")
+        style = _joined([_read(roots[r] / p) for r, p in STYLES], b"\n")
+        names = {"script": _hashed(script, "js"), "style": _hashed(style, "css")}
+        page = _read(static / PAGE)
+        for key, name in names.items():
+            page = page.replace(f"{{{{{key}}}}}".encode(), name.encode())
+        files = {names["script"]: Asset(script, JS, IMMUTABLE), names["style"]: Asset(style, CSS, IMMUTABLE)}
+        return cls(Asset(page, "text/html; charset=utf-8"), files)
+
+
+def _hashed(body: bytes, ext: str) -> str:
+    return f"pymate-{hashlib.sha256(body).hexdigest()[:16]}.{ext}"
+
+
+def _joined(parts: list[bytes], sep: bytes) -> bytes:
+    """The parts as one file, without their source-map comments (the maps are not served)."""
+    return sep.join(
+        b"\n".join(line for line in part.split(b"\n") if not line.startswith(b"//# sourceMappingURL="))
+        for part in parts
+    )
 
 
 def _read(path: Path) -> bytes:

@@ -1,0 +1,154 @@
+"""Web viewer benchmarks beside the ssh viewer's, in the same run: print figures, assert nothing.
+
+1. Join: ssh start -> host text on the viewer (a real OpenSSH client on a pty), and page load ->
+   host text visible in the browser's terminal (Debian's chromium through playwright: a fresh
+   page each time; the page, four assets and the WebSocket, each its own jailed connection
+   process), median of --joins.
+2. Keystroke echo through a raw pty on the host (`stty raw -echo` and a byte-echo loop): ssh
+   (write to the pty -> the byte back), and the browser (its keydown -> the byte drawn in
+   xterm.js's rows, measured on the page's own clock, so it includes xterm.js's next animation
+   frame), median of --echo.
+
+Usage: .venv/bin/python bench/web.py [--joins 10] [--echo 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from viewer import PtySsh  # noqa: E402
+
+from tests.e2e import SSH_LINE, Relay, TmateHost, free_port, make_host_keys  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+
+# Resolves, on the page's clock, once the terminal's rows hold `expected` after the next keydown.
+WATCH_ECHO = """expected => {
+  window.__echo = new Promise(resolve => {
+    let t0 = null;
+    document.addEventListener("keydown", () => { t0 = performance.now(); }, {capture: true, once: true});
+    const rows = document.querySelector(".xterm-rows");
+    const obs = new MutationObserver(() => {
+      if (t0 !== null && rows.textContent.includes(expected)) { obs.disconnect(); resolve(performance.now() - t0); }
+    });
+    obs.observe(rows, {childList: true, subtree: true, characterData: true});
+  });
+}"""
+
+
+def summary(name: str, values: list[float]) -> str:
+    return (
+        f"{name}: median {statistics.median(values):.1f} ms over {len(values)} "
+        f"(min {min(values):.1f}, max {max(values):.1f})"
+    )
+
+
+def host_run(host: TmateHost, line: str) -> None:
+    host.cmd("send-keys", "-l", line)
+    host.cmd("send-keys", "Enter")
+
+
+def joins(host: TmateHost, port: int, rw: str, browser, url: str, n: int, tmp: Path) -> None:
+    host_run(host, "clear; echo JOIN-MARK-$((6*7))")
+    time.sleep(0.3)
+    ssh, web = [], []
+    for _ in range(n):
+        v = PtySsh(port, rw, 80, 24, str(tmp))
+        ssh.append((v.read_until(b"JOIN-MARK-42", 10) - v.t0) * 1000)
+        v.close()
+        page = browser.new_page(viewport={"width": 800, "height": 480})
+        t0 = time.perf_counter()
+        page.goto(url)
+        page.wait_for_function(
+            "() => (document.querySelector('.xterm-rows') || {}).textContent?.includes('JOIN-MARK-42')",
+            polling="raf",
+            timeout=10_000,
+        )
+        web.append((time.perf_counter() - t0) * 1000)
+        page.close()
+        time.sleep(0.1)
+    print(summary("join, ssh: start -> host text", ssh))
+    print(summary("join, web: page load -> host text", web))
+
+
+def echoes(host: TmateHost, port: int, rw: str, browser, url: str, n: int, tmp: Path) -> None:
+    host_run(host, "clear; stty raw -echo; while :; do dd bs=1 count=1 2>/dev/null; done")
+    time.sleep(0.5)
+    v = PtySsh(port, rw, 80, 24, str(tmp))
+    v.read_until(b"0:", 10)
+    time.sleep(0.3)
+    v.drain()
+    ssh = []
+    for i in range(n + 3):
+        ch = bytes([ord("a") + i % 26])
+        v.buf.clear()
+        t0 = time.perf_counter()
+        os.write(v.fd, ch)
+        t1 = v.read_until(ch, 5)
+        if i >= 3:  # the first few warm the path
+            ssh.append((t1 - t0) * 1000)
+        time.sleep(0.05)
+    v.close()
+    page = browser.new_page(viewport={"width": 800, "height": 480})
+    page.goto(url)
+    page.wait_for_function("() => document.querySelector('.xterm-rows')?.textContent.includes('0:')")
+    page.locator(".xterm").click()
+    time.sleep(0.3)
+    web, typed = [], ""
+    for i in range(n + 3):
+        key = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i % 26]
+        typed += key
+        page.evaluate(WATCH_ECHO, typed[-8:])
+        page.keyboard.press(key)
+        ms = page.evaluate("window.__echo")
+        if i >= 3:
+            web.append(ms)
+        time.sleep(0.05)
+    page.close()
+    host.cmd("send-keys", "C-c")
+    host_run(host, "stty sane; clear")
+    print(summary("keystroke echo, ssh: write -> byte back", ssh))
+    print(summary("keystroke echo, web: keydown -> byte drawn", web))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--joins", type=int, default=10)
+    ap.add_argument("--echo", type=int, default=20)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="pymate-bench-web-") as name:
+        tmp = Path(name)
+        fps = make_host_keys(tmp / "keys")
+        web_port = free_port()
+        with Relay(tmp / "keys", extra=["--web-port", str(web_port), "--web-bind", "127.0.0.1"]) as relay:
+            host = TmateHost(tmp / "host", relay.port, *fps).start()
+            try:
+                host.wait_ready()
+                host.leave_messages()
+                m = SSH_LINE.match(host.display("#{tmate_ssh}"))
+                assert m, host.display("#{tmate_ssh}")
+                rw, url = m.group(2), host.display("#{tmate_web}")
+                with sync_playwright() as p:
+                    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                    try:
+                        joins(host, relay.port, rw, browser, url, args.joins, tmp)
+                        echoes(host, relay.port, rw, browser, url, args.echo, tmp)
+                    finally:
+                        browser.close()
+            finally:
+                host.stop()
+
+
+if __name__ == "__main__":
+    main()
