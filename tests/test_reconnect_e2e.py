@@ -133,6 +133,7 @@ def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp
         for v in viewers:
             v.wait_screen("after-42", timeout=5)
         assert not any(v.exited() for v in viewers)
+        wait_for(lambda: host.display("#{window_width}x#{window_height}") == "80x23", 3, "RESIZE again")
         assert session_tokens(host) == (rw, ro)
         messages = host.messages()
         assert "Reconnected" in messages, messages

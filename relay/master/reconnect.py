@@ -235,7 +235,14 @@ class Reconnection:
         its viewers go (False)."""
         child.viewers |= child.rc.heirloom
         child.rc.heirloom = set()
-        if self._stopping or child.killed or child.rc.end is False or len(child.tokens) != 2:
+        # Only a host that was given a datum (its sid) can come back for its session.
+        if (
+            self._stopping
+            or child.killed
+            or child.rc.end is False
+            or not child.rc.sid
+            or len(child.tokens) != 2
+        ):
             self._release_viewers(child)
             return False
         window = self.cfg.reconnect_window

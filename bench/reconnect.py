@@ -1,0 +1,101 @@
+"""Reconnection benchmark: prints figures, asserts nothing.
+
+A real tmate 2.4 host (attached in a real terminal) reaches the relay through a TCP forwarder
+that resets both sides on `cut` (tests/test_reconnect_e2e.py's); one read-write OpenSSH viewer
+watches. ROUNDS times: cut, then time
+  - host back: the relay's log says the viewer is relinked (the host reconnected, the new
+    session process is ready and holds the viewer again);
+  - new output: `echo` typed on the host after that shows on the viewer's screen
+(both from the cut; tmate waits 2 s before it retries, which is most of it). Then the memory a
+held session costs: the session process's USS before the cut (freed: a held session has no
+process) and the master's USS with the session held and after the host is back.
+
+Usage: .venv/bin/python bench/reconnect.py [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.e2e import Relay, SshViewer, TmateHost, make_host_keys, session_tokens, uss_kib, wait_for  # noqa: E402
+from tests.test_reconnect_e2e import Forwarder  # noqa: E402
+
+
+def _session_pid(relay: Relay) -> int:
+    for pid in relay.children():
+        if b" host " in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise RuntimeError("no session process")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=10)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pymate-reconnect-") as name:
+        tmp = Path(name)
+        fps = make_host_keys(tmp / "keys")
+        with Relay(tmp / "keys") as relay:
+            fwd = Forwarder(relay.port)
+            host = TmateHost(tmp / "host", fwd.port, *fps).start(attached=True)
+            viewer = None
+            try:
+                host.wait_ready()
+                host.leave_messages()
+                rw, _ = session_tokens(host)
+                viewer = SshViewer(tmp / "viewer", relay.port, rw).start()
+                viewer.wait_screen("0:")
+                back, shown = [], []
+                for i in range(args.rounds):
+                    relinked = relay.log_text().count("event='viewer relinked' session=")
+                    session_uss = uss_kib(_session_pid(relay))
+                    cut = time.monotonic()
+                    fwd.cut()
+                    if i == 0:  # the session is held now: what it costs the master
+                        wait_for(lambda: relay.has("session held for reconnection"), 5, "the hold")
+                        held_master = uss_kib(relay.proc.pid)  # type: ignore[union-attr]
+                    wait_for(
+                        lambda n=relinked: relay.log_text().count("event='viewer relinked' session=") > n,
+                        10,
+                        "the viewer relinked",
+                    )
+                    back.append(time.monotonic() - cut)
+                    host.cmd("send-keys", f"echo round-$((1000+{i}))", "Enter")
+                    viewer.wait_screen(f"round-{1000 + i}", timeout=5)
+                    shown.append(time.monotonic() - cut)
+                    if i == 0:
+                        after_master = uss_kib(relay.proc.pid)  # type: ignore[union-attr]
+                        freed = session_uss
+                assert session_tokens(host)[0] == rw
+                print(f"rounds: {args.rounds} (the same tokens after every one)")
+                print(
+                    f"cut -> host back, viewer relinked: median {statistics.median(back) * 1000:.0f} ms "
+                    f"(min {min(back) * 1000:.0f}, max {max(back) * 1000:.0f})"
+                )
+                print(
+                    f"cut -> new output on the viewer: median {statistics.median(shown) * 1000:.0f} ms "
+                    f"(min {min(shown) * 1000:.0f}, max {max(shown) * 1000:.0f})"
+                )
+                print(f"session process USS before the cut (freed while held): {freed} KiB")
+                print(
+                    f"master USS with the session held: {held_master} KiB; with the host back: {after_master} KiB"
+                )
+                print("host's show-messages:")
+                print(host.messages())
+            finally:
+                if viewer is not None:
+                    viewer.stop()
+                host.stop()
+                fwd.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
