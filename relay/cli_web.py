@@ -93,7 +93,8 @@ def make_web_connection(args: argparse.Namespace, ssh_host: str):
     except ssl.SSLError as e:
         sys.exit(f"pymate-relay: error: --web-cert/--web-key: {e.reason or e}")
     except OSError as e:
-        sys.exit(f"pymate-relay: error: --web-cert/--web-key: {e.filename}: {e.strerror}")
+        files = " / ".join(f for f in (args.web_cert, args.web_key) if f)
+        sys.exit(f"pymate-relay: error: cannot read --web-cert/--web-key {files}: {e.strerror}")
     except AssetsMissing as e:
         sys.exit(f"pymate-relay: error: {e}")
     host = f"[{ssh_host}]" if ":" in ssh_host else ssh_host

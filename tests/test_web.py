@@ -216,3 +216,66 @@ def test_input_rate_is_bounded():
     assert e.value.limit == "web-input-rate"
     budget = ws.InputBudget(rate=100, burst=100)
     assert budget.take(100, 0.0) and not budget.take(1, 0.0) and budget.take(50, 0.5)
+
+
+# ---------------------------------------------------------------------- flags and metrics
+def web_args(argv: list[str]):
+    from relay import cli
+
+    return cli._checked_args(["-h", "relay.example.com", *argv], {})[0]
+
+
+def test_web_flags_and_their_defaults(tmp_path):
+    from relay.cli_web import make_web_connection
+
+    a = web_args([])
+    assert a.web_port is None and make_web_connection(a, "relay.example.com") == (None, None)
+    a = web_args(["--web-port", "8080", "--web-trusted-proxy", "10.0.0.0/8,::1"])
+    assert [str(n) for n in a.web_trusted_proxy] == ["10.0.0.0/8", "::1/128"]
+    factory, url = make_web_connection(a, "relay.example.com")
+    assert callable(factory) and url == "http://relay.example.com:8080"
+    a = web_args(["--web-port", "8080", "--web-url", "https://tmate.example.com/"])
+    assert make_web_connection(a, "relay.example.com")[1] == "https://tmate.example.com"
+    _, url = make_web_connection(web_args(["--web-port", "8443"]), "::1")
+    assert url == "http://[::1]:8443"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--web-url", "https://x/"], "need --web-port"),
+        (["--web-port", "0"], "--web-port must be between"),
+        (["--web-port", "80", "--web-url", "ftp://x"], "--web-url: not an http or https URL"),
+        (["--web-port", "80", "--web-trusted-proxy", "banana"], "--web-trusted-proxy"),
+        (["--web-port", "80", "--web-key", "k.pem"], "--web-key needs --web-cert"),
+    ],
+)
+def test_bad_web_flags_exit_with_usage(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        web_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_certificate_or_xterm_stops_the_relay_with_a_reason(tmp_path, monkeypatch):
+    from relay import cli_web
+    from relay.web import assets
+
+    a = web_args(["--web-port", "8080", "--web-cert", str(tmp_path / "none.pem")])
+    with pytest.raises(SystemExit) as e:
+        cli_web.make_web_connection(a, "h")
+    assert "none.pem" in str(e.value)
+    monkeypatch.setattr(assets, "NODE_MODULES", tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli_web.make_web_connection(web_args(["--web-port", "8080"]), "h")
+    assert "run `make install`" in str(e.value)
+
+
+def test_viewers_are_counted_by_role():
+    from relay.master.metrics import Metrics, State
+
+    text = Metrics(lambda: State(viewers=3, web_viewers=1)).render().decode()
+    assert 'pymate_viewers_by_role{role="ssh"} 3.0' not in text
+    assert (
+        'pymate_viewers_by_role{role="ssh"} 2.0' in text and 'pymate_viewers_by_role{role="web"} 1.0' in text
+    )
+    assert "pymate_viewers 3.0" in text

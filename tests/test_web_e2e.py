@@ -41,16 +41,19 @@ class WebClient:
         origin: str | None,
         rcvbuf: int | None = None,
         tls: ssl.SSLContext | None = None,
+        preamble: bytes = b"",
+        headers: list[tuple[bytes, bytes]] | None = None,
     ):
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(5)
         self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall(preamble)  # a PROXY header
         if tls is not None:
             self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.ws = WSConnection(ConnectionType.CLIENT)
-        headers = [(b"Origin", origin.encode())] if origin else []
+        headers = [*(headers or []), *([(b"Origin", origin.encode())] if origin else [])]
         self.sock.sendall(self.ws.send(Request(host=f"127.0.0.1:{port}", target=path, extra_headers=headers)))
         self.status: int | None = None
         self.binary = bytearray()
@@ -413,3 +416,37 @@ def test_tls_handshake_and_viewer_inside_the_jail(keys_dir, fingerprints, tmp_pa
             relay.wait_log("event='web connection closed'")
         finally:
             host.stop()
+
+
+def test_behind_a_proxy_the_client_address_is_the_proxy_headers_or_a_trusted_forwarded_for(keys_dir):
+    port = free_port()
+    extra = [
+        "-x",
+        "--web-port",
+        str(port),
+        "--web-bind",
+        "127.0.0.1",
+        "--web-trusted-proxy",
+        "198.51.100.0/24",
+    ]
+    with Relay(keys_dir, extra=extra) as relay:
+        origin = f"http://127.0.0.1:{port}"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(
+                b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\nGET /static/x HTTP/1.1\r\nHost: h\r\n\r\n"
+            )
+            assert s.recv(100).startswith(b"HTTP/1.1 404 ")
+        assert "ip='198.51.100.7'" in relay.wait_log("path='/static/x'")
+        xff = [(b"X-Forwarded-For", b"192.0.2.44, 203.0.113.9")]
+        for source, shown in (("198.51.100.7", "203.0.113.9"), ("192.0.2.1", None)):
+            seen = sum("status=101" in x for x in relay.lines)
+            proxy = f"PROXY TCP4 {source} 127.0.0.1 5000 80\r\n".encode()
+            c = WebClient(port, "/t/" + "q" * 25, origin, preamble=proxy, headers=xff).open()
+            c.wait(lambda c=c: c.texts, what="the refusal")
+            assert c.texts == [{"error": "Invalid or expired session token"}]
+            wait_for(
+                lambda n=seen: sum("status=101" in x for x in relay.lines) > n, 5, "the upgrade's log line"
+            )
+            line = [x for x in relay.lines if "status=101" in x][-1]
+            assert f"ip='{source}'" in line
+            assert (f"forwarded_for='{shown}'" in line) if shown else "forwarded_for" not in line, line

@@ -145,6 +145,8 @@ class WebConnection:
         lg = self.log if client == self.peer_ip else self.log.bind(forwarded_for=client)
         sock_ws = ws.WebSocket(req.trailing)
         self.sock.sendall(reply)
+        forwarded = {} if client == self.peer_ip else {"forwarded_for": client}
+        self.log.info("web request", status=101, path=req.target[:200], **forwarded)
         try:
             joined = self.master.join(token, None, None)
         except control.Refused as e:  # a limit or an ssh-only session; the master logged it

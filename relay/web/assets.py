@@ -47,12 +47,13 @@ class Assets:
     files: dict[str, Asset]  # by name under /static/
 
     @classmethod
-    def load(cls, static: Path = STATIC, node_modules: Path = NODE_MODULES) -> Assets:
-        roots = {"static": static, "node_modules": node_modules}
-        script = _joined([_read(roots[r] / p) for r, p in SCRIPTS], b"\n;\n")
-        style = _joined([_read(roots[r] / p) for r, p in STYLES], b"\n")
+    def load(cls, static: Path | None = None, node_modules: Path | None = None) -> Assets:
+        static = static or STATIC
+        roots = {"static": static, "node_modules": node_modules or NODE_MODULES}
+        script = _joined([_read(roots[r] / p, r) for r, p in SCRIPTS], b"\n;\n")
+        style = _joined([_read(roots[r] / p, r) for r, p in STYLES], b"\n")
         names = {"script": _hashed(script, "js"), "style": _hashed(style, "css")}
-        page = _read(static / PAGE)
+        page = _read(static / PAGE, "static")
         for key, name in names.items():
             page = page.replace(f"{{{{{key}}}}}".encode(), name.encode())
         files = {names["script"]: Asset(script, JS, IMMUTABLE), names["style"]: Asset(style, CSS, IMMUTABLE)}
@@ -71,14 +72,12 @@ def _joined(parts: list[bytes], sep: bytes) -> bytes:
     )
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, root: str) -> bytes:
     try:
         with path.open("rb") as f:
             data = f.read(MAX_ASSET + 1)
     except OSError as e:
-        hint = (
-            " (run `make install`: it installs xterm.js with npm ci)" if "node_modules" in str(path) else ""
-        )
+        hint = " (run `make install`: it installs xterm.js with npm ci)" if root == "node_modules" else ""
         raise AssetsMissing(f"cannot read the web viewer's {path}: {e.strerror}{hint}") from None
     if len(data) > MAX_ASSET:
         raise AssetsMissing(f"{path} is over {MAX_ASSET} bytes")
