@@ -199,11 +199,12 @@ def test_a_vanished_host_ends_the_session_with_a_reason_and_every_viewer_is_told
     from types import SimpleNamespace
 
     from relay.conn.host import SERVER_EXITED, run_host
+    from relay.conn.process import ConnectionConfig
 
     ctl, ctl_child = control.socketpair()
     ctl.send(control.encode(control.TO_CONNECTION, "tokens", "a" * 25, "ro-" + "b" * 25))
     conn = Conn(ctl_child)
-    conn.cfg = SimpleNamespace(ssh_host="h", ssh_port=22, max_viewers=64, require_authorized_keys=False)  # type: ignore[attr-defined]
+    conn.cfg = ConnectionConfig(host_keys=(), ssh_host="h", ssh_port=22)  # type: ignore[attr-defined]
     host, relay_end = socket.socketpair()
     chan = VanishingChannel(relay_end)
     ends = []
