@@ -14,7 +14,7 @@ import secrets
 import string
 import sys
 
-from relay.master.names import API_KEY_PREFIX, API_KEY_RANDOM, MAX_USERNAME, USERNAME_RE
+from relay.master.names import API_KEY_PREFIX, API_KEY_RANDOM, MAX_API_KEYS_FILE, MAX_USERNAME, USERNAME_RE
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 
@@ -36,10 +36,12 @@ def api_keys_checked(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if args.api_keys is None:
         return
     try:
-        with open(args.api_keys, "rb"):
-            pass
+        with open(args.api_keys, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
     except OSError as e:
         parser.error(f"--api-keys: cannot read {args.api_keys}: {e.strerror}")
+    if size > MAX_API_KEYS_FILE:
+        parser.error(f"--api-keys: {args.api_keys} is larger than {MAX_API_KEYS_FILE} bytes")
     args.api_keys = os.path.abspath(args.api_keys)  # SIGHUP reads it again, wherever the cwd is
 
 

@@ -307,3 +307,19 @@ def test_the_longest_named_token_passes_the_viewers_shape_check():
     longest = "u" * names.MAX_USERNAME + "/" + "n" * names.MAX_NAME
     assert names.USERNAME_RE.fullmatch("u" * names.MAX_USERNAME) and names.name_problem("n" * 50) is None
     assert token_is_valid(longest) and len(longest) <= control.MAX_USER
+
+
+def test_the_flag_wants_a_readable_file_of_bounded_size(tmp_path, capsys):
+    from relay.cli import _checked_args
+
+    path = tmp_path / "api_keys"
+    with pytest.raises(SystemExit):
+        _checked_args(["--api-keys", str(path)], env={})
+    assert "--api-keys: cannot read" in capsys.readouterr().err
+    path.write_bytes(b"#" * (names.MAX_API_KEYS_FILE + 1))
+    with pytest.raises(SystemExit):
+        _checked_args(["--api-keys", str(path)], env={})
+    assert "is larger than" in capsys.readouterr().err
+    path.write_text(f"alice {KEY}\n")
+    args, _ = _checked_args(["--api-keys", str(path)], env={})
+    assert args.api_keys == str(path.resolve())

@@ -4,7 +4,8 @@ A host started with `tmate -n NAME [-r RONAME] -k KEY` asks (through its session
 message `name`) for the tokens `USERNAME/NAME` and `USERNAME/RONAME`. The master checks the names
 as tmate.io did (at most 50 characters, letters, digits and single inner hyphens; read-write and
 read-only names differ), the key against the file, and that no live session holds either token
-(`_token_taken`: the hook for sessions waiting for their host to reconnect), and answers with the
+(`_token_taken`: the registry, where a session held for its host's return keeps its tokens too,
+relay.master.reconnect), and answers with the
 tokens or with the reason the session keeps its random ones. It never takes a name over: the
 newcomer keeps random tokens (tmate.io let the newest session win, and the two hosts then evicted
 each other in a loop, tmate#298).
