@@ -162,7 +162,10 @@ def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -
                 return "viewer left"
             lk.send(link.INPUT + data)  # while the host is away, keys go nowhere
         if lk.sock is not None and lk.sock in readable:
-            record = lk.sock.recv(link.MAX_RECORD)
+            try:
+                record = lk.sock.recv(link.MAX_RECORD)
+            except OSError:  # a peer gone with our records unread resets the link: the same end
+                record = b""
             if not record:
                 lk.lost(chan)
                 log.info("viewer waiting", reason="its session let it go without a last line")

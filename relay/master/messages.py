@@ -51,6 +51,7 @@ class Messages(Naming):
     _on_rdata: Callable[..., None]
     _on_end: Callable[..., None]
     _relink: Callable[[Child], None]
+    _join_waiting: Callable[..., bool]
 
     def __init__(self) -> None:
         # What each message of control.TO_MASTER does; the table says who may send it and how often.
@@ -247,6 +248,8 @@ class Messages(Naming):
             self.log.info("viewer refused", ip=viewer.ip, reason=reason, **self.log_context.get(viewer, {}))
             self._send(viewer, "refused", SSH_ONLY)
             return
+        if session is not None and not viewer.web and self._join_waiting(viewer, session, token, pubkey, fp):
+            return  # its host is reconnecting: it waits with the others (relay.master.reconnect)
         if session is None or not session.joinable or not self._may_log_in(token, fp):
             if session is None:
                 reason = "no session for this token"

@@ -295,6 +295,42 @@ class Reconnection:
                 v.session = None
         child.viewers = set()
 
+    def _may_log_in(self, token: str, fp: str | None) -> bool:
+        raise NotImplementedError
+
+    def _join_waiting(
+        self, viewer: Child, session: Child, token: str, pubkey: str | None, fp: str | None
+    ) -> bool:
+        """A viewer joins a session whose host is reconnecting (held, or resumed and not ready
+        yet): it gets a link whose other end is closed at once, so it waits, as the viewers that
+        were there, for its relink. False when the session is not reconnecting (or the viewer may
+        not join it: the ordinary refusal follows)."""
+        waiting = session.rc.heirloom if session.rc.held_until is None else session.viewers
+        if session.rc.held_until is None and not session.rc.heirloom:
+            return False
+        if not self._may_log_in(token, fp) or len(waiting) >= self.cfg.max_viewers:
+            return False
+        readonly = token == session.tokens[1]
+        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            msg = control.encode(control.TO_CONNECTION, "joined", readonly)
+            control.send_with_fd(viewer.ctl, msg, ends[1].fileno())
+        except OSError as e:
+            self._kill(viewer, f"cannot hand the link to the viewer: {e}")
+            return True
+        finally:
+            ends[0].close()
+            ends[1].close()
+        waiting.add(viewer.proc.pid)
+        viewer.session = session
+        viewer.rc.readonly, viewer.rc.pubkey = readonly, pubkey
+        context = self.log_context.setdefault(viewer, {})
+        context["session"] = session.tokens[0][: log.SHOWN]
+        self.log.info(
+            "viewer waiting for its host", ip=viewer.ip, pid=viewer.proc.pid, readonly=readonly, **context
+        )
+        return True
+
     def _relink(self, session: Child) -> None:
         """The resumed session is ready: link the viewers that waited for it."""
         waiting, session.rc.heirloom = session.rc.heirloom, set()
