@@ -6,15 +6,17 @@
   "use strict";
   var readonly = location.pathname.indexOf("/t/ro-") === 0;
   var statusBox = document.getElementById("status");
+  // The socket first: its connection (a jailed process on the relay) starts while the terminal
+  // is built; its events come after this function has run.
+  var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  var ws = new WebSocket(scheme + location.host + location.pathname);
+  ws.binaryType = "arraybuffer";
+
   var term = new Terminal({ scrollback: 0, disableStdin: readonly, allowProposedApi: false });
   var fit = new FitAddon.FitAddon();
   term.loadAddon(fit);
   term.open(document.getElementById("terminal"));
   fit.fit();
-
-  var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  var ws = new WebSocket(scheme + location.host + location.pathname);
-  ws.binaryType = "arraybuffer";
   var ended = false;
   var encoder = new TextEncoder();
 
