@@ -47,11 +47,15 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _sys
 from .child import UNSHARE_FLAGS, ChildPlan, OnError, Target, run_child1
 from .heap import HeapReport, prepare_heap
 from .seccomp import SeccompProgram, build_filter
+
+if TYPE_CHECKING:
+    from .standby import Standby
 
 EXIT_SIGNALLED = 128 + signal.SIGTERM
 
@@ -167,6 +171,7 @@ class Jailer:
         self._next = 0
         self._prepared = False
         self.heap: HeapReport | None = None  # set by prepare()
+        self.standby: Standby | None = None  # jail/standby.py, when the master keeps one
         self._own_root: str | None = None
         self._root: bytes = b""
         self._seccomp: SeccompProgram | None = None
@@ -258,7 +263,9 @@ class Jailer:
         return None if mb is None else mb * 1024 * 1024
 
     def close(self) -> None:
-        """Remove the private empty-root directory (the master calls it at exit)."""
+        """Kill any standby; remove the private empty-root directory (the master calls it at exit)."""
+        if self.standby is not None:
+            self.standby.close()
         if self._own_root is not None:
             shutil.rmtree(self._own_root, ignore_errors=True)
             self._own_root = None

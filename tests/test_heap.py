@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -77,13 +79,18 @@ def test_immortalize_reaches_code_constants_and_nested_code():
     """Code objects are not tracked by the collector: their constants and nested code are
     walked by hand, and nothing reachable is left mortal."""
 
-    def outer():
-        def inner():
-            return "inner's constant, not interned " + "."
-
-        return inner, ["a list", 12345678901234567890]
-
-    data: list[object] = [b"bytes" * 3, 3.5, ("tuple", object())]
+    # Compiled here, not at import: an in-process Jailer.prepare() (tests/test_jail.py) makes
+    # everything that exists then immortal, this module's code objects included.
+    source = (
+        "def outer():\n"
+        "    def inner():\n"
+        "        return \"inner's constant, not interned \" + '.'\n"
+        "    return inner, ['a list', 12345678901234567890]\n"
+    )
+    scope: dict[str, object] = {}
+    exec(compile(source, "<test_heap>", "exec"), scope)
+    outer = cast(types.FunctionType, scope["outer"])
+    data: list[object] = [bytes(range(5)) * 3, 3.5, ("tuple", object())]
     root = {"fn": outer, "data": data}
     n = heap.immortalize([root])
     inner_code = next(c for c in outer.__code__.co_consts if hasattr(c, "co_consts"))

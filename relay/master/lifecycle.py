@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from jail import standby
 from relay import control
 from relay.master.metrics import Endpoint, Metrics, MetricsServer, State
 
@@ -126,6 +127,7 @@ class Lifecycle:
         self.log.info("reloading", reason="SIGHUP")
         try:
             self.reload()
+            standby.flush(self.jailer)  # standbys hold the keys of before (jail/standby.py)
         except Exception as e:  # noqa: BLE001 - a failed reload keeps the relay as it was
             self.log.error("reload failed", reason=f"{type(e).__name__}: {e}"[:300])
 

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jail import JailConfig, JailedProcess, Jailer, JailError
+from jail import JailConfig, JailedProcess, Jailer, JailError, standby
 from relay import control, log
 from relay.master import admission
 from relay.master.admission import Admission, MaxStartups, Refusal
@@ -206,6 +206,7 @@ class Master(Intake, Lifecycle, Messages, WebDoor, Reconnection):
         gc.collect()
         self.jailer.prepare()
         self._log_heap()
+        standby.keep(self.jailer, lambda fds, args: self.connection(*standby.sockets(fds), *args))
         self._install_signals()
         self._start_metrics()
         self._start_web()
@@ -258,11 +259,14 @@ class Master(Intake, Lifecycle, Messages, WebDoor, Reconnection):
         self._reap()
         self._expire()
         self._spawn_ready()
+        if not events and (why := standby.refill(self.jailer)):
+            self.log.error("jail failed", reason=f"standby: {why}")
         self._turn_done(woke)
 
     def _wait(self, max_wait: float) -> float:
         if self.ready:
             return 0.0
+        max_wait = standby.wait(self.jailer, max_wait)
         if not self.deadlines:
             return max_wait
         return min(max_wait, max(0.0, self.deadlines[0][0] - time.monotonic()))
@@ -387,12 +391,11 @@ class Master(Intake, Lifecycle, Messages, WebDoor, Reconnection):
         ctl_master, ctl_child = control.socketpair()
         spawn_started = time.monotonic()
         factory = self.web_connection if p.web and self.web_connection is not None else self.connection
-        try:
-            proc = self.jailer.spawn(
-                factory(conn, ctl_child, ip, p.accepted),
-                keep_fds=[conn.fileno(), ctl_child.fileno()],
-                title=f"pymate [pending] {ip}",
-            )
+        title, fds = f"pymate [pending] {ip}", [conn.fileno(), ctl_child.fileno()]
+        proc = standby.take(self.jailer, fds, [ip, p.accepted], title) if factory is self.connection else None
+        try:  # a spawn unless a standby (jail/standby.py) took it
+            if proc is None:
+                proc = self.jailer.spawn(factory(conn, ctl_child, ip, p.accepted), keep_fds=fds, title=title)
         except JailError as e:
             self._end_startup(p)
             self.metrics.jail_failures.inc()
@@ -483,7 +486,8 @@ class Master(Intake, Lifecycle, Messages, WebDoor, Reconnection):
                 return
             child = self.children.pop(pid, None)
             if child is None:
-                self._other_exited(pid, status)  # the metrics process
+                if not standby.reaped(self.jailer, pid):
+                    self._other_exited(pid, status)  # the metrics process
                 continue
             self._forget(child)
             self.jailer.release(child.proc)
