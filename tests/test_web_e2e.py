@@ -450,3 +450,16 @@ def test_behind_a_proxy_the_client_address_is_the_proxy_headers_or_a_trusted_for
             line = [x for x in relay.lines if "status=101" in x][-1]
             assert f"ip='{source}'" in line
             assert (f"forwarded_for='{shown}'" in line) if shown else "forwarded_for" not in line, line
+
+
+def test_no_web_lines_under_require_authorized_keys(keys_dir, fingerprints, tmp_path):
+    port = free_port()
+    with Relay(keys_dir, extra=["-A", "--web-port", str(port), "--web-bind", "127.0.0.1"]) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints).start(attached=True)
+        try:
+            host.wait_ready()
+            wait_for(lambda: "Server requires authorized_keys" in host.messages(), 5, "the -A refusal")
+            assert "web session" not in host.messages() and host.display("#{tmate_web}") == ""
+            assert host.display("#{tmate_ssh}").startswith("ssh ")
+        finally:
+            host.stop()
