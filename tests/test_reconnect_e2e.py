@@ -25,7 +25,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e import Relay, SshViewer, session_tokens, tmate_available, wait_for
+from relay.tmate import messages as m
+from relay.tmate.codec import RelayDecoder, encode_host
+from tests.e2e import Relay, SshViewer, fake_host, session_tokens, tmate_available, wait_for
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs tmate")
 
@@ -95,6 +97,23 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         pass
 
 
+def _replay(port: int, datum: str) -> list[str]:
+    """What a host the test speaks for is told when it sends HEADER and RECONNECT `datum`."""
+    t, ch = fake_host(port)
+    try:
+        ch.sendall(encode_host(m.Header(6, "2.4.0")) + encode_host(m.Reconnect(datum)))
+        ch.sendall(
+            encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0))
+        )
+        decoder, got = RelayDecoder(), []
+        ch.settimeout(5)
+        while not any(isinstance(x, m.RelayReady) for x in got):
+            got += decoder.feed(ch.recv(65536))
+        return [x.message for x in got if isinstance(x, m.Notify)]
+    finally:
+        t.close()
+
+
 @pytest.fixture(scope="module")
 def relay(keys_dir):
     with Relay(keys_dir) as r:
@@ -118,6 +137,7 @@ def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp
     try:
         host = _host_through(make_host, fwd)
         rw, ro = session_tokens(host)
+        first_datum = host.display("#{tmate_reconnection_data}")
         viewers = [SshViewer(tmp_path / n, relay.port, t).start() for n, t in (("rw", rw), ("ro", ro))]
         _type(host, "echo before-$((6*7))")
         for v in viewers:
@@ -145,7 +165,16 @@ def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp
         assert "Reconnected" in messages, messages
         assert messages.count(f"ssh session: ssh -p{relay.port} {rw}@") == 1, messages
         assert back - cut < 10, back - cut
-        assert host.display("#{tmate_reconnection_data}").count(".") == 1
+        wait_for(
+            lambda: host.display("#{tmate_reconnection_data}") != first_datum, 3, "a datum of generation 1"
+        )
+        # The datum of before the takeover is stale now: whoever replays it gets a new session.
+        notices = _replay(relay.port, first_datum)
+        assert any(
+            n.startswith("Reconnection refused (stale reconnection data (generation 0, now 1))")
+            for n in notices
+        )
+        assert not any(rw in n for n in notices) and session_tokens(host) == (rw, ro)
     finally:
         for v in viewers:
             v.stop()
