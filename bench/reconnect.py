@@ -60,7 +60,7 @@ def main() -> int:
                     fwd.cut()
                     if i == 0:  # the session is held now: what it costs the master
                         wait_for(lambda: relay.has("session held for reconnection"), 5, "the hold")
-                        held_master = uss_kib(relay.proc.pid)  # type: ignore[union-attr]
+                        held_master = uss_kib(relay.proc.pid)
                     wait_for(
                         lambda n=relinked: relay.log_text().count("event='viewer relinked' session=") > n,
                         10,
@@ -71,7 +71,7 @@ def main() -> int:
                     viewer.wait_screen(f"round-{1000 + i}", timeout=5)
                     shown.append(time.monotonic() - cut)
                     if i == 0:
-                        after_master = uss_kib(relay.proc.pid)  # type: ignore[union-attr]
+                        after_master = uss_kib(relay.proc.pid)
                         freed = session_uss
                 assert session_tokens(host)[0] == rw
                 print(f"rounds: {args.rounds} (the same tokens after every one)")

@@ -105,7 +105,7 @@ def _replay(port: int, datum: str) -> list[str]:
         ch.sendall(
             encode_host(m.SyncLayout(80, 23, (m.Window(0, "sh", (m.PaneGeom(0, 80, 23, 0, 0),), 0),), 0))
         )
-        decoder, got = RelayDecoder(), []
+        decoder, got = RelayDecoder(), list[m.RelayMessage]()
         ch.settimeout(5)
         while not any(isinstance(x, m.RelayReady) for x in got):
             got += decoder.feed(ch.recv(65536))
