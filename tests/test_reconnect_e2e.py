@@ -11,16 +11,21 @@ with the relay's `tmate_reconnection_data`:
 - a datum made with another relay's key (the forwarder switched to a relay whose
   reconnect.key differs): new tokens, and the host is told why;
 - a host that never comes back (`--reconnect-window 2`): its viewers get `[server exited]`;
+- the host's session process SIGKILLed (the connection process dying): the session is held, the
+  host reconnects and its viewer sees it again;
 - SIGTERM the relay with a live host and start it again on the same keys and port: the host is
   back with the same tokens and a new viewer joins with the old ssh command.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -252,3 +257,28 @@ def test_a_restarted_relay_gets_its_hosts_back_with_their_tokens(keys_dir, make_
             second.stop()
     finally:
         first.stop()
+
+
+def test_a_session_process_that_dies_is_held_and_its_host_takes_it_back(relay, make_host, tmp_path):
+    host = make_host(relay)
+    host.wait_ready()
+    host.leave_messages()
+    rw, _ = session_tokens(host)
+    viewer = SshViewer(tmp_path / "v", relay.port, rw).start()
+    try:
+        viewer.wait_screen("0:")
+        wait_for(lambda: host.display("#{tmate_reconnection_data}"), 3, "the host's datum")
+        [pid] = [
+            p
+            for p in relay.children()
+            if f"[{rw[:4]}...] host".encode() in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+        os.kill(pid, signal.SIGKILL)  # the connection process dies, its host's TCP connection with it
+        viewer.wait_screen(AWAY, timeout=3)
+        line = relay.wait_log(f"event='session held for reconnection' pid={pid}")
+        assert "reason='session process died'" in line, line
+        _type(host, "echo back-$((6*7))")  # typed while away: tmate replays the screen
+        viewer.wait_screen("back-42", timeout=8)
+        assert session_tokens(host)[0] == rw and not viewer.exited()
+    finally:
+        viewer.stop()
