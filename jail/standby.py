@@ -3,7 +3,9 @@
 A spawn (two forks, the namespaces, the jail steps: ~3-6 ms here, bench/jail_spawn.py) used to
 lie on the path from a client's first bytes to its first answer. A standby is a jailed process
 like any other (jail/child.py took every step: namespaces, empty root, its own uid, no
-capabilities, seccomp), spawned while the master has nothing else to do, whose target waits on
+capabilities, seccomp), spawned while the master has nothing else to do (a turn of its loop
+with no event and no connection in its SSH handshake: measured, a spawn during a handshake
+slowed that handshake more than the spawn it saved), whose target waits on
 a socket of its own for a connection: the master sends the connection's file descriptors and
 its arguments (JSON: plain strings and numbers, never an object) and the standby calls the
 factory it was spawned with, `factory(fds, args)`, in the jail, then runs what that returns.

@@ -259,7 +259,8 @@ class Master(Intake, Lifecycle, Messages, WebDoor, Reconnection):
         self._reap()
         self._expire()
         self._spawn_ready()
-        if not events and (why := standby.refill(self.jailer)):
+        busy = events or self.admission.startups > len(self.silent)  # a handshake is under way
+        if not busy and (why := standby.refill(self.jailer)):
             self.log.error("jail failed", reason=f"standby: {why}")
         self._turn_done(woke)
 
