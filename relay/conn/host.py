@@ -106,6 +106,8 @@ class HostSession(ViewerHandling):
                         self._show(v, failed_cmd_message(msg.cause))
             if self.session.finished or not self.chan.recv_ready():
                 break
+        for out in self.recon.flush():  # a HEADER alone: its replies wait no longer
+            self.send_host(out)
         for v in self.viewers.values():
             v.dirty = True
         self._publish_access()

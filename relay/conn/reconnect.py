@@ -4,7 +4,8 @@
   every control.RECONNECT_REFRESH: the session process asks the master (`rdata`) and passes the
   datum on; it never sees the key, and cannot make or check a datum itself.
 - A host that sends `[RECONNECT, data]` right after its HEADER: the replies to that HEADER are
-  held until the next message shows whether it is a RECONNECT; the master answers `resume` with
+  held until the next message shows whether it is a RECONNECT (or the burst of data they came
+  in ends: tmate writes both at once); the master answers `resume` with
   the session's old tokens (the host is then told `Reconnected`, not its lines again) or with a
   reason (forged, expired, stale: the host is told it and keeps the new tokens). The session
   model is rebuilt from what the host sends next (SYNC_LAYOUT, SNAPSHOT); the viewers that waited
@@ -40,6 +41,8 @@ class HostReconnection:
         self.held: list | None = None  # the HEADER's replies, until the next message
         self.due: float | None = None  # when to ask for a fresh datum
         self.asked = False
+        self.tried = False  # a RECONNECT was handled (the master takes one per connection)
+        self.lines_out = False  # the HEADER's replies (the lines, when they go then) were sent
         self.resumed = False
 
     def replies(self, msg: m.HostMessage, replies: list) -> list:
@@ -47,12 +50,18 @@ class HostReconnection:
         if isinstance(msg, m.Header):
             self.held = replies
             return []
-        if self.held is None:
-            return replies
-        held, self.held = self.held, None
-        if isinstance(msg, m.Reconnect):
-            return self._resume(msg.data, bool(held)) + replies
-        return held + replies
+        if isinstance(msg, m.Reconnect) and not self.tried:  # one per connection
+            self.tried = True
+            held, self.held = self.held, None
+            return self._resume(msg.data, bool(held) or self.lines_out) + replies
+        return self.flush() + replies
+
+    def flush(self) -> list:
+        """The HEADER's replies, if still held: at the next message that is no RECONNECT, or at
+        the end of the burst of data they came in (tmate writes HEADER and RECONNECT at once)."""
+        held, self.held = self.held or [], None
+        self.lines_out = self.lines_out or bool(held)
+        return held
 
     def _resume(self, data: str, lines_now: bool) -> list:
         hs = self.hs
