@@ -115,7 +115,9 @@ class WebClient:
 
 def http_get(port: int, path: str, headers: str = "", method: str = "GET") -> tuple[int, dict, bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
+        s.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{headers}\r\n".encode()
+        )
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -210,6 +212,23 @@ def test_pages_assets_and_headers(web):
     # Request logs carry a token's first characters only.
     web.relay.wait_log("event='web request' transport='web' status=200 path='/t/" + web.rw[:4] + "...'")
     assert web.rw not in web.relay.log_text() and web.ro not in web.relay.log_text()
+
+
+def test_a_connection_serves_a_page_and_its_files_then_closes_when_idle(web):
+    status, _, page = http_get(web.port, f"/t/{web.rw}")
+    script = re.search(rb'src="(/static/[^"]+)"', page)
+    assert status == 200 and script
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as s:
+        host = f"Host: 127.0.0.1:{web.port}\r\n"
+        s.sendall(
+            f"GET /t/{web.rw} HTTP/1.1\r\n{host}\r\nGET {script.group(1).decode()} HTTP/1.1\r\n{host}\r\n".encode()
+        )
+        data, t0 = b"", time.monotonic()
+        while chunk := s.recv(65536):
+            data += chunk
+        idle = time.monotonic() - t0
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 2 and data.count(b"Connection: keep-alive") == 2
+    assert 0.8 < idle < 3, idle  # closed by the relay after KEEPALIVE_IDLE without a third request
 
 
 def test_bad_upgrades_and_foreign_origins_are_refused(web):

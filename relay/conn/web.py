@@ -37,6 +37,8 @@ READ_CHUNK = 16384
 INPUT_RECORD = 16384  # bytes of input per link record (the session reads records of up to 64 KiB)
 VERASE = 0x7F  # what xterm.js sends for Backspace
 GRACE_BACKSTOP = 0.5  # as relay.conn.process: after the master's grace period, give up alone
+MAX_REQUESTS = 8  # requests one connection serves (a page, then its script or style)
+KEEPALIVE_IDLE = 1.0  # seconds a served connection waits for its next request (then closes)
 _VT = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -74,7 +76,12 @@ class WebConnection:
         try:
             if self.cfg.tls is not None:
                 self._handshake(self.cfg.tls)
-            self._serve(self._request())
+            req, served = self._request(), 0
+            while req is not None:
+                served += 1
+                if not self._serve(req, keep_alive=served < MAX_REQUESTS):
+                    break
+                req = self._request(req.trailing, KEEPALIVE_IDLE)
         except (http.RequestError, ws.HandshakeError) as e:
             self._answer(http.error(e.status, self.cfg.policy.headers()), e.status, str(e))
         except (OSError, ssl.SSLError, TimeoutError) as e:
@@ -97,14 +104,27 @@ class WebConnection:
         self.sock.settimeout(self._left())
         self.sock = ctx.wrap_socket(self.sock, server_side=True)
 
-    def _request(self) -> http.Request:
+    def _request(self, leftover: bytes = b"", idle: float | None = None) -> http.Request | None:
+        """The next request (its first bytes may be `leftover`); with `idle`, None when none
+        begins within that many seconds or the client closes first."""
         reader = http.RequestReader()
-        while True:
-            self.sock.settimeout(self._left())
-            req = reader.feed(self.sock.recv(READ_CHUNK))
-            if req is not None:
-                self.sock.settimeout(None)
-                return req
+        req = reader.feed(leftover) if leftover else None
+        begun = bool(leftover)
+        while req is None:
+            wait = self._left() if begun or idle is None else min(idle, self._left())
+            self.sock.settimeout(wait)
+            try:
+                data = self.sock.recv(READ_CHUNK)
+            except TimeoutError:
+                if not begun and idle is not None:
+                    return None
+                raise
+            if not data and not begun and idle is not None:
+                return None
+            begun = True
+            req = reader.feed(data)
+        self.sock.settimeout(None)
+        return req
 
     def _answer(self, data: bytes, status: int, reason: str = "", path: str = "") -> None:
         try:
@@ -114,28 +134,32 @@ class WebConnection:
         level = self.log.info if status < 400 else self.log.warning
         level("web request", status=status, path=path[:200], **({"reason": reason[:200]} if reason else {}))
 
-    def _serve(self, req: http.Request) -> None:
+    def _serve(self, req: http.Request, keep_alive: bool) -> bool:
+        """Answer one request; True when the connection may serve another."""
         route = routes.route(req.target)
         headers = self.cfg.policy.headers()
         if ws.is_upgrade(req):
             if route.kind != routes.PAGE:
                 raise ws.HandshakeError(404, "no websocket here")
             self._viewer(req, route.name)
-            return
+            return False
         if req.method != "GET":
             self._answer(http.error(405, headers), 405, f"method {req.method[:16]}", req.target)
-            return
+            return False
+        keep_alive = keep_alive and not req.has_token("connection", "close")
         asset = None
         if route.kind == routes.PAGE:
             asset = self.cfg.assets.page
         elif route.kind == routes.STATIC:
             asset = self.cfg.assets.files.get(route.name)
         if asset is None:
-            self._answer(http.error(404, headers), 404, "not found", req.target)
-            return
+            self._answer(http.error(404, headers, keep_alive), 404, "not found", req.target)
+            return keep_alive
         if asset.cache is not None:
             headers["Cache-Control"] = asset.cache
-        self._answer(http.response(200, asset.body, asset.content_type, headers), 200, path=req.target)
+        body = http.response(200, asset.body, asset.content_type, headers, keep_alive)
+        self._answer(body, 200, path=req.target)
+        return keep_alive
 
     # ------------------------------------------------------------------ the viewer
     def _viewer(self, req: http.Request, token: str) -> None:

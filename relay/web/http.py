@@ -1,8 +1,9 @@
-"""One HTTP/1.1 request in, one response out (the web viewer serves one request per connection).
+"""HTTP/1.1 requests in, responses out.
 
-`RequestReader` feeds client bytes to h11 and yields the request's head, bounded by
-MAX_REQUEST_HEAD; the body of anything but a GET is never read. Responses are composed here
-with the security headers every response carries (`response`), and always close the connection.
+`RequestReader` feeds client bytes to h11 and yields one request's head, bounded by
+MAX_REQUEST_HEAD (a connection that serves several requests uses one reader per request); the
+body of anything but a GET is never read. Responses are composed here (`response`); the caller
+adds the security headers every response carries and says whether the connection stays open.
 """
 
 from __future__ import annotations
@@ -82,12 +83,12 @@ class RequestReader:
         return _request(event, self._trailing())
 
     def _trailing(self) -> bytes:
-        """What came after the head of a bodiless upgrade request (a WebSocket's first frames)."""
+        """What came after a bodiless request: a WebSocket's first frames, or the next request."""
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError:
             return b""
-        if isinstance(event, h11.EndOfMessage) and self._h11.their_state is h11.MIGHT_SWITCH_PROTOCOL:
+        if isinstance(event, h11.EndOfMessage):
             return bytes(self._h11.trailing_data[0])
         return b""
 
@@ -111,16 +112,19 @@ def response(
     body: bytes = b"",
     content_type: str = "text/plain; charset=utf-8",
     headers: dict[str, str] | None = None,
+    keep_alive: bool = False,
 ) -> bytes:
-    """A whole response that closes the connection; `headers` are added (the security headers
-    among them: relay.web.policy.WebPolicy.headers)."""
+    """A whole response; it closes the connection unless `keep_alive`; `headers` are added (the
+    security headers among them: relay.web.policy.WebPolicy.headers)."""
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"]
-    fields = {"Content-Type": content_type, "Content-Length": str(len(body)), "Connection": "close"}
+    connection = "keep-alive" if keep_alive else "close"
+    fields = {"Content-Type": content_type, "Content-Length": str(len(body)), "Connection": connection}
     fields.update(headers or {})
     lines += [f"{k}: {v}" for k, v in fields.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def error(status: int, headers: dict[str, str] | None = None) -> bytes:
+def error(status: int, headers: dict[str, str] | None = None, keep_alive: bool = False) -> bytes:
     """A plain-text error response: the status line's words."""
-    return response(status, f"{status} {REASONS.get(status, 'Error')}\n".encode(), headers=headers)
+    body = f"{status} {REASONS.get(status, 'Error')}\n".encode()
+    return response(status, body, headers=headers, keep_alive=keep_alive)
