@@ -13,6 +13,8 @@ with the relay's `tmate_reconnection_data`:
 - a host that never comes back (`--reconnect-window 2`): its viewers get `[server exited]`;
 - the host's session process SIGKILLed (the connection process dying): the session is held, the
   host reconnects and its viewer sees it again;
+- a named session (`--api-keys`, `tmate-session-name`) comes back as carol/pair, its viewer
+  relinked, and is not told its name is in use (its own held session holds it);
 - SIGTERM the relay with a live host and start it again on the same keys and port: the host is
   back with the same tokens and a new viewer joins with the old ssh command.
 """
@@ -20,9 +22,12 @@ with the relay's `tmate_reconnection_data`:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -32,7 +37,7 @@ import pytest
 
 from relay.tmate import messages as m
 from relay.tmate.codec import RelayDecoder, encode_host
-from tests.e2e import Relay, SshViewer, fake_host, session_tokens, tmate_available, wait_for
+from tests.e2e import ROOT, Relay, SshViewer, fake_host, session_tokens, tmate_available, wait_for
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs tmate")
 
@@ -282,3 +287,36 @@ def test_a_session_process_that_dies_is_held_and_its_host_takes_it_back(relay, m
         assert session_tokens(host)[0] == rw and not viewer.exited()
     finally:
         viewer.stop()
+
+
+def test_a_named_session_keeps_its_name_over_a_reconnection(keys_dir, make_host, tmp_path):
+    keys = tmp_path / "api_keys"
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "apikey", "add", "carol", "--api-keys", str(keys)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    key = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
+    assert key, out
+    conf = f'set -g tmate-session-name "pair"\nset -g tmate-api-key "{key.group(0)}"\n'
+    with Relay(keys_dir, extra=["--api-keys", str(keys)]) as named:
+        fwd = Forwarder(named.port)
+        viewer = None
+        try:
+            host = make_host(SimpleNamespace(port=fwd.port), attached=True, extra_conf=conf)
+            host.wait_ready()
+            wait_for(lambda: "carol/pair@" in host.display("#{tmate_ssh}"), 5, "the named ssh line")
+            viewer = SshViewer(tmp_path / "v", named.port, "carol/pair").start()
+            viewer.wait_screen("0:")
+            fwd.cut()
+            viewer.wait_screen(AWAY, timeout=3)
+            named.wait_log("event='viewer relinked' session=", timeout=8)
+            assert "carol/pair@" in host.display("#{tmate_ssh}")
+            assert "session name already in use" not in host.messages()
+            assert "Reconnected" in host.messages()
+        finally:
+            if viewer is not None:
+                viewer.stop()
+            fwd.close()
