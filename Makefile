@@ -66,6 +66,8 @@ install-system:
 	test -x $(PREFIX)/bin/python || { py="$$(scripts/find-python $(PYTHON))" && "$$py" -m venv $(PREFIX); }
 	$(PREFIX)/bin/pip install -q --require-hashes -r $(LOCK)
 	$(PREFIX)/bin/pip install -q --no-deps --no-build-isolation --force-reinstall .
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error  # xterm.js, as package-lock.json pins it
+	install -d -m 0755 $(PREFIX)/share/pymate-relay && cp -r node_modules $(PREFIX)/share/pymate-relay/
 	install -m 0644 README.md $(PREFIX)/README.md
 	install -D -m 0644 systemd/pymate-relay.sysusers $(SYSUSERSDIR)/pymate-relay.conf
 	if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/pymate-relay.conf; \

@@ -11,11 +11,18 @@ script, its style) and the WebSocket, and a page opened again costs two.
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
-NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
+# npm ci's node_modules: beside the source tree (make install), or under the venv's prefix
+# (make install-system copies it to PREFIX/share/pymate-relay)
+_SOURCE_TREE = Path(__file__).resolve().parents[2] / "node_modules"
+NODE_MODULES = next(
+    (d for d in (_SOURCE_TREE, Path(sys.prefix) / "share" / "pymate-relay" / "node_modules") if d.is_dir()),
+    _SOURCE_TREE,
+)
 MAX_ASSET = 4 * 1024 * 1024  # bytes of one asset file
 PAGE = "index.html"
 # (root, path under it), in the order they are joined
