@@ -276,7 +276,7 @@ async def run(args: argparse.Namespace, tmp: Path, relay: Relay, fps: tuple[str,
         whole, shell = await joins(relay.port, tokens, args.joins)
         if spy is not None and relay.proc is not None:
             spy.wait()
-            print_profile(f"the master during the joins (pid {relay.proc.pid})", tmp / "master.txt")
+            print_profile(f"the master during the joins (pid {relay.proc.pid})", [tmp / "master.txt"])
         print(f"join with {len(conns)} sessions live, connect -> first frame: {ms(whole)}")
         print(f"join with {len(conns)} sessions live, shell request -> first frame: {ms(shell)}")
         loop = asyncio.get_running_loop()

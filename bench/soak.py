@@ -9,9 +9,10 @@ processes and viewer processes) and its private memory (USS, summed the same way
 checks that every viewer saw every line of its session (a line's number shows in the bytes the
 viewer received), and prints what was lost.
 
-Memory: a pane keeps 2000 rows of history (relay.screen.terminal), so a session's memory must
-stop growing once its pane has printed 2000 lines: after 2000 * INTERVAL (100 s at 50 ms). The
-bench prints that moment and the growth after it.
+Memory: a pane keeps at least 2000 rows of history, capped in bytes (relay.screen.terminal), so
+a session's memory must stop growing once its pane's history first reaches the cap: at line 3468
+for these 80x23 panes (the bench finds it with the relay's own terminal model), t = 173 s at
+50 ms. The bench prints that moment and the growth after it.
 
 With --c-server PATH (tmate-ssh-server, built outside this repository) the same soak then runs
 against the C server, one after the other in the same run, and the ratios are printed.
@@ -44,6 +45,7 @@ import asyncssh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from relay.screen.terminal import TerminalModel  # noqa: E402
 from tests.e2e import (  # noqa: E402
     Relay,
     TmateHost,
@@ -216,14 +218,16 @@ class Sampler:
         dt = now - then
         self.last = (ticks, now)
         cpu = {k: (ticks[k] - prev[k]) / HZ / dt * 100 for k in ticks}
-        uss = sum(uss_kib(p) for p in self.groups["all"]) / 1024
+        mem = {k: sum(uss_kib(p) for p in v) / 1024 for k, v in self.groups.items()}
+        uss = mem["all"]
         t = now - self.t0
         self.rows.append((t, cpu["all"], uss))
         split = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "all")
+        mem_split = ", ".join(f"{k} {v:.1f}" for k, v in mem.items() if k != "all")
         lines = min((w.latest for w in watches), default=0)
         print(
             f"  t={t:6.0f} s  CPU {cpu['all']:5.1f} % of a core{f' ({split})' if split else ''}  "
-            f"USS {uss:7.1f} MB  lines shown (slowest viewer) {lines}",
+            f"USS {uss:7.1f} MB{f' ({mem_split})' if mem_split else ''}  lines shown (slowest viewer) {lines}",
             flush=True,
         )
 
@@ -243,6 +247,7 @@ def start_hosts(server: Server, tmp: Path, n: int) -> list[TmateHost]:
 
 async def soak(server: Server, tmp: Path, args: argparse.Namespace, py_spy: str | None) -> Sampler:
     count = int(args.minutes * 60 / args.interval)
+    cap_line = first_pruned(80, 23)
     tmp.mkdir(parents=True, exist_ok=True)
     printer = tmp / "printer.py"
     printer.write_text(PRINTER)
@@ -260,7 +265,7 @@ async def soak(server: Server, tmp: Path, args: argparse.Namespace, py_spy: str 
         print(
             f"{server.name}: {args.sessions} sessions x {args.viewers} viewers, a line every "
             f"{args.interval * 1000:.0f} ms for {args.minutes:g} min ({count} lines per session); "
-            f"history (2000 rows) full at t={2000 * args.interval:.0f} s",
+            f"a pane's history reaches its cap (first pruned) at line {cap_line}: t={cap_line * args.interval:.0f} s",
             flush=True,
         )
         for i, h in enumerate(hosts, 1):
@@ -296,12 +301,28 @@ def report_losses(watches: list[Watch], count: int) -> None:
     )
 
 
+def first_pruned(cols: int, rows: int) -> int:
+    """The soak's line at which a pane's history (this relay's terminal model at the session's
+    size, capped in bytes: relay.screen.terminal) first drops rows: memory is flat from then on."""
+    model = TerminalModel(cols, rows)
+    most = 0
+    try:
+        for n in range(1, 100_000):
+            model.feed(b"line q1x%07dz of the soak\r\n" % n)
+            if model.history_size < most:
+                return n
+            most = model.history_size
+        return n
+    finally:
+        model.close()
+
+
 def summary(s: Sampler, interval: float) -> None:
     rows = s.rows
     if not rows:
         return
     cpus = [c for _t, c, _u in rows]
-    full = 2000 * interval
+    full = first_pruned(80, 23) * interval
     after = [(t, u) for t, _c, u in rows if t >= full + 5]
     growth = ""
     if len(after) >= 2:
@@ -315,33 +336,29 @@ def summary(s: Sampler, interval: float) -> None:
     )
 
 
+PROFILED = 6  # processes of each kind sampled at once (one alone holds too few samples)
+
+
 def profile(server: Server, py_spy: str, seconds: float, tmp: Path) -> None:
-    """py-spy record on one session process and one viewer process; the top functions."""
+    """py-spy record on a few session processes and viewer processes at once (samples that hold
+    the GIL: where the CPU goes, not where it waits); the top functions of each kind."""
     g = groups(server)
+    runs: list[tuple[str, list[Path], list[subprocess.Popen]]] = []
     for kind in ("sessions", "viewers"):
-        pids = g.get(kind)
-        if not pids:
-            continue
-        out = tmp / f"{kind}.txt"
-        subprocess.run(
-            [
-                py_spy,
-                "record",
-                "-p",
-                str(pids[0]),
-                "-d",
-                str(seconds),
-                "-r",
-                "250",
-                "-f",
-                "raw",
-                "-o",
-                str(out),
-            ],
-            capture_output=True,
-            check=False,
-        )
-        print_profile(f"{kind[:-1]} process {pids[0]}", out)
+        pids = g.get(kind, [])[:PROFILED]
+        outs = [tmp / f"{kind}-{pid}.txt" for pid in pids]
+        cmd = [py_spy, "record", "--gil", "-d", str(int(seconds)), "-r", "200", "-f", "raw"]
+        procs = [
+            subprocess.Popen(
+                [*cmd, "-p", str(pid), "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for pid, out in zip(pids, outs, strict=True)
+        ]
+        runs.append((kind, outs, procs))
+    for kind, outs, procs in runs:
+        for proc in procs:
+            proc.wait()
+        print_profile(f"{len(outs)} {kind[:-1]} processes", outs)
 
 
 def short_frame(frame: str) -> str:
@@ -350,13 +367,15 @@ def short_frame(frame: str) -> str:
     return f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})" if where else frame
 
 
-def print_profile(what: str, path: Path, top: int = 18) -> None:
+def print_profile(what: str, paths: list[Path], top: int = 18) -> None:
     self_t: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     total = 0
-    try:
-        text = path.read_text()
-    except OSError:
+    text = ""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            text += path.read_text() + "\n"
+    if not text.strip():
         print(f"  profile of {what}: none (py-spy failed)")
         return
     for line in text.splitlines():
@@ -372,7 +391,8 @@ def print_profile(what: str, path: Path, top: int = 18) -> None:
     print(f"  profile of {what}: {total} samples; self / inclusive % of samples:")
     for f, c in self_t.most_common(top):
         print(f"    self {c / total * 100:5.1f} %  {f}")
-    for f, c in incl.most_common(top + 8):
+    below = [(f, c) for f, c in incl.most_common() if c < 0.9 * total]  # not the process's own frames
+    for f, c in below[: top + 8]:
         print(f"    incl {c / total * 100:5.1f} %  {f}")
 
 

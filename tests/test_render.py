@@ -577,3 +577,70 @@ def test_no_window_yet_draws_status_only():
     v = show(s, 20, 5)
     assert v.text[:4] == [""] * 4
     assert not v.term.cursor_visible
+
+
+# ---------------------------------------------------------------- the session process's shortcuts
+def test_options_reach_a_viewer_between_frames():
+    """The layout and status line are kept until the session's generation moves: an option set
+    between two frames of one viewer still shows in the second."""
+    s = vsplit(active=0)
+    v = show(s, 41, 11)
+    s.handle(m.PtyData(0, b"out"))  # pane output: the kept layout and status line are reused
+    v.update(s)
+    s.handle(m.ExecCmd(("set-option", "-g", "pane-active-border-style", "fg=colour200")))
+    s.handle(m.ExecCmd(("set-option", "-g", "status-style", "bg=blue,fg=white")))
+    v.update(s)
+    assert "\x1b[38;5;200m│" in v.vt(0)
+    assert "48;5;4" in v.vt(10)
+    assert v.text == fresh_text(s, 41, 11)[0]
+    v.close()
+
+
+class SharedViewer(Viewer):
+    def update(self, session, **kw) -> bytes:
+        return super().update(session, share=True, **kw)
+
+
+def test_shared_composition_matches_each_viewers_own(monkeypatch):
+    """Viewers that share the session process's last composition (frame(share=True)) show
+    exactly what a viewer composing alone shows, through output, a message for one of them,
+    a layout change and a resize; and viewers of one size compose once per change."""
+    import relay.screen.render as render
+
+    composed: list[int] = []
+    own = ViewerScreen._compose
+
+    def counting(self, *a, **kw):
+        composed.append(self.cols)
+        return own(self, *a, **kw)
+
+    monkeypatch.setattr(render.ViewerScreen, "_compose", counting)
+    s = vsplit(active=0, sx=61, sy=15)
+    a, b, c = SharedViewer(61, 16), SharedViewer(61, 16), SharedViewer(50, 13)
+    steps = [
+        lambda: s.handle(m.PtyData(0, b"hello \x1b[31mred\x1b[0m\r\n" * 30)),
+        lambda: s.handle(m.PtyData(1, b"right pane\r\n")),
+        lambda: s.handle(m.Status("[tmate] ", "#[fg=yellow]right")),
+        lambda: s.handle(layout(61, 15, (0, "bash", [(0, 30, 15, 0, 0), (1, 30, 15, 31, 0)], 1))),
+        lambda: s.handle(m.PtyData(1, b"\x1b[2J\x1b[Hcleared")),
+        lambda: b.resize(61, 16),  # b repaints from scratch; a does not
+        lambda: s.handle(m.ExecCmd(("set-option", "-g", "status", "off"))),
+    ]
+    for i, step in enumerate(steps):
+        step()
+        composed.clear()
+        msg = "for b only" if i == 2 else None
+        for v in (a, b, c):
+            v.update(s, message=msg if v is b else None)
+        assert composed.count(61) == (2 if msg else 1), i
+        for v in (a, b, c):
+            cols, rows = v.screen.cols, v.screen.rows
+            kw = {"message": msg} if v is b else {}
+            monkeypatch.setattr(render.ViewerScreen, "_compose", own)
+            expected, expected_vt, cur = fresh_text(s, cols, rows, **kw)
+            monkeypatch.setattr(render.ViewerScreen, "_compose", counting)
+            assert v.text == expected, i
+            assert [v.vt(y) for y in range(rows)] == expected_vt, i
+            assert (v.term.cursor, v.term.cursor_visible) == cur, i
+    for v in (a, b, c):
+        v.close()

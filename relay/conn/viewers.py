@@ -261,7 +261,7 @@ class ViewerHandling:
         if v.screen is None:
             return  # no size from the viewer yet
         prompt = v.prompt.display(v.cols) if v.prompt is not None else None
-        frame = v.screen.frame(self.session, message=v.message, prompt=prompt)
+        frame = v.screen.frame(self.session, message=v.message, prompt=prompt, share=True)
         v.dirty = False
         v.last_frame = now
         if frame:

@@ -16,9 +16,19 @@ drawing code, not copied:
 Output is incremental: the screen rows last sent to the viewer are kept as strings, and a frame
 holds only the rows whose string changed, each repainted whole from an SGR reset at an absolute
 position (``CSI row;col H``), then the cursor.
+
+What a viewer sees is a function of the session's state, the viewer's size and its own message
+or prompt; the session's state is stamped by ``session.generation`` (bumped on every change but
+pane output) and each pane's ``model.generation``. With ``frame(share=True)`` (the session
+process's viewers) the last composition is kept with its stamp, and another viewer of that size
+framing the same state takes it instead of composing it again (each still diffs it against
+what it was sent). The layout and the status line are recomputed only when the session's
+generation moves.
 """
 
 from __future__ import annotations
+
+import weakref
 
 from relay.screen.borders import Geom, border_rows
 from relay.screen.pane import PaneRows
@@ -51,6 +61,17 @@ def _visible_panes(session, window) -> list:
     return panes
 
 
+# The session process's last composition: (the session, its stamp with the viewer's size,
+# message and prompt, the rows, the cursor). One entry: viewers frame one after the other.
+_last: tuple[weakref.ref, tuple, list[str], Cursor] | None = None
+
+
+def _stamp(session, cols: int, rows: int, message: str | None, prompt) -> tuple:
+    """Everything a composition depends on (see the module's docstring)."""
+    gens = tuple(p.model.generation for p in session.panes.values())
+    return (cols, rows, message, prompt, session.generation, gens)
+
+
 class ViewerScreen:
     """What one viewer's terminal shows, and the bytes that bring it up to date."""
 
@@ -64,6 +85,7 @@ class ViewerScreen:
         self._layout_rows: list[str] = []
         self._status = StatusLine()
         self._panes = PaneRows()
+        self._window: tuple | None = None  # (session, stamp, (panes, active pane, layout rows))
 
     # ------------------------------------------------------------------ state
     def resize(self, cols: int, rows: int) -> None:
@@ -77,14 +99,42 @@ class ViewerScreen:
         self._full = True
         self._cursor = None
         self._layout_key = None
+        self._window = None
         self._status.invalidate()
 
     # ------------------------------------------------------------------ frame
-    def frame(self, session, *, message: str | None = None, prompt: tuple[str, int] | None = None) -> bytes:
+    def frame(
+        self,
+        session,
+        *,
+        message: str | None = None,
+        prompt: tuple[str, int] | None = None,
+        share: bool = False,
+    ) -> bytes:
         """Bytes that bring the viewer's terminal from what it last showed to `session` now;
         b"" when nothing changed. `prompt` is a status-line prompt, (text, cursor column): drawn
         like a message, with the cursor shown at that column. (Read-only viewers get the same
-        frames: tmux shows read-only clients the same screen.)"""
+        frames: tmux shows read-only clients the same screen.) `share`: take, and leave for the
+        next viewer, the process's last composition when its stamp matches (the session
+        process's viewers; see the module's docstring)."""
+        global _last
+        stamp = _stamp(session, self.cols, self.rows, message, prompt) if share else ()
+        last = _last if share else None
+        if last is not None and last[1] == stamp and last[0]() is session:
+            new_lines, cursor = last[2], last[3]
+        else:
+            new_lines, cursor = self._compose(session, message, prompt)
+            if share:
+                _last = (weakref.ref(session), stamp, new_lines, cursor)
+        full = self._full
+        out = self._diff(new_lines)
+        self._move_cursor(out, cursor, full)
+        return "".join(out).encode("utf-8", "replace") if out else b""
+
+    def _compose(
+        self, session, message: str | None, prompt: tuple[str, int] | None
+    ) -> tuple[list[str], Cursor]:
+        """Every row of the screen (not diffed yet) and the cursor."""
         if prompt is not None:
             message = prompt[0]
         rows = self.rows
@@ -106,11 +156,7 @@ class ViewerScreen:
                 new_lines[srow] = self._status.row(session, self.cols, rows, srow)
             if prompt is not None:
                 cursor = (max(0, min(prompt[1], self.cols - 1)), srow, True)
-
-        full = self._full
-        out = self._diff(new_lines)
-        self._move_cursor(out, cursor, full)
-        return "".join(out).encode("utf-8", "replace") if out else b""
+        return new_lines, cursor
 
     def _diff(self, new_lines: list[str]) -> list[str]:
         """The rows that changed since the last frame (all of them after invalidate)."""
@@ -147,9 +193,15 @@ class ViewerScreen:
     # ------------------------------------------------------------------ window area
     def _compose_window(self, session, window, new_lines: list[str], arows: int, top: int) -> Cursor:
         """Draw the window's borders and panes into `new_lines`; the cursor."""
-        panes = _visible_panes(session, window)
-        ap = session.panes.get(window.active_pane)
-        layout = self._layout(session, window, panes, ap, arows, top)
+        stamp = (session.generation, window.idx, self.cols, arows, top)
+        cached = self._window
+        if cached is not None and cached[0] is session and cached[1] == stamp:
+            panes, ap, layout = cached[2]
+        else:  # the layout moved (or an option, a size): look again
+            panes = _visible_panes(session, window)
+            ap = session.panes.get(window.active_pane)
+            layout = self._layout(session, window, panes, ap, arows, top)
+            self._window = (session, stamp, (panes, ap, layout))
         parts: list[list[str]] = [[b] if b else [] for b in layout]
         self._draw_panes(session, panes, parts, arows, top)
         for y in range(arows):

@@ -61,17 +61,25 @@ def message_row(session, message: str, cols: int, srow: int) -> str:
 class StatusLine:
     """One viewer's status line, redrawn only when something it shows changed."""
 
-    __slots__ = ("_key", "_row")
+    __slots__ = ("_key", "_row", "_fast")
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._row = ""
+        self._fast: tuple | None = None  # (session, its generation, cols, rows, srow) of _row
 
     def invalidate(self) -> None:
         self._key = None
+        self._fast = None
 
     def row(self, session, cols: int, rows: int, srow: int) -> str:
         """The status line of a `cols` x `rows` viewer, positioned at screen row `srow`."""
+        # What it shows changes only with the session's generation (bumped on every change but
+        # pane output): until it moves, not even the options are looked up again.
+        fast = self._fast
+        if fast is not None and fast[0] is session and fast[1:] == (session.generation, cols, rows, srow):
+            return self._row
+        self._fast = (session, session.generation, cols, rows, srow)
         opts = tuple(session.option(n) for n in STATUS_OPTIONS)
         wins = tuple((w.idx, w.name) for w in sorted(session.windows.values(), key=lambda w: w.idx))
         key = (cols, rows, srow, session.status, wins, session.active_window, session.last_window, opts)
