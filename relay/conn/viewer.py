@@ -92,6 +92,7 @@ class Link:
         self.server = server
         self.wait = wait  # seconds to wait for a relink at most (the master ends it first)
         self.waiting_since = 0.0
+        self.ended: str | None = None  # the master's last line: the session is over
 
     def send(self, record: bytes) -> None:
         if self.sock is not None:
@@ -151,8 +152,12 @@ def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -
                 log.info("viewer relinked", reason="its host reconnected")
                 continue
             if event is not None and event[0] == "ended":
-                chan.sendall(LEAVE_TERMINAL + str(event[1]).encode() + b"\r\n")
-                return "session ended while its host was away"
+                lk.ended = str(event[1])
+                if lk.sock is not None:
+                    continue  # still linked: the session's own last line, if it sends one, first
+        if lk.sock is None and lk.ended is not None:
+            chan.sendall(LEAVE_TERMINAL + lk.ended.encode() + b"\r\n")
+            return "session ended while its host was away"
         if lk.sock is None and lk.timeout() == 0.0:
             chan.sendall(LEAVE_TERMINAL + b"[server exited]\r\n")
             return "its host did not come back"

@@ -243,6 +243,8 @@ class Reconnection:
             or not child.rc.sid
             or len(child.tokens) != 2
         ):
+            if self._stopping or child.rc.end is False:  # its viewers were told, or the stop tells them
+                child.viewers = set()
             self._release_viewers(child)
             return False
         window = self.cfg.reconnect_window
