@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -220,3 +221,28 @@ def test_the_alternate_screen_over_a_saved_normal_screen_with_history():
     model.feed(b"\x1b[?1049l")  # the program exits: the normal screen and its history are back
     assert model.rows_text() == ["sh 2", "sh 3", "sh 4"] and model.history_text() == ["sh 0", "sh 1"]
     model.close()
+
+
+# ---------------------------------------------------------------------- the flag
+def test_the_reconnect_window_reaches_the_master_and_the_viewers(monkeypatch, tmp_path):
+    from relay import cli, log
+    from relay.conn import process
+
+    given: list[process.ConnectionConfig] = []
+
+    def connection(sock, ctl, ip, cfg, accepted):
+        given.append(cfg)
+        return SimpleNamespace(run=None)
+
+    monkeypatch.setattr(process, "Connection", connection)
+    a, uids = cli._checked_args(["--reconnect-window", "2.5", "-k", str(tmp_path / "keys")], {})
+    a.reconnect_key = cli._reconnect_key(a.keys, log.get_logger())
+    assert a.reconnect_key == str(tmp_path / "keys" / RECONNECT_KEY_FILE)  # made at start
+    master = cli._make_master(a, [], uids)
+    assert (master.cfg.reconnect_window, master.cfg.reconnect_key) == (2.5, a.reconnect_key)
+    assert master.hmac_key.mac("x") == HmacKey.load(a.reconnect_key).mac("x")
+    master.connection(None, None, "203.0.113.7", 0.0)
+    assert given[0].reconnect_window == 2.5
+    assert cli._checked_args([], {})[0].reconnect_window == 600
+    with pytest.raises(SystemExit):
+        cli._checked_args(["--reconnect-window", "0"], {})
