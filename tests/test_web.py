@@ -279,3 +279,27 @@ def test_viewers_are_counted_by_role():
         'pymate_viewers_by_role{role="ssh"} 2.0' in text and 'pymate_viewers_by_role{role="web"} 1.0' in text
     )
     assert "pymate_viewers 3.0" in text
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (b"\x82\x03abc", 1002),  # unmasked: a client must mask
+        (b"\x8f\x80\x00\x00\x00\x00", 1002),  # a reserved opcode
+        (b"\x81\x82\x00\x00\x00\x00\xff\xfe", 1007),  # text that is not UTF-8
+    ],
+)
+def test_frames_that_break_the_protocol_are_answered_with_a_close(frame, code):
+    page, sock = opened()
+    [closed] = sock.feed(frame, 0.0)
+    assert isinstance(closed, ws.Closed) and closed.code == code
+    reply = page.events(sock.to_send())
+    assert isinstance(reply[0], CloseConnection) and reply[0].code == code
+
+
+def test_a_frame_announcing_more_than_a_message_may_hold_is_refused_as_it_streams():
+    _, sock = opened()
+    header = b"\x82\xff" + (1 << 62).to_bytes(8, "big") + b"\x00\x00\x00\x00"
+    with pytest.raises(ws.WsLimit) as e:
+        sock.feed(header + b"x" * (ws.MAX_MESSAGE + 1), 0.0)
+    assert e.value.code == ws.TOO_BIG

@@ -226,7 +226,11 @@ class WebConnection:
                         lk.send(link.resize(event.cols, event.rows))
                     else:
                         self.sock.sendall(sock_ws.to_send())
-                        return "viewer left"
+                        return (
+                            f"viewer left (close {event.code}{': ' + event.reason if event.reason else ''})"[
+                                :200
+                            ]
+                        )
                 self.sock.sendall(sock_ws.to_send())
                 if not data:
                     return "viewer left"

@@ -141,8 +141,12 @@ class WebSocket:
             elif isinstance(event, Ping):
                 self._out += self._ws.send(event.response())
             elif isinstance(event, CloseConnection):
-                if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                if self._ws.state is ConnectionState.REMOTE_CLOSING:  # the page closed
                     self._out += self._ws.send(event.response())
+                elif self._ws.state is ConnectionState.OPEN:  # a frame wsproto refused: we close
+                    self._out += self._ws.send(
+                        CloseConnection(code=event.code, reason=(event.reason or "")[:100])
+                    )
                 self.closed = True
                 out.append(Closed(event.code, event.reason or ""))
         return out
