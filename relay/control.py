@@ -33,8 +33,8 @@ Connection -> master (`TO_MASTER`):
                                     (tmate -n/-r) and its key's SHA-256 (-k). Answer: named.
   resume  data                      host only, once (a second kills it): the host sent RECONNECT
                                     with this datum (at most MAX_RECONNECT_DATA). Answer: resumed.
-  rdata   (no fields)               host only, repeatable (at most every RECONNECT_REFRESH): a
-                                    fresh reconnection datum for the host. Answer: rdata.
+  rdata   (no fields)               host only, repeatable (the session asks after its lines and
+                                    every RECONNECT_REFRESH): a fresh datum. Answer: rdata.
   end     keep                      host only, as the session process ends (the last counts):
                                     keep, its host's connection was lost (the session is held
                                     for the reconnect window); not, the session is over. A
