@@ -35,10 +35,8 @@ Connection -> master (`TO_MASTER`):
                                     with this datum (at most MAX_RECONNECT_DATA). Answer: resumed.
   rdata   (no fields)               host only, repeatable (the session asks after its lines and
                                     every RECONNECT_REFRESH): a fresh datum. Answer: rdata.
-  end     keep                      host only, as the session process ends (the last counts):
-                                    keep, its host's connection was lost (the session is held
-                                    for the reconnect window); not, the session is over. A
-                                    session process that dies without it is held too.
+  end     keep                      host only, as it ends: keep, its host was lost (hold the
+                                    session); not, it is over. Dying without it also holds.
 Master -> connection (`TO_CONNECTION`):
   auth        allowed               to a connection with no role yet, per auth.
   tokens      rw_token, ro_token    to a host, once.
@@ -52,15 +50,11 @@ Master -> connection (`TO_CONNECTION`):
               pubkey|nil  + fd      the session's end of the link.
   named       rw, ro, notice|nil    to a host, once, per name: its tokens from now on (USER/NAME
                                     if named) or its random ones and the notice that says why.
-  resumed     rw, ro, reason|nil    to a host, once, per resume: reason nil, the session took
-                                    over these (its old) tokens; a reason, the datum was refused
-                                    (forged, expired, stale) and the tokens are the new ones.
-  rdata       data                  to a host, per rdata: the datum for SET_ENV
-                                    tmate_reconnection_data.
-  relink      readonly  + fd        to a viewer, repeatable: its session's host reconnected; the
-                                    fd is its new link (to the new session process).
-  ended       line                  to a viewer, once: its session ended while the viewer waited
-                                    for the host (no link): the last line to show.
+  resumed     rw, ro, reason|nil    to a host, per resume: nil, it took over these, its old
+                                    tokens; a reason (forged, expired, stale): its new tokens.
+  rdata       data                  to a host, per rdata: for SET_ENV tmate_reconnection_data.
+  relink      readonly  + fd        to a viewer, repeatable: its new link (its host is back).
+  ended       line                  to a viewer waiting for its host, once: the session is over.
 Only the master passes file descriptors. It reads with plain recv(), which discards (and closes)
 any that a compromised connection process would try to pass.
 
