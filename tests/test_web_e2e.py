@@ -9,6 +9,8 @@ import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from relay.conn.viewer import REFUSAL_DELAY
-from tests.e2e import Relay, TmateHost, free_port, session_tokens, tmate_available, wait_for
+from tests.e2e import ROOT, Relay, TmateHost, free_port, session_tokens, tmate_available, wait_for
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs the tmate client")
 
@@ -59,6 +61,7 @@ class WebClient:
         self.binary = bytearray()
         self.texts: list[dict] = []
         self.close_code: int | None = None
+        self.joined: dict | None = None  # {"readonly": ...} once the relay joined it to a session
 
     def _pump(self, timeout: float) -> bool:
         self.sock.settimeout(timeout)
@@ -79,7 +82,11 @@ class WebClient:
             elif isinstance(event, BytesMessage):
                 self.binary += event.data
             elif isinstance(event, TextMessage):
-                self.texts.append(json.loads(event.data))
+                message = json.loads(event.data)
+                if "joined" in message:
+                    self.joined = message["joined"]
+                else:
+                    self.texts.append(message)
             elif isinstance(event, CloseConnection):
                 self.close_code = event.code
         return bool(data)
@@ -198,7 +205,7 @@ def test_pages_assets_and_headers(web):
     assert script and style and body.count(b"<script") == 1, body
     status, fields, js = http_get(web.port, script.group(1).decode())
     assert status == 200 and fields["Content-Type"].startswith("text/javascript") and len(js) > 100_000
-    assert b"FitAddon" in js and b"xterm-rows" in js and b"/t/ro-" in js and b"sourceMappingURL" not in js
+    assert b"FitAddon" in js and b"xterm-rows" in js and b"msg.joined" in js and b"sourceMappingURL" not in js
     assert "immutable" in fields["Cache-Control"] and "Content-Security-Policy" in fields
     status, fields, css = http_get(web.port, style.group(1).decode())
     assert status == 200 and fields["Content-Type"].startswith("text/css") and b".xterm" in css
@@ -265,6 +272,7 @@ def test_a_web_viewer_sees_the_session_and_types_into_it(web):
     v = web.viewer(web.rw, 90, 30)
     try:
         v.wait(lambda: "0:" in v.screen_text(), what="the status line")
+        assert v.joined == {"readonly": False}
         v.keys("echo typed-in-$((6*7))-web\r")
         wait_for(lambda: "typed-in-42-web" in host_screen(web.host), 5, "the host to run it")
         v.wait(lambda: "typed-in-42-web" in v.screen_text(), what="the echo on the page")
@@ -287,6 +295,7 @@ def test_a_readonly_web_viewer_cannot_type(web):
     v = web.viewer(web.ro)
     try:
         v.wait(lambda: "0:" in v.screen_text(), what="the status line")
+        assert v.joined == {"readonly": True}  # the page then sends no keys; these are the relay's test
         v.keys("echo should-not-run\r")
         v.keys("\x02c")
         time.sleep(0.5)
@@ -480,5 +489,39 @@ def test_no_web_lines_under_require_authorized_keys(keys_dir, fingerprints, tmp_
             wait_for(lambda: "Server requires authorized_keys" in host.messages(), 5, "the -A refusal")
             assert "web session" not in host.messages() and host.display("#{tmate_web}") == ""
             assert host.display("#{tmate_ssh}").startswith("ssh ")
+        finally:
+            host.stop()
+
+
+def test_a_named_session_has_named_web_links(keys_dir, fingerprints, tmp_path):
+    keys = tmp_path / "api_keys"
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "apikey", "add", "alice", "--api-keys", str(keys)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    key = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
+    assert key, out
+    port = free_port()
+    extra = ["--api-keys", str(keys), "--web-port", str(port), "--web-bind", "127.0.0.1"]
+    with Relay(keys_dir, extra=extra) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints)
+        host.cmd(
+            "-f", str(host.conf), "-n", "pairing", "-r", "pairing-ro", "-k", key.group(0), "new-session", "-d"
+        )
+        try:
+            host.wait_ready()
+            url = f"http://127.0.0.1:{port}"
+            assert host.display("#{tmate_web}") == f"{url}/t/alice/pairing"
+            assert host.display("#{tmate_web_ro}") == f"{url}/t/alice/pairing-ro"
+            assert http_get(port, "/t/alice/pairing")[0] == 200
+            for name, readonly in (("alice/pairing", False), ("alice/pairing-ro", True)):
+                v = WebClient(port, f"/t/{name}", url).open()
+                v.size(80, 24)
+                v.wait(lambda v=v: "0:" in v.screen_text(), what=f"{name}'s first frame")
+                assert v.joined == {"readonly": readonly}
+                v.close()
         finally:
             host.stop()

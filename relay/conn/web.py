@@ -191,6 +191,7 @@ class WebConnection:
         lg.info("viewer joined", readonly=readonly, web=True)
         joined_at = time.monotonic()
         try:
+            self.sock.sendall(sock_ws.joined(readonly))  # the page sends no keys when read-only
             lk.send(link.erase(VERASE))
             reason = self._pump(sock_ws, lk)
         except ws.WsLimit as e:

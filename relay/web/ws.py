@@ -178,6 +178,10 @@ class WebSocket:
         """A text message {key: line} (`end` or `error`)."""
         return self._ws.send(TextMessage(data=json.dumps({key: line})))
 
+    def joined(self, readonly: bool) -> bytes:
+        """The text message {"joined": {"readonly": R}}: the page is a viewer now."""
+        return self._ws.send(TextMessage(data=json.dumps({"joined": {"readonly": readonly}})))
+
     def close(self, code: int = NORMAL, reason: str = "") -> bytes:
         if self._ws.state is not ConnectionState.OPEN:
             return b""

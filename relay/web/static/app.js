@@ -1,10 +1,11 @@
 // pymate-relay's web viewer: one xterm.js terminal on the session's WebSocket.
 // Binary messages in are the session's frames (what an ssh viewer gets); text messages are
-// {"end": line} or {"error": line}. Out: keystrokes as binary, the size as {"cols", "rows"}.
-// A read-only page (/t/ro-...) sends its size (the relay draws at that size) and no keys.
+// {"joined": {"readonly": r}}, then {"end": line}, or {"error": line}. Out: keystrokes as
+// binary, the size as {"cols", "rows"}. A read-only page sends its size (the relay draws at that
+// size) and no keys.
 (function () {
   "use strict";
-  var readonly = location.pathname.indexOf("/t/ro-") === 0;
+  var readonly = true; // until the relay says otherwise
   var statusBox = document.getElementById("status");
   // The socket first: its connection (a jailed process on the relay) starts while the terminal
   // is built; its events come after this function has run.
@@ -42,6 +43,11 @@
   ws.onmessage = function (ev) {
     if (typeof ev.data === "string") {
       var msg = JSON.parse(ev.data);
+      if (msg.joined) {
+        readonly = msg.joined.readonly === true;
+        term.options.disableStdin = readonly;
+        return;
+      }
       end(msg.end || msg.error || "session ended");
       return;
     }
