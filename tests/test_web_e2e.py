@@ -525,3 +525,44 @@ def test_a_named_session_has_named_web_links(keys_dir, fingerprints, tmp_path):
                 v.close()
         finally:
             host.stop()
+
+
+def test_web_viewers_count_in_max_viewers_and_in_the_metrics(keys_dir, fingerprints, tmp_path):
+    from tests.test_metrics_e2e import value
+
+    port, metrics = free_port(), free_port()
+    extra = [
+        "--web-port",
+        str(port),
+        "--web-bind",
+        "127.0.0.1",
+        "--max-viewers",
+        "1",
+        "--metrics",
+        str(metrics),
+    ]
+    with Relay(keys_dir, extra=extra) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints).start()
+        try:
+            host.wait_ready()
+            rw, ro = session_tokens(host)
+            url = f"http://127.0.0.1:{port}"
+            first = WebClient(port, f"/t/{rw}", url).open()
+            first.size(80, 24)
+            first.wait(lambda: first.joined is not None, what="the first join")
+            wait_for(
+                lambda: value(metrics, "pymate_viewers_by_role", role="web") == 1, 5, "a web viewer counted"
+            )
+            assert value(metrics, "pymate_viewers_by_role", role="ssh") == 0
+            assert value(metrics, "pymate_viewers") == 1
+            second = WebClient(port, f"/t/{ro}", url).open()
+            second.wait(lambda: second.texts, what="the refusal")
+            assert second.texts == [{"error": "Too many viewers in this session"}]
+            assert "role='ro-web'" in relay.wait_log("limit='max-viewers'")
+            first.close()
+            wait_for(
+                lambda: value(metrics, "pymate_viewers_by_role", role="web") == 0, 5, "the web viewer gone"
+            )
+            relay.wait_log("event='viewer left'")
+        finally:
+            host.stop()
