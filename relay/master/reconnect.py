@@ -74,7 +74,10 @@ class HmacKey:
     @classmethod
     def ephemeral(cls) -> HmacKey:
         """A key for this run only (no key file): reconnections work, a restart forgets them."""
-        return cls(bytearray(secrets.token_bytes(KEY_BYTES)))
+        buf = bytearray(KEY_BYTES)  # read straight into it: no bytes object left in the heap
+        with open("/dev/urandom", "rb", buffering=0) as f:
+            f.readinto(buf)
+        return cls(buf)
 
     def mac(self, text: str) -> str:
         digest = hmac.digest(self._buf, text.encode("ascii"), "sha256")
