@@ -15,6 +15,7 @@ with the relay's `tmate_reconnection_data`:
   host reconnects and its viewer sees it again;
 - a named session (`--api-keys`, `tmate-session-name`) comes back as carol/pair, its viewer
   relinked, and is not told its name is in use (its own held session holds it);
+- the reconnection key is in the master's memory and in no jailed process's (root reads them);
 - SIGTERM the relay with a live host and start it again on the same keys and port: the host is
   back with the same tokens and a new viewer joins with the old ssh command.
 """
@@ -320,3 +321,21 @@ def test_a_named_session_keeps_its_name_over_a_reconnection(keys_dir, make_host,
             if viewer is not None:
                 viewer.stop()
             fwd.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reads the jailed processes' memory as root")
+def test_the_reconnection_key_never_leaves_the_master(relay, keys_dir, make_host, tmp_path):
+    from tests.test_named_e2e import _memory_holds
+
+    key = (keys_dir / "reconnect.key").read_bytes()
+    host = make_host(relay)
+    host.wait_ready()
+    rw, _ = session_tokens(host)
+    with SshViewer(tmp_path / "v", relay.port, rw) as viewer:
+        viewer.wait_screen("0:")
+        wait_for(lambda: host.display("#{tmate_reconnection_data}"), 3, "the host's datum")
+        assert relay.proc is not None and _memory_holds(relay.proc.pid, key)  # the probe finds it
+        jailed = relay.children()
+        assert len(jailed) >= 2, jailed  # the session and the viewer, at least
+        for pid in jailed:
+            assert not _memory_holds(pid, key), Path(f"/proc/{pid}/cmdline").read_bytes()
