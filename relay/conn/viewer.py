@@ -4,6 +4,12 @@ This process only moves bytes: the viewer's terminal input goes to the session p
 link, and the frames the session renders for this viewer go back to the SSH channel. It learns
 nothing about a session but through the master's look-up, and a refusal looks the same (delay
 and text) whether the token never existed, expired or belongs to a session that just ended.
+
+When its session's host loses its connection, the session process lets the link go without a
+last line: this process then draws `The host is reconnecting...` on the bottom row itself,
+drops what is typed, and waits for the master: `relink` (a new link, to the session process of
+the host's new connection: it sends its erase character and size again and is drawn from
+scratch) or `ended` (the last line), at most the reconnect window + WAIT_MARGIN by itself.
 """
 
 from __future__ import annotations
