@@ -99,9 +99,8 @@ def make_web_connection(args: argparse.Namespace, ssh_host: str):
         sys.exit(f"pymate-relay: error: {e}")
     host = f"[{ssh_host}]" if ":" in ssh_host else ssh_host
     url = args.web_url or f"{'https' if tls else 'http'}://{host}:{args.web_port}"
-    cfg = WebConfig(
-        WebPolicy.for_url(url, args.web_trusted_proxy), assets, tls, args.grace_period, args.verbose
-    )
+    policy = WebPolicy.for_url(url, args.web_trusted_proxy)
+    cfg = WebConfig(policy, assets, tls, args.grace_period, args.verbose, args.reconnect_window)
 
     def web_connection(sock: socket.socket, ctl: socket.socket, ip: str, accepted: float):
         return WebConnection(sock, ctl, ip, cfg, accepted).run

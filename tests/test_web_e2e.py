@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -566,3 +568,25 @@ def test_web_viewers_count_in_max_viewers_and_in_the_metrics(keys_dir, fingerpri
             relay.wait_log("event='viewer left'")
         finally:
             host.stop()
+
+
+def test_a_web_viewer_waits_for_its_host_to_come_back(web):
+    v = web.viewer(web.rw)
+    try:
+        v.wait(lambda: "0:" in v.screen_text(), what="the first frame")
+        wait_for(lambda: web.host.display("#{tmate_reconnection_data}"), 3, "the host's datum")
+        [pid] = [
+            p
+            for p in web.relay.children()
+            if f"[{web.rw[:4]}...] host".encode() in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+        os.kill(pid, signal.SIGKILL)  # the session process dies, its host's TCP connection with it
+        v.wait(lambda: "The host is reconnecting" in v.screen_text(), what="the notice on the page")
+        host_run(web.host, "echo back-on-the-web-$((6*7))")
+        v.wait(lambda: "back-on-the-web-42" in v.screen_text(), timeout=10, what="the host back on the page")
+        assert session_tokens(web.host)[0] == web.rw and v.close_code is None and not v.texts
+        v.keys("echo typed-after-$((6*7))\r")
+        wait_for(lambda: "typed-after-42" in host_screen(web.host), 5, "the page's keys on the new session")
+        web.relay.wait_log("event='viewer relinked'")
+    finally:
+        v.close()

@@ -16,30 +16,25 @@ the join with a line that says so.
 
 from __future__ import annotations
 
-import re
-import select
 import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from jail import set_process_title
 from relay import control, log
 from relay.conn import link
 from relay.conn.process import _renumbered
-from relay.conn.viewer import EXPIRED_TOKEN, refusal_delay
+from relay.conn.viewer import EXPIRED_TOKEN, WAIT_MARGIN, refusal_delay
+from relay.conn.web_viewer import WebViewer
 from relay.web import http, routes, ws
 from relay.web.assets import Assets
 from relay.web.policy import WebPolicy
 
 READ_CHUNK = 16384
-INPUT_RECORD = 16384  # bytes of input per link record (the session reads records of up to 64 KiB)
-VERASE = 0x7F  # what xterm.js sends for Backspace
 GRACE_BACKSTOP = 0.5  # as relay.conn.process: after the master's grace period, give up alone
 MAX_REQUESTS = 8  # requests one connection serves (a page, then its script or style)
 KEEPALIVE_IDLE = 1.0  # seconds a served connection waits for its next request (then closes)
-_VT = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -49,11 +44,7 @@ class WebConfig:
     tls: ssl.SSLContext | None = None  # --web-cert/--web-key, loaded by the master
     grace_period: float = 20.0
     verbose: bool = False
-
-
-def last_line(payload: bytes) -> str:
-    """The text of an `X` record (`[server exited]`), without its terminal sequences."""
-    return _VT.sub(b"", payload).decode("utf-8", "replace").strip()
+    reconnect_window: float = 600.0  # --reconnect-window: how long a viewer waits for its lost host
 
 
 class WebConnection:
@@ -190,10 +181,10 @@ class WebConnection:
             lg = lg.bind(session=shown[:4])
         lg.info("viewer joined", readonly=readonly, web=True)
         joined_at = time.monotonic()
+        viewer = WebViewer(self.sock, sock_ws, lk, self.master, self.cfg.reconnect_window + WAIT_MARGIN, lg)
         try:
             self.sock.sendall(sock_ws.joined(readonly))  # the page sends no keys when read-only
-            lk.send(link.erase(VERASE))
-            reason = self._pump(sock_ws, lk)
+            reason = viewer.run()
         except ws.WsLimit as e:
             self._send_quietly(sock_ws.close(e.code, str(e)))
             lg.warning("viewer dropped", limit=e.limit, reason=str(e))
@@ -201,7 +192,7 @@ class WebConnection:
         except (OSError, ssl.SSLError, link.LinkError) as e:
             reason = f"connection lost: {e or type(e).__name__}"
         finally:
-            lk.close()
+            viewer.close()
         lg.info("viewer left", reason=reason, duration=round(time.monotonic() - joined_at, 3))
 
     def _send_quietly(self, data: bytes) -> None:
@@ -209,44 +200,3 @@ class WebConnection:
             self.sock.sendall(data)
         except OSError:
             pass
-
-    def _pump(self, sock_ws: ws.WebSocket, lk: socket.socket) -> str:
-        """Page input to the session, the session's frames to the page, until one ends."""
-        tls = isinstance(self.sock, ssl.SSLSocket)
-        watched: list[Any] = [self.sock, lk, self.master]
-        while True:
-            waiting = tls and self.sock.pending() > 0  # type: ignore[attr-defined]
-            readable = select.select(watched, [], [], 0 if waiting else None)[0]
-            if waiting or self.sock in readable:
-                data = self.sock.recv(READ_CHUNK)
-                for event in sock_ws.feed(data, time.monotonic()):
-                    if isinstance(event, ws.Input):
-                        for i in range(0, len(event.data), INPUT_RECORD):
-                            lk.send(link.INPUT + event.data[i : i + INPUT_RECORD])
-                    elif isinstance(event, ws.Resize):
-                        lk.send(link.resize(event.cols, event.rows))
-                    else:
-                        self.sock.sendall(sock_ws.to_send())
-                        return (
-                            f"viewer left (close {event.code}{': ' + event.reason if event.reason else ''})"[
-                                :200
-                            ]
-                        )
-                self.sock.sendall(sock_ws.to_send())
-                if not data:
-                    return "viewer left"
-            if lk in readable:
-                record = lk.recv(link.MAX_RECORD)
-                if not record:
-                    self._send_quietly(sock_ws.notice("end", "session ended") + sock_ws.close())
-                    return "session ended"
-                kind, payload = link.parse(record)
-                if kind == link.OUTPUT and isinstance(payload, bytes):
-                    self.sock.sendall(sock_ws.output(payload))
-                elif kind == link.EXIT and isinstance(payload, bytes):
-                    end = sock_ws.output(payload) + sock_ws.notice("end", last_line(payload))
-                    self._send_quietly(end + sock_ws.close())
-                    return "session closed the viewer"
-            if self.master in readable and self.master.master_gone():
-                self._send_quietly(sock_ws.notice("end", "[relay shutting down]") + sock_ws.close(1001))
-                return "relay is shutting down"

@@ -1,0 +1,169 @@
+"""A joined web viewer: its page's WebSocket on one side, its link to the session on the other.
+
+The page's binary messages become `I` records, its size messages `R` records (the first link
+gets the erase character first: xterm.js sends 0x7f for Backspace); `O` records go to the page as
+binary messages, the `X` record as one too and then `{"end": LINE}` and a close.
+
+As for an ssh viewer (relay.conn.viewer), a link that ends without an `X` record means the host
+is away (its connection was lost; relay.master.reconnect holds the session): the page is shown
+the same notice on its bottom row, what it types goes nowhere, and the master's word decides:
+`relink` (the host is back: a new link, the erase character and the page's size again, and the
+new session process draws the page from scratch) or `ended` (its last line); after the
+reconnect window and a margin this process stops waiting by itself. A page that does not read
+stalls this process alone: its link fills and the session skips its frames.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import ssl
+import time
+from typing import Any
+
+from relay import control
+from relay.conn import link
+from relay.conn.viewer import HOST_AWAY
+from relay.web import ws
+
+READ_CHUNK = 16384
+INPUT_RECORD = 16384  # bytes of input per link record (the session reads records of up to 64 KiB)
+VERASE = 0x7F  # what xterm.js sends for Backspace
+
+
+_VT = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def last_line(payload: bytes) -> str:
+    """The text of an `X` record (`[server exited]`), without its terminal sequences."""
+    return _VT.sub(b"", payload).decode("utf-8", "replace").strip()
+
+
+class WebViewer:
+    def __init__(
+        self,
+        sock: socket.socket,
+        page: ws.WebSocket,
+        lk: socket.socket,
+        master: control.Client,
+        wait: float,
+        log: Any,
+    ):
+        self.sock, self.page, self.master, self.log = sock, page, master, log
+        self.lk: socket.socket | None = lk
+        self.wait = wait  # seconds to wait for a relink at most (the master ends it first)
+        self.size: tuple[int, int] | None = None  # the page's last size
+        self.away_since = 0.0
+        self.ended: str | None = None  # the master's last line while the host is away
+
+    def run(self) -> str:
+        """Move messages and records until one side ends; why it ended."""
+        self._to_session(link.erase(VERASE))
+        tls = isinstance(self.sock, ssl.SSLSocket)
+        while True:
+            buffered = tls and self.sock.pending() > 0  # type: ignore[attr-defined]
+            watched: list[Any] = [self.sock, self.master] + ([self.lk] if self.lk is not None else [])
+            readable = select.select(watched, [], [], 0 if buffered else self._timeout())[0]
+            why = self.master in readable and self._from_master()
+            if not why and self.lk is None:
+                why = self._still_away()
+            if not why and (buffered or self.sock in readable):
+                why = self._from_page()
+            if not why and self.lk is not None and self.lk in readable:
+                why = self._from_session()
+            if why:
+                return why
+
+    # ------------------------------------------------------------------ the page
+    def _from_page(self) -> str | None:
+        data = self.sock.recv(READ_CHUNK)
+        why = None
+        for event in self.page.feed(data, time.monotonic()):
+            if isinstance(event, ws.Input):
+                for i in range(0, len(event.data), INPUT_RECORD):
+                    self._to_session(link.INPUT + event.data[i : i + INPUT_RECORD])
+            elif isinstance(event, ws.Resize):
+                self.size = (event.cols, event.rows)
+                self._to_session(link.resize(event.cols, event.rows))
+            else:
+                why = f"viewer left (close {event.code}{': ' + event.reason if event.reason else ''})"[:200]
+        self.sock.sendall(self.page.to_send())
+        return why or (None if data else "viewer left")
+
+    def _end(self, line: str, code: int = ws.NORMAL, terminal: bytes = b"") -> None:
+        """The page's last words: what its terminal shows, the line, the close."""
+        data = (self.page.output(terminal) if terminal else b"") + self.page.notice("end", line)
+        try:
+            self.sock.sendall(data + self.page.close(code))
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ the session
+    def _to_session(self, record: bytes) -> None:
+        if self.lk is not None:  # while the host is away, keys go nowhere
+            try:
+                self.lk.send(record)
+            except OSError:
+                pass
+
+    def _from_session(self) -> str | None:
+        assert self.lk is not None
+        try:
+            record = self.lk.recv(link.MAX_RECORD)
+        except OSError:  # a peer gone with our records unread resets the link: the same end
+            record = b""
+        if not record:
+            self._lost()
+            return None
+        kind, payload = link.parse(record)
+        if kind == link.OUTPUT and isinstance(payload, bytes):
+            self.sock.sendall(self.page.output(payload))
+        elif kind == link.EXIT and isinstance(payload, bytes):
+            self._end(last_line(payload), terminal=payload)
+            return "session closed the viewer"
+        return None
+
+    def _lost(self) -> None:
+        """The session let this viewer go without a last line: its host is away."""
+        self.close()
+        self.away_since = time.monotonic()
+        cols, rows = self.size or (80, 24)
+        text = HOST_AWAY[: max(cols, 1)].ljust(cols)
+        self.sock.sendall(self.page.output(f"\x1b7\x1b[{rows};1H\x1b[0;7m{text}\x1b[0m\x1b8".encode()))
+        self.log.info("viewer waiting", reason="its session let it go without a last line")
+
+    def close(self) -> None:
+        if self.lk is not None:
+            self.lk.close()
+            self.lk = None
+
+    def _timeout(self) -> float | None:
+        return None if self.lk is not None else max(0.0, self.away_since + self.wait - time.monotonic())
+
+    def _still_away(self) -> str | None:
+        if self.ended is not None:
+            self._end(self.ended)
+            return "session ended while its host was away"
+        if self._timeout() == 0.0:
+            self._end("[server exited]")
+            return "its host did not come back"
+        return None
+
+    # ------------------------------------------------------------------ the master
+    def _from_master(self) -> str | None:
+        try:
+            event = self.master.viewer_event()
+        except control.MasterGone:
+            self._end("[relay shutting down]", 1001)
+            return "relay is shutting down"
+        if event is not None and event[0] == "relink" and isinstance(event[2], int):
+            self.close()
+            self.lk = socket.socket(fileno=event[2])
+            self._to_session(link.erase(VERASE))
+            if self.size is not None:  # the new session draws this viewer from scratch at its size
+                self._to_session(link.resize(*self.size))
+            self.log.info("viewer relinked", reason="its host reconnected")
+        elif event is not None and event[0] == "ended":
+            self.ended = str(event[1])  # while linked, the session's own last line comes first
+        return None
