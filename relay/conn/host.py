@@ -263,7 +263,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     hs.require_keys = conn.cfg.require_authorized_keys
     last = SERVER_EXITED
     code = 0
-    reason, error, keep = "", None, False  # keep: the host's connection was lost (relay.conn.reconnect)
+    reason, keep = "", False  # keep: the host's connection was lost (relay.conn.reconnect)
     limit: str | None = None  # the limit that ended the session, if one did
     try:
         reason = hs.run()
@@ -277,13 +277,13 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         reason = f"protocol violation: {e}"
         code = 1
     except (OSError, EOFError, paramiko.SSHException) as e:
-        reason, error = f"connection lost: {e or type(e).__name__}", e
+        reason = f"connection lost: {e or type(e).__name__}"
     except MemoryError as e:  # the jail's cap (--session-memory): Python's or the terminal engine's
         reason = f"memory limit reached: {e or 'an allocation failed'}"
         code, limit = 1, "session-memory"
     finally:
         lost = reason == "host closed the connection" or reason.startswith("connection lost")
-        how = connection_lost(chan, error) if code == 0 and lost else None
+        how = connection_lost(chan) if code == 0 and lost else None
         reason, keep = how or reason, how is not None
         try:
             hs.close(None if keep else last)

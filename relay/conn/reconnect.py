@@ -103,14 +103,13 @@ class HostReconnection:
             self.hs.send_host(m.SetEnv("tmate_reconnection_data", data))
 
 
-def connection_lost(chan: paramiko.Channel, error: BaseException | None) -> str | None:
+def connection_lost(chan: paramiko.Channel) -> str | None:
     """How the host's connection failed (reset, timeout), or None when it ended (FIN, SSH
-    disconnect, channel closed). `error` is what the session loop raised, if anything."""
+    disconnect, channel closed). paramiko's transport thread keeps what stopped it: a socket
+    error for a failure, EOFError for a FIN, nothing for a disconnect; what the session loop
+    itself sees of it is only a closed channel."""
     transport = chan.get_transport() if hasattr(chan, "get_transport") else None
     saved = getattr(transport, "saved_exception", None) if transport is not None else None
-    if isinstance(saved, OSError):  # the transport's socket failed; a FIN is an EOFError
+    if isinstance(saved, OSError):  # a FIN is an EOFError, no OSError
         return f"connection lost: {saved.strerror or type(saved).__name__}"
-    # paramiko's own "Socket is closed" (a closed channel) has no errno; a socket's error has one
-    if saved is None and isinstance(error, OSError) and error.errno is not None:
-        return f"connection lost: {error.strerror or type(error).__name__}"
     return None
