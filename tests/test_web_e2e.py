@@ -201,16 +201,17 @@ def test_pages_assets_and_headers(web):
     csp = fields["Content-Security-Policy"]
     assert "script-src 'self';" in csp and f"connect-src ws://127.0.0.1:{web.port};" in csp
     assert fields["X-Content-Type-Options"] == "nosniff" and fields["Referrer-Policy"] == "no-referrer"
-    # One script (xterm.js, its fit addon, ours) and one style, named by their hash, cached for good.
-    script = re.search(rb'<script src="(/static/pymate-[0-9a-f]{16}\.js)"></script>', body)
-    style = re.search(rb'<link rel="stylesheet" href="(/static/pymate-[0-9a-f]{16}\.css)">', body)
-    assert script and style and body.count(b"<script") == 1, body
-    status, fields, js = http_get(web.port, script.group(1).decode())
+    # The style inside the page; two scripts named by their hash, cached for good: the socket's
+    # opener, then xterm.js, its fit addon and ours.
+    assert b".xterm" in body.split(b"<style>", 1)[1].split(b"</style>", 1)[0]
+    scripts = re.findall(rb'<script src="(/static/pymate-[0-9a-f]{16}\.js)"></script>', body)
+    assert len(scripts) == 2 and body.count(b"<script") == 2, body
+    status, fields, opener = http_get(web.port, scripts[0].decode())
+    assert status == 200 and b"new WebSocket(" in opener and len(opener) < 2000
+    status, fields, js = http_get(web.port, scripts[1].decode())
     assert status == 200 and fields["Content-Type"].startswith("text/javascript") and len(js) > 100_000
     assert b"FitAddon" in js and b"xterm-rows" in js and b"msg.joined" in js and b"sourceMappingURL" not in js
     assert "immutable" in fields["Cache-Control"] and "Content-Security-Policy" in fields
-    status, fields, css = http_get(web.port, style.group(1).decode())
-    assert status == 200 and fields["Content-Type"].startswith("text/css") and b".xterm" in css
     assert http_get(web.port, "/static/xterm.js")[0] == 404  # nothing from node_modules by its own name
     assert http_get(web.port, "/static/nope.js")[0] == 404
     assert http_get(web.port, "/")[0] == 404

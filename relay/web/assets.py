@@ -2,10 +2,11 @@
 filesystem): our page, script and style (relay/web/static) and xterm.js with its fit addon from
 node_modules (`make install` runs `npm ci`; package.json pins them).
 
-The scripts are served as one file and the styles as another (xterm.js, its fit addon and our
-app.js; xterm.css and our app.css), each named by its content's hash and cached by browsers for
-good: every HTTP request is a jailed process of its own, so a page costs three (the page, its
-script, its style) and the WebSocket, and a page opened again costs two.
+Every HTTP connection is a jailed process of its own, so a page asks for little: the styles
+(xterm.css and our app.css) are inside the page, and two scripts follow it, each named by its
+content's hash and cached by browsers for good: our small socket.js, which opens the WebSocket
+at once, and xterm.js, its fit addon and our app.js as one file. The WebSocket's connection is
+then forked while the large script is still arriving.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ NODE_MODULES = next(
 )
 MAX_ASSET = 4 * 1024 * 1024  # bytes of one asset file
 PAGE = "index.html"
+SOCKET = "socket.js"  # the first script: it opens the WebSocket while the large one loads
 # (root, path under it), in the order they are joined
 SCRIPTS = (
     ("node_modules", "@xterm/xterm/lib/xterm.js"),
@@ -33,7 +35,6 @@ SCRIPTS = (
 )
 STYLES = (("node_modules", "@xterm/xterm/css/xterm.css"), ("static", "app.css"))
 JS = "text/javascript; charset=utf-8"
-CSS = "text/css; charset=utf-8"
 IMMUTABLE = "public, max-age=31536000, immutable"  # a hashed name never changes content
 
 
@@ -59,11 +60,15 @@ class Assets:
         roots = {"static": static, "node_modules": node_modules or NODE_MODULES}
         script = _joined([_read(roots[r] / p, r) for r, p in SCRIPTS], b"\n;\n")
         style = _joined([_read(roots[r] / p, r) for r, p in STYLES], b"\n")
-        names = {"script": _hashed(script, "js"), "style": _hashed(style, "css")}
-        page = _read(static / PAGE, "static")
+        socket_js = _read(static / SOCKET, "static")
+        names = {"script": _hashed(script, "js"), "socket": _hashed(socket_js, "js")}
+        page = _read(static / PAGE, "static").replace(b"{{style}}", style.replace(b"</", b"<\\/"))
         for key, name in names.items():
             page = page.replace(f"{{{{{key}}}}}".encode(), name.encode())
-        files = {names["script"]: Asset(script, JS, IMMUTABLE), names["style"]: Asset(style, CSS, IMMUTABLE)}
+        files = {
+            names["script"]: Asset(script, JS, IMMUTABLE),
+            names["socket"]: Asset(socket_js, JS, IMMUTABLE),
+        }
         return cls(Asset(page, "text/html; charset=utf-8"), files)
 
 

@@ -7,11 +7,10 @@
   "use strict";
   var readonly = true; // until the relay says otherwise
   var statusBox = document.getElementById("status");
-  // The socket first: its connection (a jailed process on the relay) starts while the terminal
-  // is built; its events come after this function has run.
-  var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  var ws = new WebSocket(scheme + location.host + location.pathname);
-  ws.binaryType = "arraybuffer";
+  // socket.js opened the socket (its connection is a jailed process on the relay) while this
+  // script loaded; what it kept is handled below, in order.
+  var early = window.pymateEarly;
+  var ws = early.socket;
 
   var term = new Terminal({ scrollback: 0, disableStdin: readonly, allowProposedApi: false });
   var fit = new FitAddon.FitAddon();
@@ -36,11 +35,11 @@
     if (!readonly && ws.readyState === WebSocket.OPEN) ws.send(bytes);
   }
 
-  ws.onopen = function () {
+  function onOpen() {
     sendSize();
     term.focus();
-  };
-  ws.onmessage = function (ev) {
+  }
+  function onMessage(ev) {
     if (typeof ev.data === "string") {
       var msg = JSON.parse(ev.data);
       if (msg.joined) {
@@ -52,8 +51,13 @@
       return;
     }
     term.write(new Uint8Array(ev.data));
-  };
-  ws.onclose = function () { end("Connection closed"); };
+  }
+  function onClose() { end("Connection closed"); }
+  var handlers = { open: onOpen, message: onMessage, close: onClose };
+  early.events.forEach(function (ev) { handlers[ev.type](ev); });
+  ws.onopen = onOpen;
+  ws.onmessage = onMessage;
+  ws.onclose = onClose;
   term.onData(function (data) { sendKeys(encoder.encode(data)); });
   term.onBinary(function (data) {
     var bytes = new Uint8Array(data.length);
