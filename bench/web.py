@@ -5,9 +5,9 @@
    page each time; the page, four assets and the WebSocket, each its own jailed connection
    process), median of --joins.
 2. Keystroke echo through a raw pty on the host (`stty raw -echo` and a byte-echo loop): ssh
-   (write to the pty -> the byte back), and the browser (its keydown -> the byte drawn in
-   xterm.js's rows, measured on the page's own clock, so it includes xterm.js's next animation
-   frame), median of --echo.
+   (write to the pty -> the byte back), and the browser (its keydown -> the frame's WebSocket
+   message, and -> the byte drawn in xterm.js's rows, which waits for its next animation frame;
+   both on the page's own clock), median of --echo.
 3. Memory: the private memory (USS) of an idle ssh viewer's and web viewer's jailed process.
 
 Usage: .venv/bin/python bench/web.py [--joins 10] [--echo 20]
@@ -47,11 +47,17 @@ WATCH_JOIN = """(() => {
 # Resolves, on the page's clock, once the terminal's rows hold `expected` after the next keydown.
 WATCH_ECHO = """expected => {
   window.__echo = new Promise(resolve => {
-    let t0 = null;
+    let t0 = null, arrived = null;
     document.addEventListener("keydown", () => { t0 = performance.now(); }, {capture: true, once: true});
+    window.pymateEarly.socket.addEventListener("message", () => {
+      if (t0 !== null && arrived === null) arrived = performance.now() - t0;
+    });
     const rows = document.querySelector(".xterm-rows");
     const obs = new MutationObserver(() => {
-      if (t0 !== null && rows.textContent.includes(expected)) { obs.disconnect(); resolve(performance.now() - t0); }
+      if (t0 !== null && rows.textContent.includes(expected)) {
+        obs.disconnect();
+        resolve([performance.now() - t0, arrived]);
+      }
     });
     obs.observe(rows, {childList: true, subtree: true, characterData: true});
   });
@@ -115,21 +121,23 @@ def echoes(host: TmateHost, port: int, rw: str, browser, url: str, n: int, tmp: 
     page.wait_for_function("() => document.querySelector('.xterm-rows')?.textContent.includes('0:')")
     page.locator(".xterm").click()
     time.sleep(0.3)
-    web, typed = [], ""
+    web, frames, typed = [], [], ""
     for i in range(n + 3):
         key = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i % 26]
         typed += key
         page.evaluate(WATCH_ECHO, typed[-8:])
         page.keyboard.press(key)
-        ms = page.evaluate("window.__echo")
+        drawn, arrived = page.evaluate("window.__echo")
         if i >= 3:
-            web.append(ms)
+            web.append(drawn)
+            frames.append(arrived)
         time.sleep(0.05)
     page.close()
     host.cmd("send-keys", "C-c")
     host_run(host, "stty sane; clear")
     print(summary("keystroke echo, ssh: write -> byte back", ssh))
-    print(summary("keystroke echo, web: keydown -> byte drawn", web))
+    print(summary("keystroke echo, web: keydown -> the frame's message in the page", frames))
+    print(summary("keystroke echo, web: keydown -> byte drawn (xterm.js's next animation frame)", web))
 
 
 def titled(relay: Relay, word: str) -> list[int]:

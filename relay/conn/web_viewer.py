@@ -77,6 +77,10 @@ class WebViewer:
 
     # ------------------------------------------------------------------ the page
     def _from_page(self) -> str | None:
+        try:  # not sticky: re-armed before every read (as relay.conn.ssh does; echo 12.5 -> 8.5 ms)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass
         data = self.sock.recv(READ_CHUNK)
         why = None
         for event in self.page.feed(data, time.monotonic()):
