@@ -2,12 +2,13 @@
 
 The master accepted it on the web listener (--web-port) and forked this process before reading a
 byte, exactly as for SSH, but wrote no banner. Here: the TLS handshake (with --web-cert, the
-context made before the fork), one request (relay.web.http), and then either a response (the
-page, a static asset, an error; the connection closes) or, for `GET /t/TOKEN` with a WebSocket
-upgrade from the page's own origin, a viewer: the master joins it to the session its token names
-(control `join`; the master knows it came from the web listener and counts it as a `web`
-viewer), and from then on this process moves link records to WebSocket messages and back, as
-relay.conn.viewer does for an SSH channel. The session process treats it as any other viewer.
+context made before the fork), then requests (relay.web.http; up to MAX_REQUESTS, the next
+within KEEPALIVE_IDLE), each answered with the page, a static asset or an error, until one is
+`GET /t/TOKEN` with a WebSocket upgrade from the page's own origin: a viewer. The master joins
+it to the session its token names (control `join`; the master knows it came from the web
+listener and counts it as a `web` viewer), and from then on relay.conn.web_viewer moves
+WebSocket messages to link records and back, as relay.conn.viewer does for an SSH channel. The
+session process treats it as any other viewer.
 
 A token that names no session gets the ssh viewer's refusal: the same random delay and the same
 line (`Invalid or expired session token`). A `tmate -a` session is ssh-only: the master refuses
