@@ -2,10 +2,13 @@
 
 The command is exercised both in-process (keygen_main) and as a real
 subprocess; fingerprints and key sizes are checked against `ssh-keygen`.
+keygen also makes the reconnection key (reconnect.key, 32 bytes, 0600) where it
+is missing, and keeps an existing one.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import errno
 import itertools
@@ -39,6 +42,7 @@ from relay.hostkeys import (
     load_host_keys,
     tmate_conf_lines,
 )
+from relay.hostkeys.store import RECONNECT_KEY_BYTES, RECONNECT_KEY_FILE, ensure_reconnect_key
 
 REPO = Path(__file__).resolve().parents[1]
 KEYGEN_CMD = [
@@ -62,6 +66,8 @@ PREMADE_KEYGEN_CMD = [
 ]
 FP_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 ALL_FILES = [RSA_KEY_FILE, RSA_KEY_FILE + ".pub", ED25519_KEY_FILE, ED25519_KEY_FILE + ".pub"]
+KEYGEN_FILES = [*ALL_FILES, RECONNECT_KEY_FILE]  # what keygen leaves: the host keys and reconnect.key
+RECONNECT_LINE = re.compile(r"reconnect\.key: the hosts' reconnection key, mode 0600 \((created|existing)\)")
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
 
@@ -131,18 +137,20 @@ def snapshot(directory) -> dict:
 
 
 def parse_output(out: str) -> dict:
-    """keygen stdout -> {"keys": {name: (fp, status)}, "conf": [4 lines]}."""
+    """keygen stdout -> {"keys": {name: (fp, status)}, "reconnect": status, "conf": [4 lines]}."""
     lines = out.splitlines()
-    assert len(lines) == 2 + 1 + 1 + 4, out
+    assert len(lines) == 2 + 1 + 1 + 1 + 4, out
     keys_ = {}
     for line in lines[:2]:
         m = re.fullmatch(r"(ssh_host_\w+_key): (SHA256:[A-Za-z0-9+/]{43}) \((.+)\)", line)
         assert m, line
         keys_[m.group(1)] = (m.group(2), m.group(3))
     assert list(keys_) == [RSA_KEY_FILE, ED25519_KEY_FILE]
-    assert lines[2] == ""
-    assert lines[3] == "Add these lines to ~/.tmate.conf on each host:"
-    return {"keys": keys_, "conf": lines[4:]}
+    reconnect = RECONNECT_LINE.fullmatch(lines[2])
+    assert reconnect, lines[2]
+    assert lines[3] == ""
+    assert lines[4] == "Add these lines to ~/.tmate.conf on each host:"
+    return {"keys": keys_, "reconnect": reconnect.group(1), "conf": lines[5:]}
 
 
 def expected_conf(host, port, directory) -> list[str]:
@@ -163,7 +171,14 @@ def assert_one_line_error(err: str, *needles: str):
         assert needle in err, (needle, err)
 
 
-def assert_good_keys(directory):
+def assert_good_reconnect_key(d: Path) -> None:
+    st = (d / RECONNECT_KEY_FILE).lstat()
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_size == RECONNECT_KEY_BYTES
+
+
+def assert_good_keys(directory, reconnect: bool = False):
+    """The host keys are good (and, with `reconnect`, the reconnection key: what keygen leaves)."""
     d = Path(directory)
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     for name, bits, typ in ((RSA_KEY_FILE, RSA_BITS, "(RSA)"), (ED25519_KEY_FILE, 256, "(ED25519)")):
@@ -187,11 +202,13 @@ def assert_good_keys(directory):
         pk = paramiko.PKey.from_path(key)
         assert fingerprint(pk) == ssh_keygen_l(key)[1]
     assert ssh_keygen_l(d / RSA_KEY_FILE)[0] >= 3072
+    if reconnect:
+        assert_good_reconnect_key(d)
     # no temp files left behind
-    assert sorted(os.listdir(d)) == sorted(ALL_FILES)
+    assert sorted(os.listdir(d)) == sorted(KEYGEN_FILES if reconnect else ALL_FILES)
 
 
-def copy_keys(src, dst, names=ALL_FILES) -> Path:
+def copy_keys(src, dst, names=KEYGEN_FILES) -> Path:
     dst = Path(dst)
     dst.mkdir(mode=0o700, exist_ok=True)
     for name in names:
@@ -250,6 +267,7 @@ def premade_rsa(monkeypatch, rsa_pool) -> list[Path]:
 def good_keys(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("good") / "keys"
     ensure_host_keys(d)
+    ensure_reconnect_key(d)
     return d
 
 
@@ -304,8 +322,9 @@ def test_subprocess_creates_keys(tmp_path):
     res = run_keygen("-k", d, "-h", "relay.example.com", "-p", "2222")
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""
-    assert_good_keys(d)
+    assert_good_keys(d, reconnect=True)
     parsed = parse_output(res.stdout)
+    assert parsed["reconnect"] == "created"
     for name in (RSA_KEY_FILE, ED25519_KEY_FILE):
         fp, status = parsed["keys"][name]
         assert status == "created"
@@ -327,6 +346,7 @@ def test_second_run_creates_nothing_and_touches_nothing(tmp_path, premade_rsa):
     p1, p2 = parse_output(first.stdout), parse_output(second.stdout)
     assert {n: fp for n, (fp, _) in p1["keys"].items()} == {n: fp for n, (fp, _) in p2["keys"].items()}
     assert [s for _, s in p2["keys"].values()] == ["existing", "existing"]
+    assert (p1["reconnect"], p2["reconnect"]) == ("created", "existing")
     assert p2["conf"] == p1["conf"]
 
 
@@ -335,9 +355,10 @@ def test_inprocess_keygen_main(tmp_path, capsys, premade_rsa):
     rc, out, err = run_inprocess(capsys, "-k", d, "-h", "10.0.0.1", "-p", "443")
     assert rc == 0, err
     assert err == ""
-    assert_good_keys(d)
+    assert_good_keys(d, reconnect=True)
     parsed = parse_output(out)
     assert [s for _, s in parsed["keys"].values()] == ["created", "created"]
+    assert parsed["reconnect"] == "created"
     assert parsed["conf"] == expected_conf("10.0.0.1", 443, d)
 
     rc, out2, err = run_inprocess(capsys, "--keys-dir", d, "--host", "10.0.0.1", "--port", "443")
@@ -360,7 +381,9 @@ def test_default_keys_dir_is_keys(tmp_path, good_keys):
     before = snapshot(tmp_path / "keys")
     res = run_keygen("-h", "h.example", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert [s for _, s in parse_output(res.stdout)["keys"].values()] == ["existing"] * 2
+    parsed = parse_output(res.stdout)
+    assert [s for _, s in parsed["keys"].values()] == ["existing"] * 2
+    assert parsed["reconnect"] == "existing"
     assert snapshot(tmp_path / "keys") == before
 
 
@@ -398,6 +421,57 @@ def test_exact_modes_whatever_the_umask(tmp_path, premade_rsa):
         assert_good_keys(d)
 
 
+def test_keygen_makes_the_reconnection_key_0600_and_keeps_an_existing_one(
+    tmp_path, capsys, good_keys, premade_rsa
+):
+    for umask in (0o000, 0o077, 0o027):
+        old = os.umask(umask)
+        try:
+            d = tmp_path / f"keys{umask:o}"
+            rc, out, err = run_inprocess(capsys, "-k", d, "-h", "h", "-p", "22")
+        finally:
+            os.umask(old)
+        assert rc == 0, err
+        assert parse_output(out)["reconnect"] == "created"
+        assert_good_keys(d, reconnect=True)
+        key = (d / RECONNECT_KEY_FILE).read_bytes()
+        assert len(set(key)) > 4  # random bytes, not a constant
+        for shown in (key.hex(), key.hex().upper(), base64.b64encode(key).decode().rstrip("=")):
+            assert shown not in out  # the secret is never printed
+        before = snapshot(d)
+        rc, out, err = run_inprocess(capsys, "-k", d, "-h", "h", "-p", "22")
+        assert rc == 0 and parse_output(out)["reconnect"] == "existing"
+        assert snapshot(d) == before  # the same bytes, inode and mtime
+    # One made elsewhere (the relay's, or a copy for a second relay) is adopted as it is.
+    d = copy_keys(good_keys, tmp_path / "adopted", [RECONNECT_KEY_FILE])
+    before = snapshot(d)
+    rc, out, err = run_inprocess(capsys, "-k", d, "-h", "h", "-p", "22")
+    assert rc == 0 and parse_output(out)["reconnect"] == "existing"
+    assert snapshot(d)[RECONNECT_KEY_FILE] == before[RECONNECT_KEY_FILE]
+    assert_good_keys(d, reconnect=True)
+
+
+@pytest.mark.parametrize(
+    "setup,needle",
+    [
+        (lambda p: write_file(p, os.urandom(16)), "16 bytes, a reconnection key has 32"),
+        (lambda p: write_file(p, os.urandom(32), 0o644), "readable by others (mode 0644; chmod 600 it)"),
+        (lambda p: os.mkdir(p, 0o700), "not a regular file"),
+    ],
+    ids=["short", "mode-0644", "directory"],
+)
+def test_keygen_refuses_a_broken_reconnection_key_and_writes_nothing(
+    tmp_path, capsys, good_keys, setup, needle
+):
+    d = copy_keys(good_keys, tmp_path / "keys", [ED25519_KEY_FILE, ED25519_KEY_FILE + ".pub"])
+    setup(d / RECONNECT_KEY_FILE)
+    before = snapshot(d)
+    rc, out, err = run_inprocess(capsys, "-k", d, "-h", "h", "-p", "22")
+    assert rc == 1 and out == ""
+    assert_one_line_error(err, f"{d}/{RECONNECT_KEY_FILE}: {needle}")
+    assert snapshot(d) == before  # the missing RSA key was not made either
+
+
 def test_adopts_keys_made_by_ssh_keygen(tmp_path, foreign):
     d = tmp_path / "keys"
     d.mkdir(mode=0o700)
@@ -419,10 +493,11 @@ def test_creates_only_the_missing_key(tmp_path, capsys, good_keys, premade_rsa):
     parsed = parse_output(out)
     assert parsed["keys"][RSA_KEY_FILE][1] == "created"
     assert parsed["keys"][ED25519_KEY_FILE] == (ssh_keygen_l(d / ED25519_KEY_FILE)[1], "existing")
+    assert parsed["reconnect"] == "created"
     after = snapshot(d)
     for name in before:
         assert after[name] == before[name]
-    assert_good_keys(d)
+    assert_good_keys(d, reconnect=True)
 
 
 @pytest.mark.parametrize("name", [RSA_KEY_FILE, ED25519_KEY_FILE])
@@ -436,10 +511,11 @@ def test_missing_pub_is_regenerated(tmp_path, capsys, good_keys, name):
     parsed = parse_output(out)
     assert parsed["keys"][name][1] == f"existing; wrote missing {name}.pub"
     assert (d / (name + ".pub")).read_text().split()[:2] == expected_pub
+    assert parsed["reconnect"] == "existing"
     after = snapshot(d)
     for entry in before:
         assert after[entry] == before[entry]  # the rest untouched
-    assert_good_keys(d)
+    assert_good_keys(d, reconnect=True)
     # and it is reported through the API too
     os.unlink(d / (name + ".pub"))
     infos = {i.key_type: i for i in ensure_host_keys(d)}
@@ -471,7 +547,8 @@ def test_concurrent_keygens_do_not_clobber(tmp_path, premade_rsa):
         assert {o["keys"][name][0] for o in outs} == {on_disk}
         # ...and exactly one process created each key.
         assert [o["keys"][name][1] for o in outs].count("created") == 1
-    assert_good_keys(d)
+    assert [o["reconnect"] for o in outs].count("created") == 1
+    assert_good_keys(d, reconnect=True)
 
 
 def test_works_without_hard_links(tmp_path, monkeypatch, premade_rsa):
@@ -800,11 +877,21 @@ def test_read_only_mount(tmp_path, good_keys):
     assert_one_line_error(res.stderr, f"{d}: directory is not writable (Read-only file system)")
     assert snapshot(d) == before
 
-    # With everything in place, a read-only key directory is fine.
+    # The host keys in place but no reconnection key: keygen cannot make it, and says so.
     copy_keys(good_keys, d, [RSA_KEY_FILE, RSA_KEY_FILE + ".pub"])
+    before = snapshot(d)
+    res = run_keygen("-k", d, "-h", "h", prefix=ro)
+    assert res.returncode == 1 and res.stdout == "", res.stdout + res.stderr
+    assert_one_line_error(res.stderr, f"{d}: directory is not writable (Read-only file system)")
+    assert snapshot(d) == before
+
+    # With everything in place, a read-only key directory is fine.
+    copy_keys(good_keys, d, [RECONNECT_KEY_FILE])
     res = run_keygen("-k", d, "-h", "h", prefix=ro)
     assert res.returncode == 0, res.stderr
-    assert [s for _, s in parse_output(res.stdout)["keys"].values()] == ["existing"] * 2
+    parsed = parse_output(res.stdout)
+    assert [s for _, s in parsed["keys"].values()] == ["existing"] * 2
+    assert parsed["reconnect"] == "existing"
 
 
 # --------------------------------------------------------------------------

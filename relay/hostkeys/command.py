@@ -1,5 +1,5 @@
-"""``pymate-relay keygen``: create or check the host keys, print their fingerprints and the
-``~/.tmate.conf`` lines that point tmate at this relay."""
+"""``pymate-relay keygen``: create or check the host keys and the reconnection key, print the host
+keys' fingerprints and the ``~/.tmate.conf`` lines that point tmate at this relay."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import socket
 import sys
 
 from .errors import HostKeyError
+from .files import lexists
 from .parse import RSA_BITS
-from .store import ensure_host_keys
+from .store import (
+    RECONNECT_KEY_BYTES,
+    RECONNECT_KEY_FILE,
+    check_reconnect_key,
+    ensure_host_keys,
+    ensure_reconnect_key,
+)
 
 _FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 _PLAIN_HOST_RE = re.compile(r"[A-Za-z0-9.:-]+")
@@ -75,10 +82,11 @@ def _keygen_parser() -> argparse.ArgumentParser:
         add_help=False,
         description=(
             "Create the relay's SSH host keys (ssh_host_rsa_key, RSA "
-            f"{RSA_BITS} bits, and ssh_host_ed25519_key, with .pub files) where "
-            "missing, validate existing ones, and print their fingerprints and "
-            "the ~/.tmate.conf lines for tmate clients. Existing files are never "
-            "overwritten."
+            f"{RSA_BITS} bits, and ssh_host_ed25519_key, with .pub files) and the "
+            f"reconnection key ({RECONNECT_KEY_FILE}, {RECONNECT_KEY_BYTES} random bytes, "
+            "mode 0600) where missing, validate existing ones, and print the host "
+            "keys' fingerprints and the ~/.tmate.conf lines for tmate clients. "
+            "Existing files are never overwritten."
         ),
     )
     parser.add_argument(
@@ -109,6 +117,13 @@ def _keygen_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_reconnect_key(directory: str) -> None:
+    """HostKeyError if the directory holds a reconnection key that is not one (never read here)."""
+    path = os.path.join(directory, RECONNECT_KEY_FILE)
+    if os.path.isdir(directory) and lexists(path):
+        check_reconnect_key(path)
+
+
 def keygen_main(argv: list[str]) -> int:
     """``pymate-relay keygen -k DIR [-h HOST] [-p PORT]``; returns the exit code."""
     parser = _keygen_parser()
@@ -118,7 +133,9 @@ def keygen_main(argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 2
 
     try:
+        _check_reconnect_key(args.keys_dir)  # before anything is written, as the host keys are
         infos = ensure_host_keys(args.keys_dir)
+        _, reconnect_created = ensure_reconnect_key(args.keys_dir)
     except HostKeyError as exc:
         print(f"pymate-relay: error: {exc}", file=sys.stderr)
         return 1
@@ -131,6 +148,8 @@ def keygen_main(argv: list[str]) -> int:
         if info.pub_created and not info.created:
             status += f"; wrote missing {os.path.basename(info.path)}.pub"
         out.append(f"{os.path.basename(info.path)}: {info.fingerprint} ({status})")
+    status = "created" if reconnect_created else "existing"
+    out.append(f"{RECONNECT_KEY_FILE}: the hosts' reconnection key, mode 0600 ({status})")
     out.append("")
     out.append("Add these lines to ~/.tmate.conf on each host:")
     out.extend(tmate_conf_lines(args.host, args.port, by_type["rsa"], by_type["ed25519"]))
