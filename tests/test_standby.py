@@ -36,7 +36,7 @@ def echo_factory(fds: list[int], args: list):
 
 @pytest.fixture(scope="module")
 def jailer():
-    j = _make_jailer(uid_base=UID_BASE + 5000)
+    j = _make_jailer(uid_base=UID_BASE + 5000, memory_mb=None)  # whatever this process grew to
     yield j
     j.close()
     _sys.prctl(_sys.PR_SET_CHILD_SUBREAPER, 0)
