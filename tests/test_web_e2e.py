@@ -439,7 +439,7 @@ def test_tls_handshake_and_viewer_inside_the_jail(keys_dir, fingerprints, tmp_pa
             v.size(80, 24)
             v.wait(lambda: "0:" in v.screen_text(), what="the first frame over TLS")
             v.keys("echo over-tls-$((6*7))\r")
-            v.wait(lambda: "over-tls-42" in v.screen_text(), what="the echo over TLS")
+            v.wait(lambda: "over-tls-42" in v.screen_text(), timeout=15, what="the echo over TLS")
             v.close()
             plain = WebClient(port, f"/t/{rw}", url)  # plain HTTP to a TLS port: refused, logged
             with pytest.raises((ConnectionError, TimeoutError, RemoteProtocolError)):
