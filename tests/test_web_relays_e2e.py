@@ -1,0 +1,251 @@
+"""The web viewer end to end on relays of their own (TLS, -x, -A, --api-keys, --max-viewers and
+--metrics, a host that leaves), with plain clients (tests.test_web_e2e's WebClient and
+http_get) and real tmate hosts."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from wsproto.utilities import RemoteProtocolError
+
+from tests.e2e import ROOT, Relay, TmateHost, free_port, session_tokens, tmate_available, wait_for
+from tests.test_web_e2e import WebClient, http_get
+
+pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs the tmate client")
+
+
+def test_the_page_hears_when_the_host_leaves(keys_dir, fingerprints, tmp_path):
+    port = free_port()
+    with Relay(keys_dir, extra=["--web-port", str(port), "--web-bind", "127.0.0.1"]) as relay:
+        (tmp_path / "authorized_keys").write_text(Path(keys_dir / "ssh_host_ed25519_key.pub").read_text())
+        ssh_only = TmateHost(
+            tmp_path / "a",
+            relay.port,
+            fingerprints[0],
+            fingerprints[1],
+            extra_conf=f'set -g tmate-authorized-keys "{tmp_path / "authorized_keys"}"\n',
+        )
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints)
+        try:
+            ssh_only.start(attached=True)
+            ssh_only.wait_ready()
+            # A tmate -a session is ssh only: no web lines, and its page says so.
+            assert "web session" not in ssh_only.messages() and ssh_only.display("#{tmate_web}") == ""
+            rw_a, _ = session_tokens(ssh_only)
+            c = WebClient(port, f"/t/{rw_a}", f"http://127.0.0.1:{port}").open()
+            c.wait(lambda: c.texts, what="the refusal")
+            assert c.texts == [{"error": "This session is ssh only (tmate -a): join it with ssh"}]
+            host.start()
+            host.wait_ready()
+            rw, _ = session_tokens(host)
+            v = WebClient(port, f"/t/{rw}", f"http://127.0.0.1:{port}").open()
+            v.size(80, 24)
+            v.wait(lambda: "0:" in v.screen_text(), what="the first frame")
+            host.stop()
+            v.wait(lambda: v.texts, what="the end")
+            assert v.texts == [{"end": "[server exited]"}] and "[server exited]" in v.screen_text()
+            v.wait(lambda: v.close_code is not None, what="the close")
+        finally:
+            host.stop()
+            ssh_only.stop()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` and its key, PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+def test_tls_handshake_and_viewer_inside_the_jail(keys_dir, fingerprints, tmp_path):
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    url = f"https://localhost:{port}"
+    extra = [
+        "--web-port",
+        str(port),
+        "--web-bind",
+        "127.0.0.1",
+        "--web-cert",
+        str(cert),
+        "--web-key",
+        str(key),
+    ]
+    with Relay(keys_dir, extra=[*extra, "--web-url", url]) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints).start()
+        try:
+            host.wait_ready()
+            host.leave_messages()
+            rw, _ = session_tokens(host)
+            assert host.display("#{tmate_web}") == f"{url}/t/{rw}"
+            client = ssl.create_default_context(cafile=str(cert))
+            v = WebClient(port, f"/t/{rw}", url, tls=client).open()
+            assert (
+                v.status == 101
+                and isinstance(v.sock, ssl.SSLSocket)
+                and v.sock.version() in ("TLSv1.2", "TLSv1.3")
+            )
+            v.size(80, 24)
+            v.wait(lambda: "0:" in v.screen_text(), what="the first frame over TLS")
+            v.keys("echo over-tls-$((6*7))\r")
+            v.wait(lambda: "over-tls-42" in v.screen_text(), timeout=15, what="the echo over TLS")
+            v.close()
+            plain = WebClient(port, f"/t/{rw}", url)  # plain HTTP to a TLS port: refused, logged
+            with pytest.raises((ConnectionError, TimeoutError, RemoteProtocolError)):
+                plain.open()
+            relay.wait_log("event='web connection closed'")
+        finally:
+            host.stop()
+
+
+def test_behind_a_proxy_the_client_address_is_the_proxy_headers_or_a_trusted_forwarded_for(keys_dir):
+    port = free_port()
+    extra = [
+        "-x",
+        "--web-port",
+        str(port),
+        "--web-bind",
+        "127.0.0.1",
+        "--web-trusted-proxy",
+        "198.51.100.0/24",
+    ]
+    with Relay(keys_dir, extra=extra) as relay:
+        origin = f"http://127.0.0.1:{port}"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(
+                b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\nGET /static/x HTTP/1.1\r\nHost: h\r\n\r\n"
+            )
+            assert s.recv(100).startswith(b"HTTP/1.1 404 ")
+        assert "ip='198.51.100.7'" in relay.wait_log("path='/static/x'")
+        xff = [(b"X-Forwarded-For", b"192.0.2.44, 203.0.113.9")]
+        for source, shown in (("198.51.100.7", "203.0.113.9"), ("192.0.2.1", None)):
+            seen = sum("status=101" in x for x in relay.lines)
+            proxy = f"PROXY TCP4 {source} 127.0.0.1 5000 80\r\n".encode()
+            c = WebClient(port, "/t/" + "q" * 25, origin, preamble=proxy, headers=xff).open()
+            c.wait(lambda c=c: c.texts, what="the refusal")
+            assert c.texts == [{"error": "Invalid or expired session token"}]
+            wait_for(
+                lambda n=seen: sum("status=101" in x for x in relay.lines) > n, 5, "the upgrade's log line"
+            )
+            line = [x for x in relay.lines if "status=101" in x][-1]
+            assert f"ip='{source}'" in line
+            assert (f"forwarded_for='{shown}'" in line) if shown else "forwarded_for" not in line, line
+
+
+def test_no_web_lines_under_require_authorized_keys(keys_dir, fingerprints, tmp_path):
+    port = free_port()
+    with Relay(keys_dir, extra=["-A", "--web-port", str(port), "--web-bind", "127.0.0.1"]) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints).start(attached=True)
+        try:
+            host.wait_ready()
+            wait_for(lambda: "Server requires authorized_keys" in host.messages(), 5, "the -A refusal")
+            assert "web session" not in host.messages() and host.display("#{tmate_web}") == ""
+            assert host.display("#{tmate_ssh}").startswith("ssh ")
+        finally:
+            host.stop()
+
+
+def test_a_named_session_has_named_web_links(keys_dir, fingerprints, tmp_path):
+    keys = tmp_path / "api_keys"
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "apikey", "add", "alice", "--api-keys", str(keys)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    key = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
+    assert key, out
+    port = free_port()
+    extra = ["--api-keys", str(keys), "--web-port", str(port), "--web-bind", "127.0.0.1"]
+    with Relay(keys_dir, extra=extra) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints)
+        host.cmd(
+            "-f", str(host.conf), "-n", "pairing", "-r", "pairing-ro", "-k", key.group(0), "new-session", "-d"
+        )
+        try:
+            host.wait_ready()
+            url = f"http://127.0.0.1:{port}"
+            assert host.display("#{tmate_web}") == f"{url}/t/alice/pairing"
+            assert host.display("#{tmate_web_ro}") == f"{url}/t/alice/pairing-ro"
+            assert http_get(port, "/t/alice/pairing")[0] == 200
+            for name, readonly in (("alice/pairing", False), ("alice/pairing-ro", True)):
+                v = WebClient(port, f"/t/{name}", url).open()
+                v.size(80, 24)
+                v.wait(lambda v=v: "0:" in v.screen_text(), what=f"{name}'s first frame")
+                assert v.joined == {"readonly": readonly}
+                v.close()
+        finally:
+            host.stop()
+
+
+def test_web_viewers_count_in_max_viewers_and_in_the_metrics(keys_dir, fingerprints, tmp_path):
+    from tests.test_metrics_e2e import value
+
+    port, metrics = free_port(), free_port()
+    extra = [
+        "--web-port",
+        str(port),
+        "--web-bind",
+        "127.0.0.1",
+        "--max-viewers",
+        "1",
+        "--metrics",
+        str(metrics),
+    ]
+    with Relay(keys_dir, extra=extra) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints).start()
+        try:
+            host.wait_ready()
+            rw, ro = session_tokens(host)
+            url = f"http://127.0.0.1:{port}"
+            first = WebClient(port, f"/t/{rw}", url).open()
+            first.size(80, 24)
+            first.wait(lambda: first.joined is not None, what="the first join")
+            wait_for(
+                lambda: value(metrics, "pymate_viewers_by_role", role="web") == 1, 5, "a web viewer counted"
+            )
+            assert value(metrics, "pymate_viewers_by_role", role="ssh") == 0
+            assert value(metrics, "pymate_viewers") == 1
+            second = WebClient(port, f"/t/{ro}", url).open()
+            second.wait(lambda: second.texts, what="the refusal")
+            assert second.texts == [{"error": "Too many viewers in this session"}]
+            assert "role='ro-web'" in relay.wait_log("limit='max-viewers'")
+            first.close()
+            wait_for(
+                lambda: value(metrics, "pymate_viewers_by_role", role="web") == 0, 5, "the web viewer gone"
+            )
+            relay.wait_log("event='viewer left'")
+        finally:
+            host.stop()
