@@ -265,7 +265,8 @@ async def soak(server: Server, tmp: Path, args: argparse.Namespace, py_spy: str 
         print(
             f"{server.name}: {args.sessions} sessions x {args.viewers} viewers, a line every "
             f"{args.interval * 1000:.0f} ms for {args.minutes:g} min ({count} lines per session); "
-            f"a pane's history reaches its cap (first pruned) at line {cap_line}: t={cap_line * args.interval:.0f} s",
+            f"the relay's pane history reaches its cap (first pruned) at line {cap_line}: "
+            f"t={cap_line * args.interval:.0f} s",
             flush=True,
         )
         for i, h in enumerate(hosts, 1):
@@ -327,7 +328,7 @@ def summary(s: Sampler, interval: float) -> None:
     growth = ""
     if len(after) >= 2:
         growth = (
-            f"; USS after the history is full: {after[0][1]:.1f} -> {after[-1][1]:.1f} MB "
+            f"; USS from t={full:.0f} s (the relay's history at its cap): {after[0][1]:.1f} -> {after[-1][1]:.1f} MB "
             f"({(after[-1][1] / after[0][1] - 1) * 100:+.1f} %)"
         )
     print(
