@@ -150,8 +150,9 @@ class Standby:
             try:
                 socket.send_fds(sock, [data], list(fds))
                 return proc
-            except OSError:  # it died: the master reaps it
+            except OSError:  # it died: the master reaps it (and then frees its uid)
                 _kill(proc)
+                self.flushed.append(proc)
             finally:
                 sock.close()
         return None

@@ -152,6 +152,27 @@ def test_a_dead_standby_is_skipped_and_reaped(jailer: Jailer, no_leftovers):
         sb.close()
 
 
+def test_a_standby_that_died_unreaped_is_skipped_and_its_uid_freed_when_reaped(jailer: Jailer, no_leftovers):
+    sb = Standby(jailer, echo_factory)
+    try:
+        sb.refill()
+        dead = sb.ready[0][0]
+        os.kill(dead.pid, signal.SIGKILL)
+        for _ in range(500):  # dead, not reaped: its end of the socket is closed
+            if _status(dead.pid).get("State", "").startswith("Z"):
+                break
+            os.sched_yield()
+        a, b = socket.socketpair()
+        assert sb.take([b.fileno()], ["x"], "pymate [pending] x") is None  # the caller spawns
+        b.close()
+        a.close()
+        _wait_exit(dead.pid)
+        assert sb.reaped(dead.pid)  # the master's _reap: the standby's uid is free again
+        assert dead.uid not in jailer._in_use
+    finally:
+        sb.close()
+
+
 def test_a_failed_spawn_is_reported_and_retried_later(jailer: Jailer, no_leftovers):
     sb = Standby(jailer, echo_factory)
     jailer._test_fail_step = "seccomp"
