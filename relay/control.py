@@ -46,8 +46,8 @@ Master -> connection (`TO_CONNECTION`):
   refused     line                  to a connection that asked for the host role (max-sessions)
                                     or to join (max-viewers), once, instead of tokens or joined:
                                     the line to show its client before the connection closes.
-  viewer      readonly, ip,         to a session process, repeatable: a viewer joins; the fd is
-              pubkey|nil  + fd      the session's end of the link.
+  viewer      readonly, ip, pubkey, to a session process, repeatable: a viewer joins on the fd (relinked:
+              relinked, since + fd  back after its host reconnected, not announced; since: first joined).
   named       rw, ro, notice|nil    to a host, once, per name: its tokens from now on (USER/NAME
                                     if named) or its random ones and the notice that says why.
   resumed     rw, ro, reason|nil    to a host, per resume: nil, it took over these, its old
@@ -149,10 +149,6 @@ def _map(v: object) -> bool:
     return isinstance(v, dict)
 
 
-def _count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
-
-
 def text(name: str, limit: int) -> Field:
     return Field(name, f"str <= {limit}", _text(limit))
 
@@ -163,6 +159,10 @@ def optional_text(name: str, limit: int) -> Field:
 
 def flag(name: str) -> Field:
     return Field(name, "bool", _bool)
+
+
+def count(name: str) -> Field:
+    return Field(name, f"int 0..{MAX_COUNT}", lambda v: type(v) is int and 0 <= v <= MAX_COUNT)
 
 
 def optional_fingerprint(name: str) -> Field:
@@ -224,11 +224,7 @@ TO_MASTER = _table(
         ),
         frozenset({HOST}),  # once: a second one kills its sender (relay.master.names)
     ),
-    Message(
-        "stats",
-        (Field("bytes_in", f"int 0..{MAX_COUNT}", _count), Field("bytes_out", f"int 0..{MAX_COUNT}", _count)),
-        frozenset({HOST}),
-    ),
+    Message("stats", (count("bytes_in"), count("bytes_out")), frozenset({HOST})),
     Message("resume", (text("data", MAX_RECONNECT_DATA),), frozenset({HOST})),  # once: its handler
     Message("rdata", (), frozenset({HOST})),
     Message("end", (flag("keep"),), frozenset({HOST})),
@@ -248,7 +244,13 @@ TO_CONNECTION = _table(
     ),
     Message(
         "viewer",
-        (flag("readonly"), text("ip", MAX_IP), optional_text("pubkey", MAX_PUBKEY)),
+        (
+            flag("readonly"),
+            text("ip", MAX_IP),
+            optional_text("pubkey", MAX_PUBKEY),
+            flag("relinked"),
+            count("since"),
+        ),
         frozenset({HOST}),
         fd=True,
     ),
@@ -326,6 +328,8 @@ class NewViewer:
     ip: str
     pubkey: str | None
     fd: int
+    relinked: bool = False  # linked again after its host reconnected: the host knows it already
+    since: int = 0  # when it first joined this session (Unix seconds, the master's clock)
 
 
 @dataclass(frozen=True)
@@ -442,7 +446,7 @@ class Client:
         if spec.name != "viewer":
             _close_all(fds)
             return None
-        return NewViewer(readonly=args[0], ip=args[1], pubkey=args[2], fd=fds[0])
+        return NewViewer(args[0], args[1], args[2], fds[0], relinked=args[3], since=args[4])
 
     def resume(self, data: str) -> tuple[str, str, str | None]:
         """The host sent RECONNECT `data`: (rw, ro, None) when the session took over its old

@@ -5,12 +5,15 @@ characters, history, the alternate screen, the cursor)."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from relay import control
 from relay.hostkeys import HostKeyError
 from relay.hostkeys.store import RECONNECT_KEY_FILE, ensure_reconnect_key
 from relay.master.reconnect import Datum, HmacKey, Reconnection, ReconnectState, check_datum, make_datum
@@ -246,3 +249,96 @@ def test_the_reconnect_window_reaches_the_master_and_the_viewers(monkeypatch, tm
     assert cli._checked_args([], {})[0].reconnect_window == 600
     with pytest.raises(SystemExit):
         cli._checked_args(["--reconnect-window", "0"], {})
+
+
+# ---------------------------------------------------------------------- relinked viewers
+def _answer(ours) -> tuple[str, list]:
+    data, fds, _, _ = socket.recv_fds(ours, control.MAX_CONTROL_MESSAGE, 4)
+    for fd in fds:
+        os.close(fd)
+    spec, args = control.decode(control.TO_CONNECTION, data)
+    return spec.name, args
+
+
+def _say(m, ours, child, *msg) -> None:
+    ours.send(control.encode(control.TO_MASTER, *msg))
+    m._on_control(child)
+
+
+def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
+    """`viewer` to the host's new session process: relinked with its first join time for a viewer
+    the old one had, not relinked (announced, from now) for one that joined while the host was away."""
+    from tests.test_master import make_master, registered_child
+
+    m = make_master()
+    procs = []
+
+    def child():
+        proc, ours, c = registered_child(m)
+        procs.append(proc)
+        return ours, c
+
+    try:
+        h1_ours, h1 = child()
+        for msg in (("host",), ("access", None), ("rdata",)):
+            _say(m, h1_ours, h1, *msg)
+        assert _answer(h1_ours)[0] == "tokens"
+        name, (datum,) = _answer(h1_ours)
+        assert name == "rdata"
+        rw, ro = h1.tokens
+        v1_ours, v1 = child()
+        _say(m, v1_ours, v1, "join", rw, None, None)
+        assert _answer(v1_ours) == ("joined", [False])
+        name, (readonly, _ip, _key, relinked, since) = _answer(h1_ours)
+        assert (name, readonly, relinked) == ("viewer", False, False)
+        assert abs(since - time.time()) < 5 and v1.rc.since == since
+        v1.rc.since = since = since - 3600  # as if it had joined an hour ago
+        _say(m, h1_ours, h1, "end", True)
+        m._forget(h1)  # its host is lost: the session is held
+        v2_ours, v2 = child()
+        _say(m, v2_ours, v2, "join", ro, None, None)  # joins while the host is away: it waits
+        assert _answer(v2_ours) == ("joined", [True]) and v2.rc.since == 0
+        h2_ours, h2 = child()
+        _say(m, h2_ours, h2, "host")
+        _say(m, h2_ours, h2, "resume", datum)
+        assert _answer(h2_ours)[0] == "tokens" and _answer(h2_ours) == ("resumed", [rw, ro, None])
+        _say(m, h2_ours, h2, "access", None)  # ready: the waiting viewers are linked to it
+        got = {}
+        for _ in range(2):
+            name, (readonly, _ip, _key, relinked, first) = _answer(h2_ours)
+            assert name == "viewer"
+            got[readonly] = (relinked, first)
+        assert got[False] == (True, since)  # v1: the host knows it, since its first join
+        assert got[True][0] is False and abs(got[True][1] - time.time()) < 5 and v2.rc.since == got[True][1]
+        assert [_answer(o)[0] for o in (v1_ours, v2_ours)] == ["relink", "relink"]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_relinked_viewer_is_listed_as_before_and_not_announced():
+    from relay.conn import presence
+
+    sent: list = []
+    hs = SimpleNamespace(
+        closing=False, session=SimpleNamespace(protocol=6), viewers={}, send_host=sent.append
+    )
+    first = NOW - 3600
+
+    def viewer(i: int, readonly: bool) -> Any:
+        v = SimpleNamespace(id=i, ip=f"192.0.2.{i}", readonly=readonly, since=0.0, fingerprint=None)
+        hs.viewers[i] = v
+        return v
+
+    presence.joined(hs, viewer(1, False), None, relinked=True, since=first)
+    shown = time.strftime("%H:%M:%S", time.localtime(first))
+    assert sent == [
+        m.SetEnv("tmate_num_clients", "1"),
+        m.SetEnv("tmate_clients", f"192.0.2.1 rw since {shown}"),
+    ]  # counted and listed since its first join, no notice
+    sent.clear()
+    presence.joined(hs, viewer(2, True), None, since=NOW)  # a new one is announced
+    assert sent[0] == m.Notify("A mate has joined (192.0.2.2, read-only) -- 2 clients currently connected")
+    assert sent[1] == m.SetEnv("tmate_num_clients", "2")
+    assert sent[2].value.startswith(f"192.0.2.1 rw since {shown}, 192.0.2.2 ro since ")

@@ -213,7 +213,7 @@ class HostSession(ViewerHandling):
                 if isinstance(new, control.ReconnectionData):
                     self.recon.datum(new.data)
                 elif new is not None:
-                    self._add_viewer(new.fd, new.readonly, new.ip, new.pubkey)
+                    self._add_viewer(new.fd, new.readonly, new.ip, new.pubkey, new.relinked, new.since)
             now = time.monotonic()
             for sock in readable:
                 v = self.by_fd.get(sock.fileno()) if sock not in (self.chan, ctl) else None

@@ -8,6 +8,11 @@ On every viewer join and leave the host gets a NOTIFY in tmate.io's words (its s
 at most MAX_CLIENTS_TEXT characters), so `tmate display -p '#{tmate_clients}'` answers "who is
 watching".
 
+After its host reconnected, the master links the viewers that waited to the new session process
+again (`viewer` with relinked): they never left, so the host gets no join notice for them, only
+the SET_ENVs, and each is listed since its first join (the master's time, `since`). A viewer that
+joined while the host was away is new to the host: announced when it is linked, listed from then.
+
 The host disconnects the viewers of one address with `tmate set -g @pymate-kick ADDRESS`: tmate
 replicates every `set-option` it runs (its cmdq hands each bind-key, unbind-key, set-option and
 set-window-option to the relay as EXEC_CMD), so the option reaches the session process. Only a
@@ -98,11 +103,16 @@ def kick_address(argv: Sequence[str]) -> str | None:
 
 
 # ---------------------------------------------------------------------- the session's side
-def joined(hs: Any, v: Viewer, pubkey: str | None) -> None:
-    """A viewer joined the session `hs` (relay.conn.host.HostSession): tell the host."""
-    v.since = time.time()
+def joined(hs: Any, v: Viewer, pubkey: str | None, relinked: bool = False, since: float = 0) -> None:
+    """A viewer joined the session `hs` (relay.conn.host.HostSession): tell the host. `since`:
+    when it first joined (the master's clock; 0: now). A relinked viewer (linked again after its
+    host reconnected: it never left) is counted and listed as before, without a join notice."""
+    v.since = since or time.time()
     v.fingerprint = fingerprint_of(pubkey)
-    _announce(hs, joined_text(v.ip, v.readonly, v.fingerprint, len(hs.viewers)))
+    if relinked:
+        _publish(hs)
+    else:
+        _announce(hs, joined_text(v.ip, v.readonly, v.fingerprint, len(hs.viewers)))
 
 
 def left(hs: Any, v: Viewer) -> None:
@@ -114,7 +124,12 @@ def _announce(hs: Any, text: str) -> None:
     if hs.closing:
         return  # the session is over: the host gets nothing more
     hs.send_host(m.Notify(text))
-    if (hs.session.protocol or 0) >= 4:  # no SET_ENV before protocol 4
+    _publish(hs)
+
+
+def _publish(hs: Any) -> None:
+    """SET_ENV tmate_num_clients and tmate_clients: who is connected now."""
+    if not hs.closing and (hs.session.protocol or 0) >= 4:  # no SET_ENV before protocol 4
         hs.send_host(m.SetEnv(NUM_CLIENTS_VAR, str(len(hs.viewers))))
         hs.send_host(m.SetEnv(CLIENTS_VAR, clients_text(hs.viewers.values())))
 

@@ -51,7 +51,7 @@ class Viewer:
     message: str | None = None
     message_until: float = 0.0
     prompt: ViewerPrompt | None = None
-    since: float = 0.0  # when it joined (time.time()), for the host's #{tmate_clients}
+    since: float = 0.0  # when it first joined the session (Unix seconds), for the host's #{tmate_clients}
     fingerprint: str | None = None  # its key's, when it authenticated with one
 
 
@@ -73,7 +73,15 @@ class ViewerHandling:
     def send_host(self, msg) -> None:
         raise NotImplementedError
 
-    def _add_viewer(self, fd: int, readonly: bool, ip: str, pubkey: str | None = None) -> None:
+    def _add_viewer(
+        self,
+        fd: int,
+        readonly: bool,
+        ip: str,
+        pubkey: str | None = None,
+        relinked: bool = False,
+        since: int = 0,
+    ) -> None:
         sock = socket.socket(fileno=fd)
         limit = self.max_viewers
         if len(self.viewers) >= limit:
@@ -105,7 +113,7 @@ class ViewerHandling:
         self.by_fd[sock.fileno()] = v
         self.log.info("viewer attached", client=cid, readonly=readonly, ip=v.ip, viewers=len(self.viewers))
         self._update_title()
-        presence.joined(self, v, pubkey)
+        presence.joined(self, v, pubkey, relinked, since)
 
     def _remove_viewer(self, v: Viewer, last: bytes | None = None) -> None:
         if self.viewers.pop(v.id, None) is None:

@@ -275,9 +275,10 @@ class Messages(Naming):
             self._send(viewer, "refused", TOO_MANY_VIEWERS)
             return
         readonly = token == session.tokens[1]  # ro-TOKEN, or a read-only session name
+        since = int(time.time())  # its first link: a relink after a reconnection keeps it
         ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            data = control.encode(control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey)
+            data = control.encode(control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey, False, since)
             control.send_with_fd(session.ctl, data, ends[0].fileno())
         except OSError as e:
             self.log.warning(
@@ -298,6 +299,7 @@ class Messages(Naming):
         session.viewers.add(viewer.proc.pid)
         viewer.session = session
         viewer.rc.readonly, viewer.rc.pubkey = readonly, pubkey  # to relink it after a reconnection
+        viewer.rc.since = since
         self.metrics.viewers_linked.inc()
         self.log.info(
             "viewer linked",

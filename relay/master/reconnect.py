@@ -98,6 +98,7 @@ class ReconnectState:
     heirloom: set[int] = field(default_factory=set)  # a resumed host: viewers to relink when ready
     readonly: bool = False  # a viewer: joined read-only (relinked as such)
     pubkey: str | None = None  # a viewer: its key, as it joined
+    since: int = 0  # a viewer: when a session process first took it (Unix seconds); 0: not yet
 
 
 @dataclass(frozen=True)
@@ -343,9 +344,12 @@ class Reconnection:
             v = self.children.get(pid)
             if v is None or v.killed or v.ctl.fileno() < 0:
                 continue
+            # One that joined while its host was away is new to the host: announced, from now.
+            relinked, v.rc.since = v.rc.since > 0, v.rc.since or int(time.time())
             ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                msg = control.encode(control.TO_CONNECTION, "viewer", v.rc.readonly, v.ip, v.rc.pubkey)
+                args = (v.rc.readonly, v.ip, v.rc.pubkey, relinked, v.rc.since)
+                msg = control.encode(control.TO_CONNECTION, "viewer", *args)
                 control.send_with_fd(session.ctl, msg, ends[0].fileno())
                 msg = control.encode(control.TO_CONNECTION, "relink", v.rc.readonly)
                 control.send_with_fd(v.ctl, msg, ends[1].fileno())
