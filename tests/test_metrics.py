@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay import control
 from relay.conn import metrics_http
-from relay.master.metrics import Metrics, State, parse_address
+from relay.master.metrics import RECONNECT_OUTCOMES, Metrics, State, parse_address
 from tests.test_master import make_master, registered_child
 
 
@@ -66,6 +67,7 @@ def test_the_text_parses_and_has_every_family():
             viewers=3,
             connections={"pending": 4, "host": 2, "viewer": 3},
             refusals={"max-sessions": 1, "per-source-rate": 5},
+            held=1,
         )
     )
     m.spawn_seconds.observe(0.012)
@@ -73,6 +75,7 @@ def test_the_text_parses_and_has_every_family():
     got = samples(m.render())
     assert got[("pymate_sessions", ())] == 2
     assert got[("pymate_viewers", ())] == 3
+    assert got[("pymate_sessions_held", ())] == 1
     assert got[("pymate_connections", (("state", "pending"),))] == 4
     assert got[("pymate_connections", (("state", "handshake"),))] == 0
     assert got[("pymate_refusals_total", (("limit", "per-source-rate"),))] == 5
@@ -125,6 +128,95 @@ def test_stats_through_the_control_table_from_a_host_only(monkeypatch):
         for p in procs:
             p.kill()
             p.wait()
+
+
+class _Hosts:
+    """Hosts of a master the test plays through the control table (real sleep processes)."""
+
+    def __init__(self, m):
+        self.m, self.procs = m, []
+
+    def host(self):
+        """A connection that took the host role and got its tokens."""
+        proc, ours, child = registered_child(self.m)
+        self.procs.append(proc)
+        self.send(ours, child, "host")
+        assert self.answer(ours)[0] == "tokens"
+        return ours, child
+
+    def send(self, ours, child, *msg):
+        ours.send(control.encode(control.TO_MASTER, *msg))
+        self.m._on_control(child)
+
+    def answer(self, ours):
+        spec, args = control.decode(control.TO_CONNECTION, ours.recv(control.MAX_CONTROL_MESSAGE))
+        return spec.name, args
+
+    def resume(self, datum):
+        """A new host connection presents `datum`: the refusal's reason, or None (taken over)."""
+        ours, child = self.host()
+        self.send(ours, child, "resume", datum)
+        name, args = self.answer(ours)
+        assert name == "resumed"
+        return args[2], ours, child
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def test_held_sessions_and_reconnections_by_outcome_read_the_master():
+    from relay.master.reconnect import Datum, make_datum, outcome_of
+
+    m = make_master()
+    hosts = _Hosts(m)
+
+    def got(name, **labels):
+        m.metrics._rendered = float("-inf")
+        return samples(m.metrics.render()).get((name, tuple(sorted(labels.items()))), None)
+
+    try:
+        assert got("pymate_sessions_held") == 0
+        assert {o: got("pymate_reconnections_total", outcome=o) for o in RECONNECT_OUTCOMES} == dict.fromkeys(
+            RECONNECT_OUTCOMES, 0
+        )  # every outcome is there before the first
+        ours, first = hosts.host()
+        hosts.send(ours, first, "rdata")
+        name, (datum,) = hosts.answer(ours)
+        assert name == "rdata"
+        hosts.send(ours, first, "end", True)  # its host's connection was lost
+        m._forget(first)  # as when it is reaped
+        assert first.rc.held_until is not None and got("pymate_sessions_held") == 1
+        tokens = first.tokens
+        reason, ours, second = hosts.resume(datum)
+        assert reason is None and second.tokens == tokens and first.tokens == ()
+        assert (
+            got("pymate_sessions_held") == 0 and got("pymate_reconnections_total", outcome="taken_over") == 1
+        )
+        rw, ro = second.tokens
+        refusals = [
+            datum,  # generation 0, the session is at 1 now
+            datum.split(".")[0] + ".AAAA",
+            "no-dot-here",
+            make_datum(m.hmac_key, Datum(second.rc.sid, rw, ro, 1, 1000)),
+            make_datum(m.hmac_key, Datum("another-session", rw, ro, 1, int(time.time()))),
+        ]
+        outcomes = [outcome_of(hosts.resume(d)[0]) for d in refusals]
+        assert outcomes == ["stale", "forged", "malformed", "expired", "taken"]
+        for o in outcomes:
+            assert got("pymate_reconnections_total", outcome=o) == 1
+        # The session held again, and its window ends.
+        hosts.send(ours, second, "end", True)
+        m._forget(second)
+        assert got("pymate_sessions_held") == 1
+        second.rc.held_until = time.monotonic() - 1
+        m._hold_expired(second)
+        assert got("pymate_sessions_held") == 0
+        assert got("pymate_reconnections_total", outcome="window_expired") == 1
+        assert got("pymate_reconnections_total", outcome="taken_over") == 1
+    finally:
+        hosts.close()
 
 
 def test_stats_fields_are_bounded_counts():

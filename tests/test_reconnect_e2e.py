@@ -7,10 +7,14 @@ with the relay's `tmate_reconnection_data`:
 - cut mid-session with two viewers: the host comes back with the same tokens and is told
   `Reconnected` (no second set of lines); both viewers stayed connected, were told the host is
   reconnecting, see the screen restored from the SNAPSHOT and then new output, and the host gets
-  its RESIZE again; a third viewer that joins while the host is away waits with them;
+  its RESIZE again; a third viewer that joins while the host is away waits with them; the host
+  is told of that one joining, not of the two that never left (#{tmate_clients} lists them as
+  before); pymate_sessions_held counts the session while it waits, pymate_reconnections_total
+  the takeover and a stale datum;
 - a datum made with another relay's key (the forwarder switched to a relay whose
   reconnect.key differs): new tokens, and the host is told why;
-- a host that never comes back (`--reconnect-window 2`): its viewers get `[server exited]`;
+- a host that never comes back (`--reconnect-window 2`): its viewers get `[server exited]`
+  (pymate_reconnections_total{outcome="window_expired"});
 - the host's session process SIGKILLed (the connection process dying): the session is held, the
   host reconnects and its viewer sees it again;
 - a named session (`--api-keys`, `tmate-session-name`) comes back as carol/pair, its viewer
@@ -38,7 +42,8 @@ import pytest
 
 from relay.tmate import messages as m
 from relay.tmate.codec import RelayDecoder, encode_host
-from tests.e2e import ROOT, Relay, SshViewer, fake_host, session_tokens, tmate_available, wait_for
+from tests.e2e import ROOT, Relay, SshViewer, fake_host, free_port, session_tokens, tmate_available, wait_for
+from tests.test_metrics_e2e import value
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs tmate")
 
@@ -126,9 +131,28 @@ def _replay(port: int, datum: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def relay(keys_dir):
-    with Relay(keys_dir) as r:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def relay(keys_dir, metrics_port):
+    with Relay(keys_dir, extra=["--metrics", f"127.0.0.1:{metrics_port}"]) as r:
         yield r
+
+
+def _metric_becomes(port: int, expected: float, name: str, **labels: str) -> None:
+    """The relay's metric reaches `expected` (a rendering is reused for 0.1 s: a scrape may be
+    that old)."""
+    wait_for(lambda: value(port, name, **labels) == expected, 2, f"{name}{labels} == {expected}")
+
+
+def _joins_since_reconnected(host) -> list[str]:
+    """The host's `A mate has joined` lines after its last `Reconnected`."""
+    messages = host.messages()
+    assert "Reconnected" in messages, messages
+    after = messages[messages.rindex("Reconnected") :]
+    return [line for line in after.splitlines() if "A mate has joined" in line]
 
 
 def _host_through(make_host, fwd: Forwarder):
@@ -142,7 +166,10 @@ def _type(host, line: str) -> None:
     host.cmd("send-keys", line, "Enter")
 
 
-def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp_path):
+def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, metrics_port, make_host, tmp_path):
+    outcomes = ("taken_over", "stale")
+    counted = {o: value(metrics_port, "pymate_reconnections_total", outcome=o) for o in outcomes}
+    held = value(metrics_port, "pymate_sessions_held")
     fwd = Forwarder(relay.port)
     viewers: list[SshViewer] = []
     try:
@@ -153,6 +180,8 @@ def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp
         _type(host, "echo before-$((6*7))")
         for v in viewers:
             v.wait_screen("before-42")
+        wait_for(lambda: host.display("#{tmate_num_clients}") == "2", 3, "two clients")
+        clients = host.display("#{tmate_clients}").split(", ")
         fwd.blocked = True  # the host stays away until the late viewer waits too
         cut = time.monotonic()
         fwd.cut()
@@ -161,6 +190,7 @@ def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp
         viewers.append(SshViewer(tmp_path / "late", relay.port, ro).start())  # joins while the host is away
         viewers[-1].wait_screen(AWAY, timeout=3)
         relay.wait_log("event='viewer waiting for its host'")
+        _metric_becomes(metrics_port, held + 1, "pymate_sessions_held")
         fwd.blocked = False
         relay.wait_log("event='host reconnected'", timeout=8)
         for v in viewers:
@@ -176,6 +206,15 @@ def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp
         assert "Reconnected" in messages, messages
         assert messages.count(f"ssh session: ssh -p{relay.port} {rw}@") == 1, messages
         assert back - cut < 10, back - cut
+        # The two viewers never left: no join notice for them, listed as before; the late one is new.
+        wait_for(lambda: host.display("#{tmate_num_clients}") == "3", 3, "three clients")
+        joins = _joins_since_reconnected(host)
+        assert len(joins) == 1 and "(127.0.0.1, read-only) -- " in joins[0], joins
+        now = host.display("#{tmate_clients}").split(", ")
+        assert len(now) == 3 and set(clients) <= set(now), (clients, now)
+        _metric_becomes(metrics_port, held, "pymate_sessions_held")
+        taken_over = counted["taken_over"] + 1
+        _metric_becomes(metrics_port, taken_over, "pymate_reconnections_total", outcome="taken_over")
         wait_for(
             lambda: host.display("#{tmate_reconnection_data}") != first_datum, 3, "a datum of generation 1"
         )
@@ -186,6 +225,8 @@ def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, make_host, tmp
             for n in notices
         )
         assert not any(rw in n for n in notices) and session_tokens(host) == (rw, ro)
+        stale = counted["stale"] + 1
+        _metric_becomes(metrics_port, stale, "pymate_reconnections_total", outcome="stale")
     finally:
         for v in viewers:
             v.stop()
@@ -215,7 +256,8 @@ def test_another_relays_datum_gets_new_tokens_and_a_notice(relay, keys_dir, make
 
 
 def test_a_host_that_never_returns_ends_its_session_after_the_window(keys_dir, make_host, tmp_path):
-    with Relay(keys_dir, extra=["--reconnect-window", "2"]) as short:
+    port = free_port()
+    with Relay(keys_dir, extra=["--reconnect-window", "2", "--metrics", f"127.0.0.1:{port}"]) as short:
         fwd = Forwarder(short.port)
         viewer = None
         try:
@@ -227,10 +269,13 @@ def test_a_host_that_never_returns_ends_its_session_after_the_window(keys_dir, m
             cut = time.monotonic()
             fwd.cut()
             viewer.wait_screen(AWAY, timeout=3)
+            _metric_becomes(port, 1, "pymate_sessions_held")
             viewer.wait_screen("[server exited]", timeout=5)
             assert 1.5 < time.monotonic() - cut < 4.5
             line = short.wait_log("limit='reconnect-window'")
             assert "host session ended" in line, line
+            _metric_becomes(port, 0, "pymate_sessions_held")
+            _metric_becomes(port, 1, "pymate_reconnections_total", outcome="window_expired")
             wait_for(viewer.exited, 3, "the ssh client to end")
         finally:
             if viewer is not None:

@@ -159,6 +159,7 @@ class Lifecycle:
             connections=counts,
             refusals=dict(self.refusals),
             web_viewers=web_viewers,
+            held=len({c for c in self.registry.values() if c.rc.held_until is not None}),
         )
 
     # ------------------------------------------------------------------ shutdown

@@ -1,10 +1,10 @@
 """The master's metrics (`--metrics [ADDR:]PORT`): counters in the master, HTTP in a jailed process.
 
 The master keeps a prometheus-client registry of its own (no default collectors): gauges read from
-its state when a scrape is served (sessions, viewers, connections by state, refusals by limit),
-and counters and histograms it updates as things happen (bytes in and out from the session
-processes' `stats` messages, connections spawned, jail spawn time, the time a turn of its loop
-spends handling events).
+its state when a scrape is served (sessions, sessions held for their host's reconnection, viewers,
+connections by state, refusals by limit), and counters and histograms it updates as things happen
+(bytes in and out from the session processes' `stats` messages, connections spawned,
+reconnections by outcome, jail spawn time, the time a turn of its loop spends handling events).
 
 The master parses no HTTP. It binds the metrics listener (loopback unless told otherwise) and
 starts one jailed **metrics process** with its own Jailer, like a connection process. When a
@@ -75,9 +75,14 @@ class State:
     connections: Mapping[str, int] = field(default_factory=dict)  # state -> connections
     refusals: Mapping[str, int] = field(default_factory=dict)  # limit -> refusals so far
     web_viewers: int = 0  # of the viewers, those that joined through the web listener
+    held: int = 0  # sessions whose host's connection was lost, waiting for it (relay.master.reconnect)
 
 
 CONNECTION_STATES = ("pending", "handshake", "host", "viewer")
+# pymate_reconnections_total's outcomes: the host took its session over, its datum was refused
+# (forged: not this relay's MAC; malformed: unreadable or of another version; expired; stale: an
+# older generation; taken: another session holds the tokens), or a held session's window ended.
+RECONNECT_OUTCOMES = ("taken_over", "forged", "malformed", "expired", "stale", "taken", "window_expired")
 
 
 class _StateCollector:
@@ -91,6 +96,11 @@ class _StateCollector:
         s = self.state()
         yield GaugeMetricFamily(
             "pymate_sessions", "Host sessions now (tokens issued, not ended).", s.sessions
+        )
+        yield GaugeMetricFamily(
+            "pymate_sessions_held",
+            "Sessions waiting for their host to reconnect now (tokens reserved, no process).",
+            s.held,
         )
         yield GaugeMetricFamily("pymate_viewers", "Viewers linked to a session now.", s.viewers)
         by_role = GaugeMetricFamily(
@@ -134,6 +144,15 @@ class Metrics:
         self.sessions_started = Counter("pymate_sessions_started", "Host sessions given tokens.", registry=r)
         self.viewers_linked = Counter("pymate_viewers_linked", "Viewers linked to a session.", registry=r)
         self.jail_failures = Counter("pymate_jail_failures", "Jails that could not be set up.", registry=r)
+        self.reconnections = Counter(
+            "pymate_reconnections",
+            "Hosts' reconnections by outcome: taken_over; refused as forged, malformed, expired, stale or "
+            "taken (another session holds the tokens); window_expired (the host did not come back).",
+            labelnames=["outcome"],
+            registry=r,
+        )
+        for outcome in RECONNECT_OUTCOMES:
+            self.reconnections.labels(outcome)  # every outcome is exported from the start, at 0
         self.spawn_seconds = Histogram(
             "pymate_jail_spawn_seconds",
             "Time to fork and jail one process.",

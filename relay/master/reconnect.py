@@ -46,7 +46,16 @@ CLOCK_SKEW = 60  # seconds an issue time may lie in the future (the clock steppe
 SERVER_EXITED = "[server exited]"
 HOST_GONE = "host did not reconnect within the reconnect window"
 
-__all__ = ["Datum", "HmacKey", "ReconnectState", "Reconnection", "check_datum", "make_datum"]
+__all__ = ["Datum", "HmacKey", "ReconnectState", "Reconnection", "check_datum", "make_datum", "outcome_of"]
+# A refusal's reason (as check_datum and the takeover rule word it) -> its metrics outcome.
+_OUTCOMES = (
+    ("forged ", "forged"),
+    ("malformed ", "malformed"),
+    ("reconnection data of another version", "malformed"),
+    ("expired ", "expired"),
+    ("stale ", "stale"),
+    ("another session holds", "taken"),
+)
 
 
 class HmacKey:
@@ -135,11 +144,17 @@ def check_datum(key: HmacKey, data: str, now: float, lifetime: float) -> Datum |
     return Datum(sid, rw, ro, generation, issued)
 
 
+def outcome_of(reason: str) -> str:
+    """The class of a refused datum, for pymate_reconnections_total (relay.master.metrics)."""
+    return next((outcome for prefix, outcome in _OUTCOMES if reason.startswith(prefix)), "malformed")
+
+
 class Reconnection:
     """Reconnection handling of the master (mixed into Master, which provides the state)."""
 
     cfg: RelayConfig
     log: Any
+    metrics: Any  # relay.master.metrics.Metrics
     children: dict[int, Child]
     registry: dict[str, Child]
     deadlines: list
@@ -188,6 +203,7 @@ class Reconnection:
         context = self.log_context.get(child, {})
         if reason is not None:
             self.log.info("reconnection refused", ip=child.ip, pid=child.proc.pid, reason=reason, **context)
+            self.metrics.reconnections.labels(outcome_of(reason)).inc()
             self._send(child, "resumed", *child.tokens, reason)
             return
         assert isinstance(d, Datum)
@@ -215,6 +231,7 @@ class Reconnection:
             viewers=len(child.rc.heirloom),
             **context,
         )
+        self.metrics.reconnections.labels("taken_over").inc()
         self._send(child, "resumed", d.rw, d.ro, None)
 
     def _kill(self, child: Child, reason: str, limit: str | None = None) -> None:
@@ -275,6 +292,7 @@ class Reconnection:
             if self.registry.get(t) is child:
                 del self.registry[t]
         child.tokens = ()
+        self.metrics.reconnections.labels("window_expired").inc()
         self.log.info(
             "host session ended",
             pid=child.proc.pid,
