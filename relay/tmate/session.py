@@ -4,7 +4,8 @@
 state is laid out for a renderer to read directly: `windows` (by index, in the host's order),
 `panes` (by id, each with its `TerminalModel`), `active_window`, `sx`/`sy`, `status`, per-pane copy
 mode and message-view lines, the replicated key tables and options (`config`, a
-`relay.tmate.replicated.ReplicatedConfig`, also readable through the session's own attributes).
+`relay.tmate.replicated.ReplicatedConfig`, also readable through the session's own attributes). What the host is told about its links and
+when (the connection lines, named sessions' answer) is relay.tmate.lines.
 
 Behaviour follows tmate-ssh-server (the C server, tmate 2.4 protocol) where it defines it; the
 places where this module deliberately differs are marked "Differs from the C server".
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.screen.terminal import TerminalModel
+from relay.tmate import lines
 from relay.tmate import messages as m
-from relay.tmate.names import NOT_OFFERED, NameRequest, requested, set_after_start
+from relay.tmate.lines import ssh_connection_string
+from relay.tmate.names import NOT_OFFERED, NameRequest
 from relay.tmate.replicated import (
     COMMANDS,
     MAX_BINDINGS,
@@ -52,19 +55,12 @@ MAX_PANE_DIM = 10000
 # Bound on the message-view lines kept per pane (tmate shows its notices there).
 MAX_MESSAGE_LINES = 1000
 MAX_WINDOW_STACK = 32  # previously current windows remembered for last-window
-RECONNECTED = "Reconnected"  # what a host whose RECONNECT took over its session is told
 
 Replies = list[m.RelayMessage]
 
 
 class SessionError(Exception):
     """A protocol violation: the host connection should be closed. str() is a one-line reason."""
-
-
-def ssh_connection_string(token: str, host: str, port: int) -> str:
-    """`ssh -pPORT TOKEN@HOST`, without the port part for port 22 (as the C server prints it)."""
-    port_arg = "" if port == 22 else f" -p{port}"
-    return f"ssh{port_arg} {token}@{host}"
 
 
 @dataclass(slots=True)
@@ -126,7 +122,7 @@ class Session:
         self.ssh_rw = ssh_connection_string(rw_token, ssh_host, ssh_port)
         self.ssh_ro = ssh_connection_string(ro_token, ssh_host, ssh_port)
         self.web_url = web_url
-        self.lines_due = False  # with web links: the lines wait for the host's READY (see _header)
+        self.lines_due = False  # the lines wait for the host's READY (relay.tmate.lines)
 
         self.protocol: int | None = None  # client protocol version from HEADER
         self.client_version: str | None = None
@@ -177,51 +173,24 @@ class Session:
         if msg.protocol < 6:
             # Older clients send no READY: the C server treats the HEADER as ready.
             self.host_ready = True
-        if self.named_sessions and not self.host_ready:
-            self.lines_due = True  # names come as replicated options before READY: wait for it
-            return []
-        if self.web_url is not None and not self.host_ready:
-            # A `tmate -a` session is ssh only (no web links, as tmate.io): its keys arrive as
-            # replicated options before READY, so the lines (and our READY) wait for it.
+        if lines.wait_for_ready(self.named_sessions, self.web_url, self.host_ready):
             self.lines_due = True
             return []
         return self._connection_lines()
 
     def _connection_lines(self) -> Replies:
-        """The note and the links in tmate.io's order, each link's SET_ENV after it, then READY."""
-        protocol = self.protocol or 0
-        web = self.web_url is not None and not self.authorized_keys
-        web_ro, web_rw = f"{self.web_url}/t/{self.ro_token}", f"{self.web_url}/t/{self.rw_token}"
-        out: Replies = [
-            m.Notify("Note: clear your terminal before sharing readonly access"),
-        ]
-        if web:
-            out.append(m.Notify(f"web session read only: {web_ro}"))
-            if protocol >= 4:
-                out.append(m.SetEnv("tmate_web_ro", web_ro))
-        out.append(m.Notify(f"ssh session read only: {self.ssh_ro}"))
-        # SET_ENV and READY do not exist before protocol 4: the C server skips them.
-        if protocol >= 4:
-            out.append(m.SetEnv("tmate_ssh_ro", self.ssh_ro))
-        if web:
-            out.append(m.Notify(f"web session: {web_rw}"))
-            if protocol >= 4:
-                out.append(m.SetEnv("tmate_web", web_rw))
-        out.append(m.Notify(f"ssh session: {self.ssh_rw}"))
-        if protocol >= 4:
-            out.append(m.SetEnv("tmate_ssh", self.ssh_rw))
-            out.append(m.RelayReady())
-        if self.resumed:  # the host has its lines: it is told it is back, its SET_ENVs kept
-            out = [m.Notify(RECONNECTED)] + [x for x in out if not isinstance(x, m.Notify)]
-        return out
+        """The note and the links, then READY (relay.tmate.lines); `tmate -a`: no web links."""
+        web_url = None if self.authorized_keys else self.web_url
+        web = lines.web_links(web_url, self.ro_token, self.rw_token)
+        ssh = (self.ssh_ro, self.ssh_rw)
+        return lines.connection_lines(self.protocol or 0, ssh, web, resumed=self.resumed)
 
     def _ready(self, msg: m.HostReady) -> Replies:
         self.host_ready = True
         self.generation += 1
         if self.lines_due:
             self.lines_due = False
-            asks = self.named_sessions and not self.resumed
-            wanted = requested(self.config) if asks else None
+            wanted = lines.names_at_ready(self.config, self.named_sessions, self.resumed)
             if wanted is not None:
                 self.names_wanted = wanted  # the lines follow the master's answer (names_given)
                 return []
@@ -236,7 +205,7 @@ class Session:
         self.ssh_rw = ssh_connection_string(rw_token, self.ssh_host, self.ssh_port)
         self.ssh_ro = ssh_connection_string(ro_token, self.ssh_host, self.ssh_port)
         self.generation += 1
-        return ([m.Notify(notice)] if notice else []) + self._connection_lines()
+        return lines.after_names(notice, self._connection_lines())
 
     def _fin(self, msg: m.Fin) -> None:
         self.finished = True
@@ -378,8 +347,8 @@ class Session:
         self.generation += 1
 
     def _exec_cmd(self, msg: m.ExecCmd) -> Replies:
-        late = set_after_start(msg.argv) if self.named_sessions and self.host_ready else None
-        return ([m.Notify(late)] if late else []) + self._apply_command(tuple(msg.argv))
+        late = lines.late_name_notice(msg.argv, self.named_sessions, self.host_ready)
+        return late + self._apply_command(tuple(msg.argv))
 
     def _exec_cmd_str(self, msg: m.ExecCmdStr) -> Replies:
         # Old clients send commands as one string, parsed by tmux's rules (`;` separates them).
