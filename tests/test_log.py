@@ -16,7 +16,7 @@ import structlog
 from jail import JailedProcess, Jailer
 from relay import control, log
 from relay.log import fields, output
-from relay.master import tokens
+from relay.master import names, tokens
 from relay.master.server import Child, Master, RelayConfig
 
 TOKEN = "abcdefghjkmnpqrstuvwxyzAB"  # 25 characters of the token alphabet
@@ -43,6 +43,32 @@ def test_scrub_cuts_every_whole_token_to_its_first_characters():
 
 def test_scrub_leaves_what_is_no_token():
     for text in (TOKEN[:-1], TOKEN + "C", "SHA256:" + "A" * 43, "abcdefghjk0mnpqrstuvwxyzAB", "host session"):
+        assert fields.scrub(text) == text
+
+
+def test_scrub_cuts_named_tokens_before_their_slash():
+    assert fields.scrub("alice/pairing") == "alic..."
+    assert fields.scrub("ssh -p2222 alice/pairing@relay.example") == "ssh -p2222 alic...@relay.example"
+    assert fields.scrub("https://relay.example/t/alice/pairing") == "https://relay.example/t/alic..."
+    assert fields.scrub("GET /t/bob/ro-name?x=1 HTTP/1.1") == "GET /t/bob...?x=1 HTTP/1.1"
+    assert fields.scrub("/t/alice/pairing/more") == "/t/alic..."  # all after /t/ is looked up
+    assert fields.scrub("joined alice/pairing.") == "joined alic...."
+    assert fields.scrub("ab/c") == "ab..."  # a short user: never past the `/`, the name never shown
+    assert fields.scrub(f"alice/{TOKEN}") == "alic..."
+    longest = "u" * names.MAX_USERNAME + "/" + "n-" * (names.MAX_NAME // 2 - 1) + "n"
+    assert names.name_problem(longest.split("/")[1]) is None and fields.scrub(longest) == "uuuu..."
+
+
+def test_scrub_leaves_paths_base64_and_fingerprints():
+    for text in (
+        "keys/host.key",
+        "relay/conn/web.py",
+        "/usr/bin/python3",
+        "SHA256:abcd/efghijk",
+        "AAAAC3Nz+ab/cd+ef==",
+        "HTTP/1.1",
+        "/static/app.js",
+    ):
         assert fields.scrub(text) == text
 
 

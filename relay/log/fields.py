@@ -2,7 +2,9 @@
 
 Pure functions over structlog event dicts (no I/O):
 - `scrub_tokens`: a processor that cuts every whole session token to its first characters,
-  wherever it appears (values and keys), so no log output ever holds a token that joins a session.
+  wherever it appears (values and keys), so no log output ever holds a token that joins a session:
+  random ones (25 characters, `ro-` and 25) and named ones (`USER/NAME`, alone as an ssh user or
+  in a link, or after `/t/` in a web path), which are cut before their `/`.
 - `journal_fields`: the event as journald fields: MESSAGE (the event and its fields, readable
   in `journalctl`'s default output), PRIORITY, SYSLOG_IDENTIFIER, PYMATE_EVENT, and one
   PYMATE_<KEY> field per structlog key (flags7.md: session, role, ip -> PYMATE_CLIENT_IP, reason,
@@ -34,6 +36,16 @@ MAX_FIELD_NAME = 64  # journald's limit on a field name
 _TOKEN = re.compile(
     rf"(?<![A-Za-z0-9])(?:{re.escape(RO_PREFIX)})?[{ALPHABET}]{{{TOKEN_LENGTH}}}(?![A-Za-z0-9])"
 )
+# A named token USER/NAME (relay.master.names: the user of an api key, letters, digits, `_`, `-`;
+# the name, letters, digits, inner `-`), wider than the master allows. Alone, not inside a longer
+# path, base64 run or fingerprint: nothing of [A-Za-z0-9_./+:-] before it, nothing of
+# [A-Za-z0-9_/+=-] after it, nor a `.` and such (a file name: keys/host.key); in a web path,
+# whatever follows /t/ with a `/` in it (the web viewer looks it all up).
+_WORD = "A-Za-z0-9"
+_NAMED = re.compile(
+    rf"(?<=/t/)[{_WORD}_-]+/[{_WORD}_/-]*"
+    rf"|(?<![{_WORD}_./+:-])[{_WORD}][{_WORD}_-]*/[{_WORD}][{_WORD}-]*(?!\.?[{_WORD}_/+=-])"
+)
 _BAD_NAME = re.compile(r"[^A-Z0-9_]")
 
 
@@ -43,8 +55,16 @@ def _cut(match: re.Match[str]) -> str:
     return f"{prefix}{token[len(prefix) : len(prefix) + SHOWN]}..."
 
 
+def _cut_named(match: re.Match[str]) -> str:
+    token = match.group(0)
+    return f"{token[: min(SHOWN, token.index('/'))]}..."  # never past the user: a short one is whole
+
+
 def scrub(text: str) -> str:
-    """`text` with every whole token cut to its first SHOWN characters and `...`."""
+    """`text` with every whole token cut to its first SHOWN characters (a named one's, at most
+    up to its `/`) and `...`."""
+    if "/" in text:
+        text = _NAMED.sub(_cut_named, text)
     return _TOKEN.sub(_cut, text)
 
 
