@@ -1,0 +1,216 @@
+"""The connection process's end of the control socket: `Client`, one method per message it sends
+or receives (relay.control describes them).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from relay.control.codec import decode, encode, log_fields
+from relay.control.table import (
+    ANSWER_TIMEOUT,
+    KEY_SHA256,
+    MAX_CONTROL_MESSAGE,
+    MAX_COUNT,
+    MAX_LOG_EVENT,
+    MAX_NAME_FIELD,
+    MAX_PUBKEY,
+    MAX_RECONNECT_DATA,
+    MAX_USER,
+    TO_CONNECTION,
+    TO_MASTER,
+    ControlError,
+    Message,
+    is_fingerprint,
+)
+
+
+class MasterGone(ControlError):
+    """The master closed the control socket (it is shutting down)."""
+
+
+class Refused(Exception):
+    """The master refused this connection's request for a role (a limit); str(e) is the line to
+    show the client."""
+
+
+# ---------------------------------------------------------------------- connection side
+@dataclass(frozen=True)
+class NewViewer:
+    """A viewer the master linked to this session: the session's end of the link is `fd`."""
+
+    readonly: bool
+    ip: str
+    pubkey: str | None
+    fd: int
+    relinked: bool = False  # linked again after its host reconnected: the host knows it already
+    since: int = 0  # when it first joined this session (Unix seconds, the master's clock)
+
+
+@dataclass(frozen=True)
+class ReconnectionData:
+    """The master's answer to `rdata`: the datum for the host's SET_ENV."""
+
+    data: str
+
+
+class Client:
+    """The connection process's end of the control socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _send(self, name: str, *args: object) -> None:
+        self.sock.send(encode(TO_MASTER, name, *args))
+
+    def _receive(self) -> tuple[Message, list, list[int]]:
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_CONTROL_MESSAGE + 1, 4)
+        if not data:
+            _close_all(fds)
+            raise MasterGone("the master closed the control socket")
+        try:
+            spec, args = decode(TO_CONNECTION, data)
+            if len(fds) != int(spec.fd):
+                raise ControlError(f"{spec.name}: {len(fds)} file descriptors, expected {int(spec.fd)}")
+        except ControlError:
+            _close_all(fds)
+            raise
+        return spec, args, fds
+
+    def _ask(self, name: str, *args: object, answers: tuple[str, ...]) -> tuple[str, list, list[int]]:
+        self._send(name, *args)
+        if not select.select([self.sock], [], [], ANSWER_TIMEOUT)[0]:
+            raise ConnectionError("the master did not answer")
+        spec, reply, fds = self._receive()
+        if spec.name not in answers:
+            _close_all(fds)
+            raise ConnectionError(f"unexpected answer from the master: {spec.name!r}")
+        return spec.name, reply, fds
+
+    def log(self, level: str, event: str, fields: Mapping[str, object]) -> None:
+        """Never fails: a log event that cannot be sent is dropped."""
+        try:
+            self._send("log", level[:16], event[:MAX_LOG_EVENT], log_fields(dict(fields)))
+        except (OSError, ControlError):
+            pass
+
+    def authorize(self, user: str, fp: str | None) -> bool:
+        """May `user` log in with key `fp`? Fails closed (runs on paramiko's thread)."""
+        if fp is not None and not is_fingerprint(fp):
+            fp = None  # not a key the master could know: asked as a keyless login
+        try:
+            _, reply, _ = self._ask("auth", str(user)[:MAX_USER], fp, answers=("auth",))
+        except (OSError, ConnectionError, ControlError):
+            return False
+        return reply[0] is True
+
+    def request_tokens(self) -> tuple[str, str]:
+        """This connection is a tmate host: its (read-write, read-only) tokens; Refused when the
+        relay takes no more sessions."""
+        name, reply, _ = self._ask("host", answers=("tokens", "refused"))
+        if name == "refused":
+            raise Refused(reply[0])
+        return reply[0], reply[1]
+
+    def request_names(self, rw: str | None, ro: str | None, key: str | None) -> tuple[str, str, str | None]:
+        """(rw, ro, None) with the names, (the random tokens, why) without; fields cut to bound."""
+        fields = ((rw, MAX_NAME_FIELD), (ro, MAX_NAME_FIELD), (key, KEY_SHA256))
+        _, reply, _ = self._ask("name", *(v and v[:n] for v, n in fields), answers=("named",))
+        return reply[0], reply[1], reply[2]
+
+    def join(self, token: str, pubkey: str | None, fp: str | None) -> tuple[bool, int] | None:
+        """This connection is a viewer of the session `token` names: (readonly, link fd), or
+        None when no session takes it; Refused when the session has all the viewers it may."""
+        if pubkey is not None and len(pubkey) > MAX_PUBKEY:
+            pubkey = None
+        if fp is not None and not is_fingerprint(fp):
+            fp = None
+        name, reply, fds = self._ask("join", token, pubkey, fp, answers=("joined", "no-session", "refused"))
+        if name == "no-session":
+            return None
+        if name == "refused":
+            raise Refused(reply[0])
+        return reply[0], fds[0]
+
+    def publish_access(self, fps: list[str] | None) -> None:
+        """The host is ready; viewers must hold one of `fps` (None: any key)."""
+        self._send("access", fps)
+
+    def report_stats(self, bytes_in: int, bytes_out: int) -> None:
+        """The session's running byte totals, for the master's metrics; never fails."""
+        try:
+            self._send("stats", min(bytes_in, MAX_COUNT), min(bytes_out, MAX_COUNT))
+        except (OSError, ControlError):
+            pass
+
+    def receive_viewer(self) -> NewViewer | ReconnectionData | None:
+        """The session's next message from the master: a viewer, a reconnection datum (the answer
+        to `rdata`), or None for anything else (ignored); MasterGone when the master closed the
+        socket."""
+        try:
+            spec, args, fds = self._receive()
+        except MasterGone:
+            raise
+        except ControlError:
+            return None
+        if spec.name == "rdata":
+            return ReconnectionData(args[0])
+        if spec.name != "viewer":
+            _close_all(fds)
+            return None
+        return NewViewer(args[0], args[1], args[2], fds[0], relinked=args[3], since=args[4])
+
+    def resume(self, data: str) -> tuple[str, str, str | None]:
+        """The host sent RECONNECT `data`: (rw, ro, None) when the session took over its old
+        tokens, (rw, ro, reason) when the datum was refused and these are the new tokens."""
+        _, reply, _ = self._ask("resume", data[:MAX_RECONNECT_DATA], answers=("resumed",))
+        return reply[0], reply[1], reply[2]
+
+    def ask_reconnection_data(self) -> None:
+        """Ask for a fresh datum; it comes back through receive_session (the loop's own read)."""
+        self._send("rdata")
+
+    def end_session(self, keep: bool) -> None:
+        """The session process ends: keep the session for the host's reconnection, or not."""
+        try:
+            self._send("end", keep)
+        except (OSError, ControlError):
+            pass
+
+    def viewer_event(self) -> tuple[str, bool | str, int | None] | None:
+        """A viewer's next message from the master: ("relink", readonly, fd), ("ended", line,
+        None) or None (ignored); MasterGone at end of stream."""
+        try:
+            spec, args, fds = self._receive()
+        except MasterGone:
+            raise
+        except ControlError:
+            return None
+        if spec.name == "relink":
+            return "relink", args[0], fds[0]
+        if spec.name == "ended":
+            return "ended", args[0], None
+        _close_all(fds)
+        return None
+
+    def master_gone(self) -> bool:
+        """Read one message (an ssh viewer connection expects none); True at end of stream."""
+        try:
+            self._receive()
+        except MasterGone:
+            return True
+        except ControlError:
+            pass
+        return False
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
