@@ -120,6 +120,11 @@ def argv_field(items: list[Any]) -> tuple[str, ...]:
 # ---------------------------------------------------------------- the stream decoder
 
 _HEAD_BYTES = 16  # enough for an array32 header and a uint64 type
+# The unpacker's first buffer (msgpack's default is 1 MiB). It appends at the tail and moves what
+# is left to the front only when the tail reaches the end, so a session's stream touched every
+# page of it, a few bytes a message: 1 MiB more per session after ~30,000 small messages
+# (bench/soak.py). It grows when a message needs more, up to the stream's limit as before.
+READ_BUFFER = 64 * 1024
 _PTY_DATA = 2  # the host's PTY_DATA type, decoded on the fast path
 
 M = TypeVar("M")
@@ -164,6 +169,7 @@ class StreamDecoder(Generic[M]):
         cap = self._large + self._slice
         self._unpacker = msgpack.Unpacker(
             raw=True,
+            read_size=min(READ_BUFFER, cap),
             max_buffer_size=cap,
             max_str_len=cap,
             max_bin_len=cap,
