@@ -326,6 +326,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         api_keys=args.api_keys,
         web_port=args.web_port,
         web_bind=args.web_bind,
+        web_trusted_proxies=args.web_trusted_proxy or (),  # parsed with --web-port (relay.cli_web)
     )
     web_connection, web_url = make_web_connection(args, cfg.ssh_host)
     conn_cfg = ConnectionConfig(

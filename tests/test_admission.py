@@ -347,7 +347,7 @@ def test_max_sessions_and_max_viewers_are_refused_with_a_line_for_the_client():
         h2.send(control.encode(control.TO_MASTER, "host"))
         m._on_control(host2)
         for ours, child in ((v1, viewer1), (v2, viewer2)):
-            ours.send(control.encode(control.TO_MASTER, "join", rw, None, None))
+            ours.send(control.encode(control.TO_MASTER, "join", rw, None, None, None))
             m._on_control(child)
     assert _answer(h2) == ("refused", ["Relay full: too many sessions"])
     assert _answer(v1)[0] == "joined"
@@ -360,7 +360,7 @@ def test_max_sessions_and_max_viewers_are_refused_with_a_line_for_the_client():
     m._forget(viewer1)
     v3proc, v3, viewer3 = registered_child(m)
     v3.settimeout(2)
-    v3.send(control.encode(control.TO_MASTER, "join", rw, None, None))
+    v3.send(control.encode(control.TO_MASTER, "join", rw, None, None, None))
     m._on_control(viewer3)
     assert _answer(v3)[0] == "joined"
     for proc, ours, _ in [*kids, (v3proc, v3, viewer3)]:

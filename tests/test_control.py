@@ -26,7 +26,7 @@ SAMPLES: dict[str, list] = {
     "log": ["info", "hello", {"k": 1}],
     "auth": [TOKEN, None],
     "host": [],
-    "join": [TOKEN, "ssh-ed25519 AAAA", FP],
+    "join": [TOKEN, "ssh-ed25519 AAAA", FP, "192.0.2.7"],
     "access": [[FP]],
     "stats": [1000, 2000],
     "name": ["pairing", None, "0" * 64],
@@ -188,7 +188,7 @@ def test_host_gets_its_tokens_and_a_session_is_joined_through_the_master(rig):
 
     # Before the host is ready, its tokens name no joinable session.
     vproc, vours, viewer = rig.child()
-    rig.send(vours, viewer, control.encode(TO_MASTER, "join", rw, None, None))
+    rig.send(vours, viewer, control.encode(TO_MASTER, "join", rw, None, None, None))
     assert rig.answer(vours)[:2] == ("no-session", [])
 
     # access: ready, and only FP may join.
@@ -200,7 +200,7 @@ def test_host_gets_its_tokens_and_a_session_is_joined_through_the_master(rig):
         assert rig.answer(aours)[:2] == ("auth", [allowed])
 
     v2proc, v2ours, viewer2 = rig.child()
-    rig.send(v2ours, viewer2, control.encode(TO_MASTER, "join", ro, "ssh-ed25519 AAAA", FP))
+    rig.send(v2ours, viewer2, control.encode(TO_MASTER, "join", ro, "ssh-ed25519 AAAA", FP, None))
     name, args, fds = rig.answer(v2ours)
     assert (name, args, len(fds)) == ("joined", [True], 1)
     new = control.Client(hours).receive_viewer()
@@ -244,12 +244,12 @@ def test_client_wrappers_send_the_tables_messages(pair):
 
     ours.send(control.encode(TO_CONNECTION, "no-session"))
     assert client.join(TOKEN, "k" * (control.MAX_PUBKEY + 1), FP) is None
-    assert sent(ours) == ("join", [TOKEN, None, FP])
+    assert sent(ours) == ("join", [TOKEN, None, FP, None])
     a, b = socket.socketpair()
     control.send_with_fd(ours, control.encode(TO_CONNECTION, "joined", False), a.fileno())
     readonly, fd = client.join(TOKEN, None, None) or (None, -1)
     assert readonly is False and fd >= 0
-    assert sent(ours) == ("join", [TOKEN, None, None])
+    assert sent(ours) == ("join", [TOKEN, None, None, None])
     os.close(fd)
     a.close()
     b.close()
@@ -264,7 +264,7 @@ def test_the_table_refuses_what_the_master_would_refuse():
     with pytest.raises(control.ControlError):
         control.encode(TO_MASTER, "access", [FP] * (control.MAX_AUTHORIZED_KEYS + 1))
     with pytest.raises(control.ControlError):
-        control.encode(TO_MASTER, "join", "x" * (control.MAX_USER + 1), None, None)
+        control.encode(TO_MASTER, "join", "x" * (control.MAX_USER + 1), None, None, None)
     with pytest.raises(control.ControlError):
         control.encode(TO_CONNECTION, "viewer", True, "192.0.2.1", None, False)  # a field short
     for relinked, since in ((1, 0), (False, -1), (False, True), (False, control.MAX_COUNT + 1), (False, 1.5)):

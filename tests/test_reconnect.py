@@ -287,7 +287,7 @@ def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
         assert name == "rdata"
         rw, ro = h1.tokens
         v1_ours, v1 = child()
-        _say(m, v1_ours, v1, "join", rw, None, None)
+        _say(m, v1_ours, v1, "join", rw, None, None, None)
         assert _answer(v1_ours) == ("joined", [False])
         name, (readonly, _ip, _key, relinked, since) = _answer(h1_ours)
         assert (name, readonly, relinked) == ("viewer", False, False)
@@ -296,7 +296,7 @@ def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
         _say(m, h1_ours, h1, "end", True)
         m._forget(h1)  # its host is lost: the session is held
         v2_ours, v2 = child()
-        _say(m, v2_ours, v2, "join", ro, None, None)  # joins while the host is away: it waits
+        _say(m, v2_ours, v2, "join", ro, None, None, None)  # joins while the host is away: it waits
         assert _answer(v2_ours) == ("joined", [True]) and v2.rc.since == 0
         h2_ours, h2 = child()
         _say(m, h2_ours, h2, "host")

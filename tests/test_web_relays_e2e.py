@@ -16,6 +16,8 @@ import pytest
 from wsproto.utilities import RemoteProtocolError
 
 from tests.e2e import ROOT, Relay, TmateHost, free_port, session_tokens, tmate_available, wait_for
+from tests.test_proxy import v1
+from tests.test_proxy_e2e import Forwarder, _Via
 from tests.test_web_e2e import WebClient, http_get
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs the tmate client")
@@ -129,7 +131,9 @@ def test_tls_handshake_and_viewer_inside_the_jail(keys_dir, fingerprints, tmp_pa
             host.stop()
 
 
-def test_behind_a_proxy_the_client_address_is_the_proxy_headers_or_a_trusted_forwarded_for(keys_dir):
+def test_behind_a_proxy_the_client_address_is_the_proxy_headers_or_a_trusted_forwarded_for(
+    keys_dir, make_host
+):
     port = free_port()
     extra = [
         "-x",
@@ -161,6 +165,24 @@ def test_behind_a_proxy_the_client_address_is_the_proxy_headers_or_a_trusted_for
             line = [x for x in relay.lines if "status=101" in x][-1]
             assert f"ip='{source}'" in line
             assert (f"forwarded_for='{shown}'" in line) if shown else "forwarded_for" not in line, line
+        # A real session: the host's join notice names the forwarded client only from a trusted proxy.
+        host_side = Forwarder(relay.port, lambda: v1("203.0.113.7", "192.0.2.1", 40001, 22))
+        try:
+            host = make_host(_Via(relay, host_side.port), attached=True)
+            host.wait_ready()
+            _, ro = session_tokens(host)
+            for source, named in (("198.51.100.7", "203.0.113.9"), ("192.0.2.1", "192.0.2.1")):
+                proxy = f"PROXY TCP4 {source} 127.0.0.1 5000 80\r\n".encode()
+                v = WebClient(port, f"/t/{ro}", origin, preamble=proxy, headers=xff).open()
+                v.wait(lambda v=v: v.joined is not None, what="joined")
+                notice = f"A mate has joined ({named}, read-only)"
+                wait_for(lambda n=notice: n in host.messages(), 5, notice)
+                v.close()
+            taken = relay.wait_log("event='forwarded address taken'")
+            assert "ip='203.0.113.9'" in taken and "proxy='198.51.100.7'" in taken, taken
+            assert "A mate has joined (198.51.100.7" not in host.messages()
+        finally:
+            host_side.close()
 
 
 def test_no_web_lines_under_require_authorized_keys(keys_dir, fingerprints, tmp_path):

@@ -164,7 +164,7 @@ class WebConnection:
         forwarded = {} if client == self.peer_ip else {"forwarded_for": client}
         self.log.info("web request", status=101, path=req.target[:200], **forwarded)
         try:
-            joined = self.master.join(token, None, None)
+            joined = self.master.join(token, None, None, forwarded.get("forwarded_for"))
         except control.Refused as e:  # a limit or an ssh-only session; the master logged it
             self.sock.sendall(sock_ws.notice("error", str(e)) + sock_ws.close())
             return

@@ -21,8 +21,10 @@ Connection -> master (`TO_MASTER`):
   host    (no fields)               no role yet, once: the connection becomes a session process
                                     (a tmate host). Answer: tokens.
   join    token, pubkey|nil,        no role yet, once: the connection becomes an ssh viewer
-          fingerprint|nil           connection of the session `token` names. Answer: joined (with
-                                    the link's fd) or no-session.
+          fingerprint|nil,          connection of the session `token` names. Answer: joined (with
+          forwarded_for|nil         the link's fd) or no-session. forwarded_for: a web viewer's
+                                    address as X-Forwarded-For named it; the master takes it as
+                                    the viewer's ip only from a --web-trusted-proxy peer.
   access  [fingerprint]|nil         host only, repeatable: the host is ready, viewers may join
                                     from now on; nil lets any key in, a list (at most
                                     MAX_AUTHORIZED_KEYS) only those keys.

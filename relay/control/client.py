@@ -16,6 +16,7 @@ from relay.control.table import (
     KEY_SHA256,
     MAX_CONTROL_MESSAGE,
     MAX_COUNT,
+    MAX_IP,
     MAX_LOG_EVENT,
     MAX_NAME_FIELD,
     MAX_PUBKEY,
@@ -125,14 +126,20 @@ class Client:
         _, reply, _ = self._ask("name", *(v and v[:n] for v, n in fields), answers=("named",))
         return reply[0], reply[1], reply[2]
 
-    def join(self, token: str, pubkey: str | None, fp: str | None) -> tuple[bool, int] | None:
+    def join(
+        self, token: str, pubkey: str | None, fp: str | None, forwarded_for: str | None = None
+    ) -> tuple[bool, int] | None:
         """This connection is a viewer of the session `token` names: (readonly, link fd), or
-        None when no session takes it; Refused when the session has all the viewers it may."""
+        None when no session takes it; Refused when the session has all the viewers it may.
+        `forwarded_for`: the client a web viewer's trusted proxy named (dropped past MAX_IP)."""
         if pubkey is not None and len(pubkey) > MAX_PUBKEY:
             pubkey = None
         if fp is not None and not is_fingerprint(fp):
             fp = None
-        name, reply, fds = self._ask("join", token, pubkey, fp, answers=("joined", "no-session", "refused"))
+        if forwarded_for is not None and len(forwarded_for) > MAX_IP:
+            forwarded_for = None
+        answers = ("joined", "no-session", "refused")
+        name, reply, fds = self._ask("join", token, pubkey, fp, forwarded_for, answers=answers)
         if name == "no-session":
             return None
         if name == "refused":

@@ -130,6 +130,7 @@ TO_MASTER = _table(
             text("token", MAX_USER),
             optional_text("pubkey", MAX_PUBKEY),
             optional_fingerprint("fp"),
+            optional_text("forwarded_for", MAX_IP),  # a web viewer's, by its trusted proxy
         ),
         FIRST,
         once=True,

@@ -11,6 +11,7 @@ server.py.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 import weakref
@@ -184,8 +185,11 @@ class Messages(Naming):
         self.log.info("role taken", ip=child.ip, pid=child.proc.pid, **self.log_context[child])
         self._send(child, "tokens", rw, ro)
 
-    def _on_join(self, child: Child, token: str, pubkey: str | None, fp: str | None) -> None:
-        self._end_startup(child)
+    def _on_join(
+        self, child: Child, token: str, pubkey: str | None, fp: str | None, forwarded_for: str | None = None
+    ) -> None:
+        self._end_startup(child)  # per-source startups are the peer's: counted before the address changes
+        self._take_forwarded(child, forwarded_for)
         child.role = control.VIEWER
         role = "web" if child.web else "viewer"  # the master's web listener took it (relay.master.web)
         named = self.registry.get(token)  # a read-only session name has no ro- prefix
@@ -193,6 +197,25 @@ class Messages(Naming):
         self.log_context[child] = {"role": f"ro-{role}" if readonly else role}
         self.log.info("role taken", ip=child.ip, pid=child.proc.pid, **self.log_context[child])
         self._join(child, token, pubkey, fp)
+
+    def _take_forwarded(self, child: Child, forwarded_for: str | None) -> None:
+        """A web viewer's client address, as its trusted proxy named it (X-Forwarded-For): its ip
+        from now on (logs, the session's `viewer` message), only when the connection's peer is in
+        --web-trusted-proxy; otherwise ignored, and logged why."""
+        if forwarded_for is None:
+            return
+        reason = None
+        if not child.web:
+            reason = "not a web connection"
+        elif not trusted_proxy(child.ip, self.cfg.web_trusted_proxies):
+            reason = "its peer is not a --web-trusted-proxy"
+        elif not _is_address(forwarded_for):
+            reason = "not an IP address"
+        if reason is not None:
+            self.log.warning("forwarded address ignored", ip=child.ip, pid=child.proc.pid, reason=reason)
+            return
+        self.log.info("forwarded address taken", ip=forwarded_for, proxy=child.ip, pid=child.proc.pid)
+        child.ip = forwarded_for
 
     def _on_access(self, child: Child, fps: list[str] | None) -> None:
         child.joinable = True
@@ -309,3 +332,20 @@ class Messages(Naming):
             readonly=readonly,
             **context,
         )
+
+
+def trusted_proxy(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """Whether `ip` (a connection's peer, after any PROXY header) is in one of `networks`."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in networks)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

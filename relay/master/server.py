@@ -41,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 
 from jail import JailConfig, JailedProcess, Jailer, JailError, standby
 from relay import control, log
@@ -88,6 +89,7 @@ class RelayConfig:
     api_keys: str | None = None  # --api-keys FILE: named sessions (relay.master.names), or off
     web_port: int | None = None  # --web-port: the web viewer's listener (relay.master.web), or off
     web_bind: str = "0.0.0.0"  # --web-bind
+    web_trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()  # whose forwarded_for a join may give
 
 
 @dataclass(eq=False)
