@@ -24,6 +24,9 @@ Every connection that has not taken a role (host or join) is closed by the maste
 `grace_period` seconds after accept, whatever it is doing: a timer in the select timeout.
 Spawning happens a few at a time between selects, round-robin over source addresses, so a flood
 of connections that do send bytes cannot hold up accepting or answering the others.
+
+The records of connections (`Pending`, `Child`) and their end (the grace period, the kill, the
+reaping) are relay.master.children; both records are importable from here too.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ import itertools
 import os
 import resource
 import selectors
-import signal
 import socket
 import time
 from collections import deque
@@ -43,15 +45,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
-from jail import JailConfig, JailedProcess, Jailer, JailError, standby
+from jail import JailConfig, Jailer, JailError, standby
 from relay import control, log
-from relay.master import admission
 from relay.master.admission import Admission, MaxStartups, Refusal
+from relay.master.children import Child, Children, Pending
 from relay.master.intake import HeaderWait, Intake
 from relay.master.lifecycle import Lifecycle
 from relay.master.messages import LOG_BURST, LOG_RATE, Messages
 from relay.master.metrics import MetricsServer
-from relay.master.reconnect import Reconnection, ReconnectState
+from relay.master.reconnect import Reconnection
 from relay.master.web import WebDoor
 
 # connection(accepted TCP socket, control socket, peer ip, accept time on the monotonic clock)
@@ -92,41 +94,6 @@ class RelayConfig:
     web_trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()  # whose forwarded_for a join may give
 
 
-@dataclass(eq=False)
-class Pending:
-    """An accepted connection whose client has sent nothing yet: no process, a socket."""
-
-    sock: socket.socket
-    ip: str
-    accepted: float
-    open: bool = True  # not yet handed to a process nor closed
-    startup: bool = True  # counted as a startup (admission)
-    web: bool = False  # accepted on the web listener: no banner, relay.conn.web runs it
-
-
-@dataclass(eq=False)
-class Child:
-    proc: JailedProcess
-    ip: str
-    ctl: socket.socket
-    started: float  # when its connection was accepted
-    role: control.Role = control.NO_ROLE
-    seen: set[str] = field(default_factory=set)  # once-only messages it has sent
-    tokens: tuple[str, ...] = ()
-    joinable: bool = False  # a host: ready, viewers may join
-    authorized: frozenset[str] | None = None  # a host: key fingerprints viewers must hold, or None
-    log_allowance: float = LOG_BURST
-    log_stamp: float = 0.0
-    logs_dropped: int = 0
-    startup: bool = False  # counted as a startup (admission) until it takes a role or ends
-    killed: bool = False  # SIGKILLed and logged; waits to be reaped
-    asked_auth: bool = False  # its client got as far as authenticating
-    viewers: set[int] = field(default_factory=set)  # a host: pids of the viewers linked to it
-    session: Child | None = None  # a viewer: the session it is linked to
-    rc: ReconnectState = field(default_factory=ReconnectState)  # relay.master.reconnect
-    web: bool = False  # accepted on the web listener: a viewer of it is a web viewer
-
-
 def _tcp_keepalive(sock: socket.socket) -> None:
     """Notice a dead peer within about a minute."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -146,7 +113,7 @@ def _raise_fd_limit() -> None:
             pass
 
 
-class Master(Intake, Lifecycle, Messages, WebDoor, Reconnection):
+class Master(Children, Intake, Lifecycle, Messages, WebDoor, Reconnection):
     def __init__(
         self,
         cfg: RelayConfig,
@@ -419,81 +386,3 @@ class Master(Intake, Lifecycle, Messages, WebDoor, Reconnection):
         self.sel.register(ctl_master, selectors.EVENT_READ, child)
         heapq.heappush(self.deadlines, (p.accepted + self.cfg.grace_period, next(self._seq), child))
         self.log.info("connection accepted", ip=ip, pid=proc.pid, uid=proc.uid)
-
-    # ------------------------------------------------------------------ the grace period
-    def _expire(self) -> None:
-        """Close every connection that has not taken a role by its grace period."""
-        now = time.monotonic()
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, _, conn = heapq.heappop(self.deadlines)
-            if isinstance(conn, HeaderWait):
-                self._header_expired(conn)
-            elif isinstance(conn, Child) and conn.rc.held_until is not None:
-                self._hold_expired(conn)
-            elif isinstance(conn, Pending):
-                if conn.open:
-                    self._close_pending(
-                        conn, "no role taken within the grace period (no bytes sent)", admission.GRACE_PERIOD
-                    )
-            elif (
-                conn.role is control.NO_ROLE and not conn.killed and self.children.get(conn.proc.pid) is conn
-            ):
-                state = "authenticated, no session channel" if conn.asked_auth else "ssh handshake incomplete"
-                state = "web: no viewer joined" if conn.web else state
-                self._kill(conn, f"no role taken within the grace period ({state})", admission.GRACE_PERIOD)
-
-    def _kill(self, child: Child, reason: str, limit: str | None = None) -> None:
-        """SIGKILL a connection process, once: one kill, one log line (it is reaped later)."""
-        if child.killed:
-            return
-        child.killed = True
-        self._end_startup(child)
-        try:
-            os.kill(child.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._forget(child)  # what it said before it died is logged first
-        if limit is None:
-            self.log.warning("connection killed", pid=child.proc.pid, ip=child.ip, reason=reason)
-        else:
-            self._refuse(child.ip, Refusal(limit, reason), pid=child.proc.pid)
-
-    def _forget(self, child: Child) -> None:
-        """Drop the child's tokens, links and control socket, after logging what is still queued
-        on it (the process is reaped separately)."""
-        self._end_startup(child)
-        if child.ctl.fileno() >= 0:
-            try:
-                self.sel.unregister(child.ctl)
-            except (KeyError, ValueError):
-                pass
-            self._drain(child)
-            child.ctl.close()
-        # A host's session may be held for its host's return (relay.master.reconnect).
-        held = child.role == control.HOST and (child.rc.held_until is not None or self._hold_session(child))
-        for t in () if held else child.tokens:
-            if self.registry.get(t) is child:
-                del self.registry[t]
-        child.tokens = child.tokens if held else ()
-        if child.session is not None:
-            child.session.viewers.discard(child.proc.pid)
-            child.session = None
-
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            child = self.children.pop(pid, None)
-            if child is None:
-                if not standby.reaped(self.jailer, pid):
-                    self._other_exited(pid, status)  # the metrics process
-                continue
-            self._forget(child)
-            self.jailer.release(child.proc)
-            self.metrics.forget(pid)
-            code = os.waitstatus_to_exitcode(status)
-            self.log.debug("connection process exited", pid=pid, ip=child.ip, role=child.role, code=code)
