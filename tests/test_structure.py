@@ -17,7 +17,11 @@ Rules (README, issue 6 "Structure for growth"):
                relay.screen.width; relay.web nothing else of relay; relay.conn never
                relay.master or relay.cli
   jail         jail imports nothing from relay
+  control      relay.control (the interface both sides share) imports nothing else of relay
   size         no module over 500 lines
+
+and only relay.control.codec packs a control message (`msgpack.packb`; relay.tmate's encoder packs
+the tmate protocol's).
 """
 
 from __future__ import annotations
@@ -118,6 +122,14 @@ IMPORT_RULES = [
         lambda mod, target: _crosses_layers(mod, target),
     ),
     ImportRule(
+        "control",
+        "relay.control imports nothing else of relay",
+        lambda mod: within(mod, "relay.control"),
+        lambda mod, target: (
+            within(target, "relay") and target != "relay" and not within(target, "relay.control")
+        ),
+    ),
+    ImportRule(
         "jail",
         "jail imports nothing from relay",
         lambda mod: within(mod, "jail"),
@@ -197,6 +209,14 @@ def test_rule_holds(rule):
     assert not found, f"{len(found)} violation(s) of rule {rule}:\n" + "\n".join(found)
 
 
+MSGPACK_PACKERS = ("relay.control.codec", "relay.tmate.encoder")
+
+
+def test_only_the_codecs_pack_msgpack():
+    packers = {m.name for m in modules(ROOT, ("relay",)) if "msgpack.packb" in m.source}
+    assert packers == set(MSGPACK_PACKERS), packers
+
+
 def test_the_tree_is_found():
     names = {m.name for m in modules(ROOT)}
     assert {"relay", "relay.master", "relay.tmate.codec", "jail", "relay.hostkeys"} <= names
@@ -215,7 +235,16 @@ def _write(root: Path, rel: str, text: str) -> None:
 @pytest.fixture
 def broken_tree(tmp_path) -> Path:
     """A small relay/ + jail/ tree that breaks every rule once, and a few imports that are fine."""
-    for pkg in ("relay", "relay/tmate", "relay/master", "relay/tmux", "relay/conn", "relay/screen", "jail"):
+    for pkg in (
+        "relay",
+        "relay/tmate",
+        "relay/master",
+        "relay/tmux",
+        "relay/conn",
+        "relay/screen",
+        "relay/control",
+        "jail",
+    ):
         _write(tmp_path, f"{pkg}/__init__.py", "")
     _write(tmp_path, "relay/screen/z.py", "from relay import log\nfrom relay.tmate import session\n")
     _write(tmp_path, "relay/screen/keys.py", "from relay.input.parser import InputParser\n")
@@ -230,6 +259,11 @@ def broken_tree(tmp_path) -> Path:
     _write(tmp_path, "relay/tmux/w.py", "import re\n\nfrom . import args\nimport msgpack\n")
     _write(tmp_path, "relay/tmux/args.py", "from .w import re\n")
     _write(tmp_path, "jail/a.py", "import os\n\n\ndef g():\n    from relay import log\n")
+    _write(
+        tmp_path,
+        "relay/control/codec.py",
+        "from relay.control import table\nfrom relay.master import tokens\n",
+    )
     _write(tmp_path, "jail/big.py", "x = 1\n" * (MAX_LINES + 1))
     _write(tmp_path, "jail/ok.py", "x = 1\n" * MAX_LINES)
     return tmp_path
@@ -263,6 +297,10 @@ def test_checker_catches_each_broken_rule(broken_tree):
     assert [line.split(": jail imports")[0] for line in got["jail"]] == [
         "jail/a.py:5: jail.a imports relay",
         "jail/a.py:5: jail.a imports relay.log",
+    ]
+    assert [line.split(": relay.control imports")[0] for line in got["control"]] == [
+        "relay/control/codec.py:2: relay.control.codec imports relay.master",
+        "relay/control/codec.py:2: relay.control.codec imports relay.master.tokens",
     ]
     assert got["size"] == [f"jail/big.py:{MAX_LINES + 1}: jail.big has 501 lines: no module over 500 [size]"]
 
