@@ -52,14 +52,17 @@ def test_scrub_cuts_named_tokens_before_their_slash():
     assert fields.scrub("https://relay.example/t/alice/pairing") == "https://relay.example/t/alic..."
     assert fields.scrub("GET /t/bob/ro-name?x=1 HTTP/1.1") == "GET /t/bob...?x=1 HTTP/1.1"
     assert fields.scrub("/t/alice/pairing/more") == "/t/alic..."  # all after /t/ is looked up
-    assert fields.scrub("joined alice/pairing.") == "joined alic...."
+    assert (
+        fields.scrub("ssh alice/pairing@h and ssh -p2222 bob/ro-name@h")
+        == "ssh alic...@h and ssh -p2222 bob...@h"
+    )
     assert fields.scrub("ab/c") == "ab..."  # a short user: never past the `/`, the name never shown
     assert fields.scrub(f"alice/{TOKEN}") == "alic..."
     longest = "u" * names.MAX_USERNAME + "/" + "n-" * (names.MAX_NAME // 2 - 1) + "n"
     assert names.name_problem(longest.split("/")[1]) is None and fields.scrub(longest) == "uuuu..."
 
 
-def test_scrub_leaves_paths_base64_and_fingerprints():
+def test_scrub_leaves_paths_rates_base64_and_fingerprints():
     for text in (
         "keys/host.key",
         "relay/conn/web.py",
@@ -68,6 +71,10 @@ def test_scrub_leaves_paths_base64_and_fingerprints():
         "AAAAC3Nz+ab/cd+ef==",
         "HTTP/1.1",
         "/static/app.js",
+        "too many new connections from this address (limit 20/s)",
+        "input faster than 65536 bytes/s",
+        "keys/api-keys: No such file or directory",
+        "198.51.100.0/24 and 2001:db8::/32",
     ):
         assert fields.scrub(text) == text
 

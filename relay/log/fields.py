@@ -3,8 +3,8 @@
 Pure functions over structlog event dicts (no I/O):
 - `scrub_tokens`: a processor that cuts every whole session token to its first characters,
   wherever it appears (values and keys), so no log output ever holds a token that joins a session:
-  random ones (25 characters, `ro-` and 25) and named ones (`USER/NAME`, alone as an ssh user or
-  in a link, or after `/t/` in a web path), which are cut before their `/`.
+  random ones (25 characters, `ro-` and 25) and named ones (`USER/NAME` as a whole value, before
+  `@` in an ssh link, or after `/t/` in a web path), which are cut before their `/`.
 - `journal_fields`: the event as journald fields: MESSAGE (the event and its fields, readable
   in `journalctl`'s default output), PRIORITY, SYSLOG_IDENTIFIER, PYMATE_EVENT, and one
   PYMATE_<KEY> field per structlog key (flags7.md: session, role, ip -> PYMATE_CLIENT_IP, reason,
@@ -37,15 +37,14 @@ _TOKEN = re.compile(
     rf"(?<![A-Za-z0-9])(?:{re.escape(RO_PREFIX)})?[{ALPHABET}]{{{TOKEN_LENGTH}}}(?![A-Za-z0-9])"
 )
 # A named token USER/NAME (relay.master.names: the user of an api key, letters, digits, `_`, `-`;
-# the name, letters, digits, inner `-`), wider than the master allows. Alone, not inside a longer
-# path, base64 run or fingerprint: nothing of [A-Za-z0-9_./+:-] before it, nothing of
-# [A-Za-z0-9_/+=-] after it, nor a `.` and such (a file name: keys/host.key); in a web path,
-# whatever follows /t/ with a `/` in it (the web viewer looks it all up).
+# the name, letters, digits, inner `-`), wider than the master allows, where a token is used: a
+# whole value (an ssh user name), before `@` (an ssh link), or in a web path, whatever follows
+# /t/ with a `/` in it (the web viewer looks it all up). Not in free text, where USER/NAME is
+# also a relative path (keys/api-keys: ...) or a rate (20/s).
 _WORD = "A-Za-z0-9"
-_NAMED = re.compile(
-    rf"(?<=/t/)[{_WORD}_-]+/[{_WORD}_/-]*"
-    rf"|(?<![{_WORD}_./+:-])[{_WORD}][{_WORD}_-]*/[{_WORD}][{_WORD}-]*(?!\.?[{_WORD}_/+=-])"
-)
+_NAMED_SHAPE = rf"[{_WORD}][{_WORD}_-]*/[{_WORD}][{_WORD}-]*"
+_NAMED_WHOLE = re.compile(_NAMED_SHAPE)
+_NAMED = re.compile(rf"(?<=/t/)[{_WORD}_-]+/[{_WORD}_/-]*|(?<![{_WORD}_./+:-]){_NAMED_SHAPE}(?=@)")
 _BAD_NAME = re.compile(r"[^A-Z0-9_]")
 
 
@@ -64,7 +63,8 @@ def scrub(text: str) -> str:
     """`text` with every whole token cut to its first SHOWN characters (a named one's, at most
     up to its `/`) and `...`."""
     if "/" in text:
-        text = _NAMED.sub(_cut_named, text)
+        whole = _NAMED_WHOLE.fullmatch(text)
+        text = _cut_named(whole) if whole else _NAMED.sub(_cut_named, text)
     return _TOKEN.sub(_cut, text)
 
 
