@@ -411,6 +411,20 @@ def session_tokens(host: TmateHost) -> tuple[str, str]:
     return matches[0].group(2), matches[1].group(2)
 
 
+def apikey_add(path: Path | str, user: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The real `pymate-relay apikey add USER --api-keys PATH`, run from the checkout."""
+    cmd = [sys.executable, "-m", "relay", "apikey", "add", user, "--api-keys", str(path)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=check)
+
+
+def new_api_key(path: Path | str, user: str) -> str:
+    """The key (tmk-...) that `apikey add` wrote to `path` for `user`."""
+    out = apikey_add(path, user).stdout
+    key = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
+    assert key, out
+    return key.group(0)
+
+
 def tmate_available() -> bool:
     return shutil.which("tmate") is not None
 
@@ -544,3 +558,21 @@ def uss_kib(pid: int) -> int:
     except OSError:
         return 0
     return total
+
+
+def memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether a process's readable memory holds `needle` (root reads any process's memory, the
+    jailed ones included)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("r") or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:
+                continue
+    return False

@@ -4,16 +4,22 @@ viewers, one relay with `--api-keys` made by `pymate-relay apikey add`."""
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from relay.master import names
-from tests.e2e import ROOT, SSH_LINE, Relay, SshViewer, TmateHost, tmate_available, wait_for
+from tests.e2e import (
+    SSH_LINE,
+    Relay,
+    SshViewer,
+    TmateHost,
+    memory_holds,
+    new_api_key,
+    tmate_available,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="tmate is not installed")
 
@@ -23,16 +29,7 @@ def api_key(tmp_path_factory) -> tuple[str, str]:
     """(the api keys file, alice's key), made with the real `pymate-relay apikey add`."""
     path = tmp_path_factory.mktemp("apikeys") / "api_keys"
     path.write_text("# the relay's api keys\nbroken line\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "relay", "apikey", "add", "alice", "--api-keys", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    key = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
-    assert key, out
-    return str(path), key.group(0)
+    return str(path), new_api_key(path, "alice")
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +45,6 @@ def _conf(rw: str = "", ro: str = "", key: str = "") -> str:
         if v
     ]
     return "".join(lines)
-
-
-def _memory_holds(pid: int, needle: bytes) -> bool:
-    """Whether a process's readable memory holds `needle` (root reads any process's memory, the
-    jailed ones included)."""
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-        for line in maps:
-            fields = line.split()
-            if not fields[1].startswith("r") or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
-                continue
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            try:
-                mem.seek(start)
-                if needle in mem.read(end - start):
-                    return True
-            except OSError:
-                continue
-    return False
 
 
 def _random_tokens(host: TmateHost) -> bool:
@@ -117,9 +96,9 @@ def test_a_named_host_keeps_its_name_against_a_second_one(
                 hosts = [p for p, cmd in pids.items() if b"] host " in cmd]
                 mates = [p for p, cmd in pids.items() if b"viewer " in cmd]
                 assert len(hosts) == 2 and len(mates) == 2, pids
-                assert all(_memory_holds(p, key.encode()) for p in hosts)  # the probe finds it
+                assert all(memory_holds(p, key.encode()) for p in hosts)  # the probe finds it
                 for pid in [relay.proc.pid, *mates]:
-                    assert not _memory_holds(pid, key.encode()), pids.get(pid, b"the master")
+                    assert not memory_holds(pid, key.encode()), pids.get(pid, b"the master")
             assert first.display("#{tmate_ssh}") == f"ssh -p{port} alice/pairing@127.0.0.1"
         # A name that matches nothing is refused as a random token is.
         with SshViewer(tmp_path / "nobody", port, "alice/nosuch") as nobody:
@@ -159,18 +138,10 @@ def test_a_relay_without_api_keys_says_so(relay, make_host):
 
 def test_sighup_loads_a_new_key(named_relay, api_key, make_host):
     path = api_key[0]
-    out = subprocess.run(
-        [sys.executable, "-m", "relay", "apikey", "add", "bob", "--api-keys", path],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    match = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
-    assert match
+    bob = new_api_key(path, "bob")
     assert named_relay.proc is not None
     named_relay.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: named_relay.has("keys=2 users=2"), 5, "the api keys to be read again")
-    host = make_host(named_relay, extra_conf=_conf("bobs-session", "", match.group(0)))
+    host = make_host(named_relay, extra_conf=_conf("bobs-session", "", bob))
     host.wait_ready()
     assert host.display("#{tmate_ssh}") == f"ssh -p{named_relay.port} bob/bobs-session@127.0.0.1"

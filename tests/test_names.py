@@ -8,7 +8,6 @@ import hashlib
 import os
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +21,7 @@ from relay.master.names import ApiKeys, Naming
 from relay.tmate import messages as m
 from relay.tmate import names as session_names
 from relay.tmate.session import Session
-from tests.e2e import ROOT
+from tests.e2e import apikey_add
 
 KEY = "tmk-" + "a1B2c3D4e5" * 2 + "f6G7h8"
 OTHER = "tmk-" + "Z" * 26
@@ -193,8 +192,7 @@ def test_apikey_add_makes_appends_and_keeps_0600(tmp_path):
     os.chmod(path, 0o644)
 
     def add(user: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "relay", "apikey", "add", user, "--api-keys", str(path)]
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        return apikey_add(path, user, check=False)
 
     first, second = add("alice"), add("alice")
     assert first.returncode == second.returncode == 0, first.stderr
@@ -208,12 +206,7 @@ def test_apikey_add_makes_appends_and_keeps_0600(tmp_path):
     bad = add("no/slash")
     assert bad.returncode == 2 and "USER must be" in bad.stderr
     fresh = tmp_path / "new_file"
-    run = subprocess.run(
-        [sys.executable, "-m", "relay", "apikey", "add", "zed", "--api-keys", str(fresh)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    run = apikey_add(fresh, "zed", check=False)
     assert run.returncode == 0 and stat.S_IMODE(fresh.stat().st_mode) == 0o600
 
 

@@ -27,12 +27,9 @@ with the relay's `tmate_reconnection_data`:
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -42,7 +39,17 @@ import pytest
 
 from relay.tmate import messages as m
 from relay.tmate.codec import RelayDecoder, encode_host
-from tests.e2e import ROOT, Relay, SshViewer, fake_host, free_port, session_tokens, tmate_available, wait_for
+from tests.e2e import (
+    Relay,
+    SshViewer,
+    fake_host,
+    free_port,
+    memory_holds,
+    new_api_key,
+    session_tokens,
+    tmate_available,
+    wait_for,
+)
 from tests.test_metrics_e2e import value
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs tmate")
@@ -337,16 +344,8 @@ def test_a_session_process_that_dies_is_held_and_its_host_takes_it_back(relay, m
 
 def test_a_named_session_keeps_its_name_over_a_reconnection(keys_dir, make_host, tmp_path):
     keys = tmp_path / "api_keys"
-    out = subprocess.run(
-        [sys.executable, "-m", "relay", "apikey", "add", "carol", "--api-keys", str(keys)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    key = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
-    assert key, out
-    conf = f'set -g tmate-session-name "pair"\nset -g tmate-api-key "{key.group(0)}"\n'
+    key = new_api_key(keys, "carol")
+    conf = f'set -g tmate-session-name "pair"\nset -g tmate-api-key "{key}"\n'
     with Relay(keys_dir, extra=["--api-keys", str(keys)]) as named:
         fwd = Forwarder(named.port)
         viewer = None
@@ -370,8 +369,6 @@ def test_a_named_session_keeps_its_name_over_a_reconnection(keys_dir, make_host,
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="reads the jailed processes' memory as root")
 def test_the_reconnection_key_never_leaves_the_master(relay, keys_dir, make_host, tmp_path):
-    from tests.test_named_e2e import _memory_holds
-
     key = (keys_dir / "reconnect.key").read_bytes()
     host = make_host(relay)
     host.wait_ready()
@@ -379,8 +376,8 @@ def test_the_reconnection_key_never_leaves_the_master(relay, keys_dir, make_host
     with SshViewer(tmp_path / "v", relay.port, rw) as viewer:
         viewer.wait_screen("0:")
         wait_for(lambda: host.display("#{tmate_reconnection_data}"), 3, "the host's datum")
-        assert relay.proc is not None and _memory_holds(relay.proc.pid, key)  # the probe finds it
+        assert relay.proc is not None and memory_holds(relay.proc.pid, key)  # the probe finds it
         jailed = relay.children()
         assert len(jailed) >= 2, jailed  # the session and the viewer, at least
         for pid in jailed:
-            assert not _memory_holds(pid, key), Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert not memory_holds(pid, key), Path(f"/proc/{pid}/cmdline").read_bytes()

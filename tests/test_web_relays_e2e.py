@@ -5,17 +5,14 @@ http_get) and real tmate hosts."""
 from __future__ import annotations
 
 import datetime
-import re
 import socket
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from wsproto.utilities import RemoteProtocolError
 
-from tests.e2e import ROOT, Relay, TmateHost, free_port, session_tokens, tmate_available, wait_for
+from tests.e2e import Relay, TmateHost, free_port, new_api_key, session_tokens, tmate_available, wait_for
 from tests.test_proxy import v1
 from tests.test_proxy_e2e import Forwarder, _Via
 from tests.test_web_e2e import WebClient, http_get
@@ -200,22 +197,12 @@ def test_no_web_lines_under_require_authorized_keys(keys_dir, fingerprints, tmp_
 
 def test_a_named_session_has_named_web_links(keys_dir, fingerprints, tmp_path):
     keys = tmp_path / "api_keys"
-    out = subprocess.run(
-        [sys.executable, "-m", "relay", "apikey", "add", "alice", "--api-keys", str(keys)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    key = re.search(r"tmk-[a-zA-Z0-9]{26}", out)
-    assert key, out
+    key = new_api_key(keys, "alice")
     port = free_port()
     extra = ["--api-keys", str(keys), "--web-port", str(port), "--web-bind", "127.0.0.1"]
     with Relay(keys_dir, extra=extra) as relay:
         host = TmateHost(tmp_path / "h", relay.port, *fingerprints)
-        host.cmd(
-            "-f", str(host.conf), "-n", "pairing", "-r", "pairing-ro", "-k", key.group(0), "new-session", "-d"
-        )
+        host.cmd("-f", str(host.conf), "-n", "pairing", "-r", "pairing-ro", "-k", key, "new-session", "-d")
         try:
             host.wait_ready()
             url = f"http://127.0.0.1:{port}"
