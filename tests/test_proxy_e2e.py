@@ -5,56 +5,16 @@ oversized are refused with limit=proxy-header."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.e2e import Relay, SshViewer, session_tokens, tmate_available, wait_for
+from tests.forward import Forwarder
 from tests.test_proxy import V2_SIG, v1, v2
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="tmate is not installed")
-
-
-class Forwarder:
-    """Listens on a loopback port; each connection goes on to `target` with `header()` first."""
-
-    def __init__(self, target: int, header: Callable[[], bytes]):
-        self.target, self.header = target, header
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            upstream.sendall(self.header())
-            self.socks += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-    def close(self) -> None:
-        self.listener.close()
-        for s in self.socks:
-            with contextlib.suppress(OSError):
-                s.close()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 def line_with(relay: Relay, *needles: str, timeout: float = 10.0) -> str:

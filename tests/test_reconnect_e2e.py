@@ -29,8 +29,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,74 +48,12 @@ from tests.e2e import (
     tmate_available,
     wait_for,
 )
+from tests.forward import Forwarder
 from tests.test_metrics_e2e import value
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs tmate")
 
 AWAY = "The host is reconnecting"
-
-
-class Forwarder:
-    """127.0.0.1:port -> 127.0.0.1:target, a thread per direction. `cut()` resets every live
-    pair; `blocked` resets new connections at once (a host that cannot get through)."""
-
-    def __init__(self, target: int):
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        self.blocked = False
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                a, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.blocked:
-                _reset(a)
-                continue
-            try:
-                b = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                _reset(a)
-                continue
-            with self.lock:
-                self.pairs.append((a, b))
-            for src, dst in ((a, b), (b, a)):
-                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
-
-    def cut(self) -> None:
-        with self.lock:
-            pairs, self.pairs = self.pairs, []
-        for a, b in pairs:
-            _reset(a)
-            _reset(b)
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
-
-
-def _reset(s: socket.socket) -> None:
-    """Close with a RST (SO_LINGER 0). The pipe thread blocked in recv() holds the socket until
-    it returns: SHUT_RD wakes it first (and sends nothing)."""
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        s.shutdown(socket.SHUT_RD)
-    except OSError:
-        pass
-    s.close()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
 
 
 def _replay(port: int, datum: str) -> list[str]:

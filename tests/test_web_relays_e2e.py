@@ -13,8 +13,9 @@ import pytest
 from wsproto.utilities import RemoteProtocolError
 
 from tests.e2e import Relay, TmateHost, free_port, new_api_key, session_tokens, tmate_available, wait_for
+from tests.forward import Forwarder
 from tests.test_proxy import v1
-from tests.test_proxy_e2e import Forwarder, _Via
+from tests.test_proxy_e2e import _Via
 from tests.test_web_e2e import WebClient, http_get
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs the tmate client")
