@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from relay.conn import viewers  # a cycle: viewers calls presence; read at call time only
 from relay.hostkeys import blob_fingerprint
 from relay.tmate import messages as m
-from relay.tmux.args import UsageError, getopt
+from relay.tmate.replicated import option_set
 
 if TYPE_CHECKING:
     from relay.conn.viewers import Viewer
@@ -91,15 +91,10 @@ def fingerprint_of(pubkey: str | None) -> str | None:
 
 def kick_address(argv: Sequence[str]) -> str | None:
     """The address a replicated `set-option [-g] @pymate-kick ADDRESS` names, else None."""
-    if not argv or argv[0] not in ("set-option", "set"):
+    got = option_set(argv)
+    if got is None or got[0] != KICK_OPTION:
         return None
-    try:
-        flags, rest = getopt(tuple(argv[1:]), "t", known="agoqsuw")
-    except UsageError:
-        return None
-    if "u" in flags or len(rest) != 2 or rest[0] != KICK_OPTION:
-        return None
-    return rest[1].strip() or None
+    return got[1].strip() or None
 
 
 # ---------------------------------------------------------------------- the session's side

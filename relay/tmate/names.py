@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from relay.tmate.replicated import ReplicatedConfig
-from relay.tmux.args import UsageError, getopt
+from relay.tmate.replicated import ReplicatedConfig, option_set
 
 # option -> what tmate.io called it in its notices
 OPTIONS = {"tmate-session-name": "rw", "tmate-session-name-ro": "ro", "tmate-api-key": "api_key"}
@@ -40,12 +39,7 @@ def requested(config: ReplicatedConfig) -> NameRequest | None:
 
 def set_after_start(argv: Sequence[str]) -> str | None:
     """tmate.io's notice for a replicated `set-option` of a name option with a value, or None."""
-    if not argv or argv[0] not in ("set-option", "set"):
+    got = option_set(argv)
+    if got is None or got[0] not in OPTIONS or not got[1]:
         return None
-    try:
-        flags, rest = getopt(tuple(argv[1:]), "t", known="agoqsuw")
-    except UsageError:
-        return None
-    if "u" in flags or len(rest) != 2 or rest[0] not in OPTIONS or not rest[1]:
-        return None
-    return f"{OPTIONS[rest[0]]} can only be set via the command line, or configuration file"
+    return f"{OPTIONS[got[0]]} can only be set via the command line, or configuration file"

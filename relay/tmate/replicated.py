@@ -10,7 +10,7 @@ session, not fatal); a flood past `MAX_BINDINGS` / `MAX_OPTIONS` is a `ConfigFlo
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from relay.tmate import messages as m
@@ -25,6 +25,7 @@ __all__ = [
     "MAX_BINDINGS",
     "MAX_OPTIONS",
     "NAMED_SESSIONS_UNSUPPORTED",
+    "option_set",
 ]
 
 # Bounds on the replicated configuration (a default tmate config has 83 bindings, 6 options):
@@ -182,6 +183,20 @@ class ReplicatedConfig:
             self.authorized_keys.append((parts[0], parts[1]))
         else:
             self._notes.append("malformed authorized key ignored")
+
+
+def option_set(argv: Sequence[str]) -> tuple[str, str] | None:
+    """(NAME, VALUE) of a replicated `set-option [-g...] NAME VALUE` (or `set`), read with
+    set_option's flags; None for another command, a bad one, an unset (-u) or a toggle."""
+    if not argv or argv[0] not in ("set-option", "set"):
+        return None
+    try:
+        flags, rest = getopt(tuple(argv[1:]), "t", known="agoqsuw")
+    except UsageError:
+        return None
+    if "u" in flags or len(rest) != 2:
+        return None
+    return rest[0], rest[1]
 
 
 # The replicated commands by name; each returns the messages to send back to the host.
