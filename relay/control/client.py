@@ -85,6 +85,20 @@ class Client:
             raise
         return spec, args, fds
 
+    def _receive_one_of(self, *names: str) -> tuple[str, list, list[int]] | None:
+        """The next message when it is one of `names`; None for a bad or another one (its file
+        descriptors closed); MasterGone at end of stream."""
+        try:
+            spec, args, fds = self._receive()
+        except MasterGone:
+            raise
+        except ControlError:
+            return None
+        if spec.name not in names:
+            _close_all(fds)
+            return None
+        return spec.name, args, fds
+
     def _ask(self, name: str, *args: object, answers: tuple[str, ...]) -> tuple[str, list, list[int]]:
         self._send(name, *args)
         if not select.select([self.sock], [], [], ANSWER_TIMEOUT)[0]:
@@ -161,17 +175,12 @@ class Client:
         """The session's next message from the master: a viewer, a reconnection datum (the answer
         to `rdata`), or None for anything else (ignored); MasterGone when the master closed the
         socket."""
-        try:
-            spec, args, fds = self._receive()
-        except MasterGone:
-            raise
-        except ControlError:
+        got = self._receive_one_of("rdata", "viewer")
+        if got is None:
             return None
-        if spec.name == "rdata":
+        name, args, fds = got
+        if name == "rdata":
             return ReconnectionData(args[0])
-        if spec.name != "viewer":
-            _close_all(fds)
-            return None
         return NewViewer(args[0], args[1], args[2], fds[0], relinked=args[3], since=args[4])
 
     def resume(self, data: str) -> tuple[str, str, str | None]:
@@ -194,27 +203,20 @@ class Client:
     def viewer_event(self) -> tuple[str, bool | str, int | None] | None:
         """A viewer's next message from the master: ("relink", readonly, fd), ("ended", line,
         None) or None (ignored); MasterGone at end of stream."""
-        try:
-            spec, args, fds = self._receive()
-        except MasterGone:
-            raise
-        except ControlError:
+        got = self._receive_one_of("relink", "ended")
+        if got is None:
             return None
-        if spec.name == "relink":
+        name, args, fds = got
+        if name == "relink":
             return "relink", args[0], fds[0]
-        if spec.name == "ended":
-            return "ended", args[0], None
-        _close_all(fds)
-        return None
+        return "ended", args[0], None
 
     def master_gone(self) -> bool:
         """Read one message (an ssh viewer connection expects none); True at end of stream."""
         try:
-            self._receive()
+            self._receive_one_of()
         except MasterGone:
             return True
-        except ControlError:
-            pass
         return False
 
 
