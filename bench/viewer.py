@@ -50,6 +50,10 @@ SSH_OPTS = [
 ]
 
 
+# The host echoes each byte it reads, raw: the echo benches type into it.
+ECHO_LOOP = "clear; stty raw -echo; while :; do dd bs=1 count=1 2>/dev/null; done"
+
+
 class PtySsh:
     """`ssh TOKEN@127.0.0.1` on a pty of a given size; output is read by this process."""
 
@@ -130,10 +134,18 @@ def throughput(server: Server, host: TmateHost, rw: str, tmp: Path, lines: int) 
 
 
 def echo_ms(server: Server, host: TmateHost, rw: str, tmp: Path, n: int) -> float:
-    host.cmd("send-keys", "-l", "clear; stty raw -echo; while :; do dd bs=1 count=1 2>/dev/null; done")
+    host.cmd("send-keys", "-l", ECHO_LOOP)
     host.cmd("send-keys", "Enter")
+    echoes = ssh_echoes(server.port, rw, n, tmp)
+    host.cmd("send-keys", "C-c")
+    return statistics.median(echoes)
+
+
+def ssh_echoes(port: int, rw: str, n: int, tmp: Path) -> list[float]:
+    """ms from a key typed in an ssh viewer to its echo, n times (three more first, to warm the
+    path), while the host runs ECHO_LOOP."""
     time.sleep(0.5)
-    v = PtySsh(server.port, rw, 80, 24, str(tmp))
+    v = PtySsh(port, rw, 80, 24, str(tmp))
     v.read_until(b"0:", 10)
     time.sleep(0.3)
     v.drain()
@@ -144,12 +156,11 @@ def echo_ms(server: Server, host: TmateHost, rw: str, tmp: Path, n: int) -> floa
         t0 = time.perf_counter()
         os.write(v.fd, ch)
         t1 = v.read_until(ch, 5)
-        if i >= 3:  # first few warm the path
+        if i >= 3:
             echoes.append((t1 - t0) * 1000)
         time.sleep(0.05)
     v.close()
-    host.cmd("send-keys", "C-c")
-    return statistics.median(echoes)
+    return echoes
 
 
 def join_ms(server: Server, host: TmateHost, rw: str, tmp: Path, n: int) -> float:

@@ -16,7 +16,6 @@ Usage: .venv/bin/python bench/web.py [--joins 10] [--echo 20]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from viewer import PtySsh  # noqa: E402
+from viewer import ECHO_LOOP, PtySsh, ssh_echoes  # noqa: E402
 
 from tests.e2e import SSH_LINE, Relay, TmateHost, free_port, make_host_keys, uss_kib  # noqa: E402
 
@@ -99,23 +98,8 @@ def joins(host: TmateHost, port: int, rw: str, browser, url: str, n: int, tmp: P
 
 
 def echoes(host: TmateHost, port: int, rw: str, browser, url: str, n: int, tmp: Path) -> None:
-    host_run(host, "clear; stty raw -echo; while :; do dd bs=1 count=1 2>/dev/null; done")
-    time.sleep(0.5)
-    v = PtySsh(port, rw, 80, 24, str(tmp))
-    v.read_until(b"0:", 10)
-    time.sleep(0.3)
-    v.drain()
-    ssh = []
-    for i in range(n + 3):
-        ch = bytes([ord("a") + i % 26])
-        v.buf.clear()
-        t0 = time.perf_counter()
-        os.write(v.fd, ch)
-        t1 = v.read_until(ch, 5)
-        if i >= 3:  # the first few warm the path
-            ssh.append((t1 - t0) * 1000)
-        time.sleep(0.05)
-    v.close()
+    host_run(host, ECHO_LOOP)
+    ssh = ssh_echoes(port, rw, n, tmp)
     page = browser.new_page(viewport={"width": 800, "height": 480})
     page.goto(url)
     page.wait_for_function("() => document.querySelector('.xterm-rows')?.textContent.includes('0:')")
