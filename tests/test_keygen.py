@@ -9,7 +9,6 @@ is missing, and keeps an existing one.
 from __future__ import annotations
 
 import base64
-import datetime
 import errno
 import itertools
 import os
@@ -25,10 +24,8 @@ from typing import Any
 
 import paramiko
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay.hostkeys import (
     ED25519_KEY_FILE,
@@ -43,6 +40,7 @@ from relay.hostkeys import (
     tmate_conf_lines,
 )
 from relay.hostkeys.store import RECONNECT_KEY_BYTES, RECONNECT_KEY_FILE, ensure_reconnect_key
+from tests.tls import self_signed
 
 REPO = Path(__file__).resolve().parents[1]
 KEYGEN_CMD = [
@@ -296,20 +294,7 @@ def foreign(tmp_path_factory) -> Path:
         capture_output=True,
     )
 
-    key = ed25519.Ed25519PrivateKey.generate()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.example.com")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, None)
-    )
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    self_signed(d)  # cert.pem (and its key.pem, unused)
     return d
 
 

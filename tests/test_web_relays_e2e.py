@@ -4,7 +4,6 @@ http_get) and real tmate hosts."""
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 from pathlib import Path
@@ -17,6 +16,7 @@ from tests.forward import Forwarder
 from tests.test_proxy import v1
 from tests.test_proxy_e2e import _Via
 from tests.test_web_e2e import WebClient, http_get
+from tests.tls import self_signed
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs the tmate client")
 
@@ -55,37 +55,6 @@ def test_the_page_hears_when_the_host_leaves(keys_dir, fingerprints, tmp_path):
         finally:
             host.stop()
             ssh_only.stop()
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for `localhost` and its key, PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
 
 
 def test_tls_handshake_and_viewer_inside_the_jail(keys_dir, fingerprints, tmp_path):
