@@ -30,6 +30,7 @@ from relay.tmate import messages as m
 from relay.tmate.codec import encode
 
 GRACE_BACKSTOP = 0.5  # seconds after the grace period before this process gives up by itself
+ROLE_POLL_INTERVAL = 5.0  # seconds between paramiko's idle checks once a role is taken
 LOW_FD = 256  # select() takes no descriptor above 1023; the master's go past that under load
 
 
@@ -109,6 +110,11 @@ class Connection:
                 reason = server.refusal or "no role taken within the grace period"
                 self.log.info("connection refused", reason=reason, user=server.username)
                 return 0
+            # paramiko's transport thread wakes at its socket's timeout (0.1 s) to see whether
+            # it was closed; an idle session or viewer then costs ~0.5 ms of CPU a second
+            # (2,000 idle sessions: a core). With a role it has nothing to time out (this
+            # process ends with os._exit), so it wakes rarely (bench/many_sessions.py).
+            self.sock.settimeout(ROLE_POLL_INTERVAL)
             if server.role == "host":
                 try:
                     return run_host(self, chan, server)
