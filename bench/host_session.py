@@ -31,7 +31,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e import TmateHost, free_port, scratch_relay, ssh_fingerprint, uss_kib, wait_for  # noqa: E402
+from tests.e2e import (  # noqa: E402
+    TmateHost,
+    descendants,
+    free_port,
+    scratch_relay,
+    ssh_fingerprint,
+    uss_kib,
+    wait_for,
+)
 
 
 class Server:
@@ -39,22 +47,6 @@ class Server:
 
     def __init__(self, name: str, port: int, fps: tuple[str, str], pid: int, sessions):
         self.name, self.port, self.fps, self.pid, self.sessions = name, port, fps, pid, sessions
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = defaultdict(list)
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                children[int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])].append(int(d.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 @contextlib.contextmanager

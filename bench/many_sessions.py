@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from soak import print_profile  # noqa: E402
 
-from tests.e2e import Relay, TmateHost, make_host_keys, uss_kib, wait_for  # noqa: E402
+from tests.e2e import Relay, TmateHost, cpu_ticks, make_host_keys, uss_kib, wait_for  # noqa: E402
 
 STREAM = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "host-stream-none_z0.bin"
 SET_ENV = 4
@@ -224,17 +224,6 @@ def session_pids(relay: Relay) -> list[int]:
         except OSError:
             continue
     return out
-
-
-def cpu_ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total
 
 
 async def idle_cpu(relay: Relay, seconds: float = 5.0) -> None:

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,8 @@ from relay.screen.terminal import TerminalModel  # noqa: E402
 from tests.e2e import (  # noqa: E402
     Relay,
     TmateHost,
+    cpu_ticks,
+    descendants,
     free_port,
     make_host_keys,
     session_tokens,
@@ -78,22 +80,6 @@ class Server:
     port: int
     fps: tuple[str, str]
     pid: int
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = defaultdict(list)
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                children[int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])].append(int(d.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 @contextlib.contextmanager
@@ -173,17 +159,6 @@ async def join(port: int, token: str, session: int, count: int) -> tuple[asyncss
     )
     assert isinstance(watch, Watch)
     return conn, watch
-
-
-def cpu_ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total
 
 
 def groups(server: Server) -> dict[str, list[int]]:

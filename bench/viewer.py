@@ -34,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host_session import Server, c_server, descendants  # noqa: E402
+from host_session import Server, c_server  # noqa: E402
 
-from tests.e2e import SSH_LINE, TmateHost, scratch_relay, uss_kib  # noqa: E402
+from tests.e2e import SSH_LINE, TmateHost, descendants, scratch_relay, uss_kib  # noqa: E402
 
 SSH_OPTS = [
     "-o",

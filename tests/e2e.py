@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -557,6 +558,35 @@ def uss_kib(pid: int) -> int:
                 total += int(line.split()[1])
     except OSError:
         return 0
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of a process (from each /proc/PID/stat's parent field)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                children[int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])].append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """The CPU time (user + system, in clock ticks) the processes have used; gone ones count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
     return total
 
 
