@@ -37,6 +37,7 @@ from tests.e2e import (  # noqa: E402
     free_port,
     scratch_relay,
     ssh_fingerprint,
+    terminate,
     uss_kib,
     wait_for,
 )
@@ -72,8 +73,7 @@ def c_server(path: str) -> Iterator[Server]:
             time.sleep(0.3)
             yield Server("C server", port, fps, proc.pid, lambda: descendants(proc.pid))
         finally:
-            proc.terminate()
-            proc.wait(10)
+            terminate(proc)
 
 
 def ready_ms(server: Server, workdir: Path) -> float:

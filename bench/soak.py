@@ -38,12 +38,13 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from host_session import Server, c_server  # noqa: E402
 
 from relay.screen.terminal import TerminalModel  # noqa: E402
 from tests.e2e import (  # noqa: E402
@@ -51,11 +52,8 @@ from tests.e2e import (  # noqa: E402
     TmateHost,
     cpu_ticks,
     descendants,
-    free_port,
     make_host_keys,
     session_tokens,
-    ssh_fingerprint,
-    terminate,
     uss_kib,
 )
 
@@ -74,44 +72,13 @@ for n in range(1, count + 1):
 """
 
 
-@dataclass
-class Server:
-    name: str
-    port: int
-    fps: tuple[str, str]
-    pid: int
-
-
-@contextlib.contextmanager
-def c_server(path: str, tmp: Path) -> Iterator[Server]:
-    """The C server (tmate-ssh-server, built outside this repository) on a free port."""
-    keys = tmp / "c-keys"
-    keys.mkdir(parents=True)
-    for t in ("rsa", "ed25519"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", t, "-N", "", "-f", str(keys / f"ssh_host_{t}_key")], check=True
-        )
-    port = free_port()
-    proc = subprocess.Popen(
-        [path, "-k", str(keys), "-p", str(port), "-h", "127.0.0.1", "-b", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    fps = (ssh_fingerprint(keys / "ssh_host_rsa_key.pub"), ssh_fingerprint(keys / "ssh_host_ed25519_key.pub"))
-    try:
-        time.sleep(0.3)
-        yield Server("C server", port, fps, proc.pid)
-    finally:
-        terminate(proc)
-
-
 @contextlib.contextmanager
 def relay_server(tmp: Path) -> Iterator[Server]:
     tmp.mkdir(parents=True, exist_ok=True)
     fps = make_host_keys(tmp / "keys")
     with Relay(tmp / "keys", extra=["--per-source-max-startups", "100", "--per-source-rate", "200"]) as r:
         assert r.proc is not None
-        yield Server("relay", r.port, fps, r.proc.pid)
+        yield Server("relay", r.port, fps, r.proc.pid, r.children)
 
 
 class Watch(asyncssh.SSHClientSession):
@@ -392,7 +359,7 @@ def main() -> None:
         with relay_server(tmp / "relay") as server:
             results.append(asyncio.run(soak(server, tmp / "relay", args, args.py_spy)))
         if args.c_server and Path(args.c_server).exists():
-            with c_server(args.c_server, tmp) as server:
+            with c_server(args.c_server) as server:
                 results.append(asyncio.run(soak(server, tmp / "c", args, None)))
         elif args.c_server:
             print(f"no C server at {args.c_server}: relay only")
