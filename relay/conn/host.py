@@ -13,8 +13,6 @@ frame it gets is a diff against what it last received, so it catches up in one s
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import select
 import time
@@ -33,7 +31,7 @@ from relay.conn.viewers import (
     Viewer,
     ViewerHandling,
 )
-from relay.hostkeys import blob_fingerprint
+from relay.hostkeys import b64_fingerprint
 from relay.screen.render import failed_cmd_message
 from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, ProtocolError, encode
@@ -140,13 +138,7 @@ class HostSession(ViewerHandling):
             return
         fps = None
         if keys is not None:
-            found = []
-            for _type, b64 in keys:
-                try:
-                    found.append(blob_fingerprint(base64.b64decode(b64, validate=True)))
-                except (binascii.Error, ValueError):
-                    continue
-            fps = sorted(set(found))
+            fps = sorted({fp for _type, b64 in keys if (fp := b64_fingerprint(b64)) is not None})
             if len(fps) > control.MAX_AUTHORIZED_KEYS:
                 self.log.warning(
                     "authorized keys cut",

@@ -22,14 +22,12 @@ replicated commands before READY, and an old kick must not hit whoever joined si
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from relay.conn import viewers  # a cycle: viewers calls presence; read at call time only
-from relay.hostkeys import blob_fingerprint
+from relay.hostkeys import b64_fingerprint
 from relay.tmate import messages as m
 from relay.tmate.replicated import option_set
 
@@ -81,12 +79,7 @@ def fingerprint_of(pubkey: str | None) -> str | None:
     if not pubkey:
         return None
     parts = pubkey.split(" ")
-    if len(parts) < 2:
-        return None
-    try:
-        return blob_fingerprint(base64.b64decode(parts[1], validate=True))
-    except (binascii.Error, ValueError):
-        return None
+    return b64_fingerprint(parts[1]) if len(parts) >= 2 else None
 
 
 def kick_address(argv: Sequence[str]) -> str | None:

@@ -36,7 +36,15 @@ clobbering), `parse` (key parsing, validation, fingerprints, generation),
 
 from .command import keygen_main, tmate_conf_lines
 from .errors import HostKeyError
-from .parse import ED25519_KEY_FILE, RSA_BITS, RSA_KEY_FILE, RSA_MAX_BITS, blob_fingerprint, fingerprint
+from .parse import (
+    ED25519_KEY_FILE,
+    RSA_BITS,
+    RSA_KEY_FILE,
+    RSA_MAX_BITS,
+    b64_fingerprint,
+    blob_fingerprint,
+    fingerprint,
+)
 from .store import HostKeyInfo, ensure_host_keys, load_host_keys
 
 __all__ = [
@@ -49,6 +57,7 @@ __all__ = [
     "ensure_host_keys",
     "load_host_keys",
     "fingerprint",
+    "b64_fingerprint",
     "blob_fingerprint",
     "tmate_conf_lines",
     "keygen_main",

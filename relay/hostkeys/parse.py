@@ -71,6 +71,15 @@ def blob_fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
+def b64_fingerprint(b64: str) -> str | None:
+    """OpenSSH SHA256 fingerprint of a public key blob in base64 (as a .pub line or tmate sends
+    it); None when it is not base64."""
+    try:
+        return blob_fingerprint(base64.b64decode(b64, validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _what_is_it(text: str) -> str:
     """A short description of a file that is not an OpenSSH private key."""
     stripped = text.strip()
