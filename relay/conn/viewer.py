@@ -18,7 +18,8 @@ import random
 import select
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 
@@ -38,6 +39,7 @@ MAX_TOKEN_LENGTH = 96  # a named session's USER/NAME: 32 + 1 + 50 (relay.master.
 READ_CHUNK = 16384
 HOST_AWAY = " The host is reconnecting... (this session waits for it)"
 WAIT_MARGIN = 5.0  # seconds past the reconnect window a viewer waits for the master's word
+DEFAULT_SIZE = (80, 24)  # a viewer whose size is not known yet
 LEAVE_TERMINAL = b"\x1b[0m\x1b[?25h\x1b[?1049l"  # as relay.conn.viewers: the alternate screen ends
 
 
@@ -74,7 +76,9 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
         log = log.bind(session=shown[:4])
     log.info("viewer joined", readonly=readonly, pubkey=server.pubkey)
     joined_at = time.monotonic()
-    lk = Link(socket.socket(fileno=fd), server, conn.cfg.reconnect_window + WAIT_MARGIN)
+    lk = Link(
+        socket.socket(fileno=fd), server.erase, lambda: server.size, conn.cfg.reconnect_window + WAIT_MARGIN
+    )
     server.on_resize = lk.send_size
     lk.greet()
     try:
@@ -88,19 +92,29 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     return 0
 
 
-class Link:
-    """The link to the session process, swapped when the master relinks this viewer to the
-    session process of its host's new connection (relay.master.reconnect); None while the host
-    is away, when this process draws the notice itself."""
+def host_away_notice(cols: int, rows: int) -> bytes:
+    """What a viewer process draws on its terminal's bottom row while its host is away."""
+    text = HOST_AWAY[: max(cols, 1)].ljust(cols)
+    return f"\x1b7\x1b[{rows};1H\x1b[0;7m{text}\x1b[0m\x1b8".encode()
 
-    def __init__(self, sock: socket.socket, server: Server, wait: float):
+
+class Link:
+    """A viewer process's link to the session process (ssh: relay.conn.viewer, web:
+    relay.conn.web_viewer), swapped when the master relinks this viewer to the session process
+    of its host's new connection (relay.master.reconnect); None while the host is away."""
+
+    def __init__(
+        self, sock: socket.socket, erase: int | None, size: Callable[[], tuple[int, int] | None], wait: float
+    ):
         self.sock: socket.socket | None = sock
-        self.server = server
+        self.erase = erase  # the viewer terminal's erase character, if it told one
+        self.size = size  # the viewer's size now (None: not known yet)
         self.wait = wait  # seconds to wait for a relink at most (the master ends it first)
         self.waiting_since = 0.0
         self.ended: str | None = None  # the master's last line: the session is over
 
     def send(self, record: bytes) -> None:
+        """A record to the session; while the host is away, it goes nowhere."""
         if self.sock is not None:
             try:
                 self.sock.send(record)
@@ -112,22 +126,34 @@ class Link:
 
     def greet(self) -> None:
         """The erase character before any input (the session maps it to BSpace), then the size."""
-        if self.server.erase is not None:
-            self.send(link.erase(self.server.erase))
-        self.send_size(*self.server.size)
+        if self.erase is not None:
+            self.send(link.erase(self.erase))
+        size = self.size()
+        if size is not None:
+            self.send_size(*size)
 
-    def lost(self, chan: paramiko.Channel) -> None:
+    def lost(self) -> None:
         """The session process let this viewer go without a last line: its host is away."""
         self.close()
         self.waiting_since = time.monotonic()
-        cols, rows = self.server.size
-        text = HOST_AWAY[: max(cols, 1)].ljust(cols)
-        chan.sendall(f"\x1b7\x1b[{rows};1H\x1b[0;7m{text}\x1b[0m\x1b8".encode())
 
     def relink(self, fd: int) -> None:
         self.close()
         self.sock = socket.socket(fileno=fd)
         self.greet()  # the new session draws this viewer from scratch at its size
+
+    def on_master(self, event: tuple | None, log: Any) -> bool:
+        """The master's word for this viewer: `relink` (the new link) or `ended` (the last line).
+        True when the viewer looks again before reading on: after a relink, and for an end that
+        comes while still linked (the session's own last line, if it sends one, first)."""
+        if event is not None and event[0] == "relink" and isinstance(event[2], int):
+            self.relink(event[2])
+            log.info("viewer relinked", reason="its host reconnected")
+            return True
+        if event is not None and event[0] == "ended":
+            self.ended = str(event[1])
+            return self.sock is not None
+        return False
 
     def timeout(self) -> float | None:
         if self.sock is not None:
@@ -153,14 +179,8 @@ def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -
                 if lk.sock is None:
                     chan.sendall(LEAVE_TERMINAL + b"[relay shutting down]\r\n")
                 return "relay is shutting down"
-            if event is not None and event[0] == "relink" and isinstance(event[2], int):
-                lk.relink(event[2])
-                log.info("viewer relinked", reason="its host reconnected")
+            if lk.on_master(event, log):
                 continue
-            if event is not None and event[0] == "ended":
-                lk.ended = str(event[1])
-                if lk.sock is not None:
-                    continue  # still linked: the session's own last line, if it sends one, first
         if lk.sock is None and lk.ended is not None:
             chan.sendall(LEAVE_TERMINAL + lk.ended.encode() + b"\r\n")
             return "session ended while its host was away"
@@ -178,7 +198,8 @@ def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -
             except OSError:  # a peer gone with our records unread resets the link: the same end
                 record = b""
             if not record:
-                lk.lost(chan)
+                lk.lost()
+                chan.sendall(host_away_notice(*(lk.size() or DEFAULT_SIZE)))
                 log.info("viewer waiting", reason="its session let it go without a last line")
                 continue
             kind, payload = link.parse(record)

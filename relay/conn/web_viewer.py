@@ -24,7 +24,7 @@ from typing import Any
 
 from relay import control
 from relay.conn import link
-from relay.conn.viewer import HOST_AWAY
+from relay.conn.viewer import DEFAULT_SIZE, Link, host_away_notice
 from relay.web import ws
 
 READ_CHUNK = 16384
@@ -51,26 +51,24 @@ class WebViewer:
         log: Any,
     ):
         self.sock, self.page, self.master, self.log = sock, page, master, log
-        self.lk: socket.socket | None = lk
-        self.wait = wait  # seconds to wait for a relink at most (the master ends it first)
         self.size: tuple[int, int] | None = None  # the page's last size
-        self.away_since = 0.0
-        self.ended: str | None = None  # the master's last line while the host is away
+        self.link = Link(lk, VERASE, lambda: self.size, wait)
 
     def run(self) -> str:
         """Move messages and records until one side ends; why it ended."""
-        self._to_session(link.erase(VERASE))
+        self.link.greet()  # the erase character: the page's size comes with its first message
         tls = isinstance(self.sock, ssl.SSLSocket)
         while True:
             buffered = tls and self.sock.pending() > 0  # type: ignore[attr-defined]
-            watched: list[Any] = [self.sock, self.master] + ([self.lk] if self.lk is not None else [])
-            readable = select.select(watched, [], [], 0 if buffered else self._timeout())[0]
+            lk = self.link.sock
+            watched: list[Any] = [self.sock, self.master] + ([lk] if lk is not None else [])
+            readable = select.select(watched, [], [], 0 if buffered else self.link.timeout())[0]
             why = self.master in readable and self._from_master()
-            if not why and self.lk is None:
+            if not why and self.link.sock is None:
                 why = self._still_away()
             if not why and (buffered or self.sock in readable):
                 why = self._from_page()
-            if not why and self.lk is not None and self.lk in readable:
+            if not why and self.link.sock is not None and self.link.sock in readable:
                 why = self._from_session()
             if why:
                 return why
@@ -86,10 +84,10 @@ class WebViewer:
         for event in self.page.feed(data, time.monotonic()):
             if isinstance(event, ws.Input):
                 for i in range(0, len(event.data), INPUT_RECORD):
-                    self._to_session(link.INPUT + event.data[i : i + INPUT_RECORD])
+                    self.link.send(link.INPUT + event.data[i : i + INPUT_RECORD])
             elif isinstance(event, ws.Resize):
                 self.size = (event.cols, event.rows)
-                self._to_session(link.resize(event.cols, event.rows))
+                self.link.send_size(event.cols, event.rows)
             else:
                 why = f"viewer left (close {event.code}{': ' + event.reason if event.reason else ''})"[:200]
         self.sock.sendall(self.page.to_send())
@@ -104,17 +102,10 @@ class WebViewer:
             pass
 
     # ------------------------------------------------------------------ the session
-    def _to_session(self, record: bytes) -> None:
-        if self.lk is not None:  # while the host is away, keys go nowhere
-            try:
-                self.lk.send(record)
-            except OSError:
-                pass
-
     def _from_session(self) -> str | None:
-        assert self.lk is not None
+        assert self.link.sock is not None
         try:
-            record = self.lk.recv(link.MAX_RECORD)
+            record = self.link.sock.recv(link.MAX_RECORD)
         except OSError:  # a peer gone with our records unread resets the link: the same end
             record = b""
         if not record:
@@ -130,26 +121,18 @@ class WebViewer:
 
     def _lost(self) -> None:
         """The session let this viewer go without a last line: its host is away."""
-        self.close()
-        self.away_since = time.monotonic()
-        cols, rows = self.size or (80, 24)
-        text = HOST_AWAY[: max(cols, 1)].ljust(cols)
-        self.sock.sendall(self.page.output(f"\x1b7\x1b[{rows};1H\x1b[0;7m{text}\x1b[0m\x1b8".encode()))
+        self.link.lost()
+        self.sock.sendall(self.page.output(host_away_notice(*(self.size or DEFAULT_SIZE))))
         self.log.info("viewer waiting", reason="its session let it go without a last line")
 
     def close(self) -> None:
-        if self.lk is not None:
-            self.lk.close()
-            self.lk = None
-
-    def _timeout(self) -> float | None:
-        return None if self.lk is not None else max(0.0, self.away_since + self.wait - time.monotonic())
+        self.link.close()
 
     def _still_away(self) -> str | None:
-        if self.ended is not None:
-            self._end(self.ended)
+        if self.link.ended is not None:
+            self._end(self.link.ended)
             return "session ended while its host was away"
-        if self._timeout() == 0.0:
+        if self.link.timeout() == 0.0:
             self._end("[server exited]")
             return "its host did not come back"
         return None
@@ -161,13 +144,5 @@ class WebViewer:
         except control.MasterGone:
             self._end("[relay shutting down]", 1001)
             return "relay is shutting down"
-        if event is not None and event[0] == "relink" and isinstance(event[2], int):
-            self.close()
-            self.lk = socket.socket(fileno=event[2])
-            self._to_session(link.erase(VERASE))
-            if self.size is not None:  # the new session draws this viewer from scratch at its size
-                self._to_session(link.resize(*self.size))
-            self.log.info("viewer relinked", reason="its host reconnected")
-        elif event is not None and event[0] == "ended":
-            self.ended = str(event[1])  # while linked, the session's own last line comes first
+        self.link.on_master(event, self.log)  # a relink, or the last line for when the host is away
         return None
