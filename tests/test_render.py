@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from relay.screen.cells import clip_vt
-from relay.screen.render import ViewerScreen, failed_cmd_message
+from relay.screen.render import ViewerScreen, failed_cmd_message, scroll_up
 from relay.screen.style import DEFAULT_STYLE, Style, parse_style
 from relay.screen.terminal import TerminalModel
 from relay.tmate import messages as m
@@ -503,6 +503,60 @@ def test_incremental_sequence_matches_full_render():
         assert v.text == expected, i
         assert [v.vt(y) for y in range(rows)] == expected_vt, i
         assert (v.term.cursor, v.term.cursor_visible) == cur, i
+
+
+def matches_fresh(v: Viewer, s, **kw) -> None:
+    cols, rows = v.screen.cols, v.screen.rows
+    expected, expected_vt, cur = fresh_text(s, cols, rows, **kw)
+    assert v.text == expected
+    assert [v.vt(y) for y in range(rows)] == expected_vt
+    assert (v.term.cursor, v.term.cursor_visible) == cur
+
+
+def test_a_scrolling_pane_is_scrolled_on_the_viewer_not_repainted():
+    s = one_pane(80, 23)
+    s.handle(m.PtyData(0, b"\r\n".join(b"\x1b[3%dmline-%d\x1b[0m" % (i % 8, i) for i in range(30))))
+    v = Viewer(80, 24)
+    full = len(v.update(s))
+    for i in range(30, 60):  # one line at a time, as a shell printing a log
+        s.handle(m.PtyData(0, b"\r\nline-%d \x1b[44mblue\x1b[0m" % i))
+        out = v.update(s)
+        assert b"\x1b[1;23r" in out and out.count(b"\x1b[2K") == 1, out  # the new row alone
+        assert len(out) < full / 5
+        matches_fresh(v, s)
+    s.handle(m.PtyData(0, b"\r\n" * 5 + b"five blank lines later"))
+    v.update(s)
+    matches_fresh(v, s)
+
+
+def test_a_scroll_stays_within_the_pane_that_scrolled():
+    s = new_session()  # two panes, one above the other; the status line on top
+    s.handle(layout(40, 13, (0, "bash", [(0, 40, 6, 0, 0), (1, 40, 6, 0, 7)], 1)))
+    s.handle(m.ExecCmd(("set-option", "-g", "status-position", "top")))
+    s.handle(m.PtyData(0, b"\r\n".join(b"top-%d" % i for i in range(6))))
+    s.handle(m.PtyData(1, b"\r\n".join(b"bottom-%d" % i for i in range(6))))
+    v = Viewer(40, 14)
+    v.update(s)
+    matches_fresh(v, s)
+    for i in range(6, 12):
+        s.handle(m.PtyData(1, b"\r\nbottom-%d" % i))
+        out = v.update(s)
+        assert b"\x1b[9;14r" in out, out  # the lower pane's rows, below the status line and the top pane
+        matches_fresh(v, s)
+    for i in range(6, 9):
+        s.handle(m.PtyData(0, b"\r\ntop-%d" % i))
+        v.update(s)
+        matches_fresh(v, s)
+    assert v.text[1:7] == [f"top-{i}" for i in range(3, 9)]
+
+
+def test_scroll_up_picks_the_region_and_the_distance():
+    old = ["a", "b", "c", "d", "e", "f", "status"]
+    assert scroll_up(old, ["c", "d", "e", "f", "x", "y", "status"]) == (0, 5, 2)
+    assert scroll_up(old, ["a", "c", "d", "e", "f", "x", "status"]) == (1, 5, 1)
+    assert scroll_up(old, ["a", "b", "c", "d", "e", "x", "status"]) is None  # one row: repaint it
+    assert scroll_up(old, ["f", "e", "d", "c", "b", "a", "status"]) is None  # nothing moved up whole
+    assert scroll_up(old, old) is None
 
 
 # ---------------------------------------------------------------- characters and colours

@@ -179,12 +179,12 @@ def _inside_rows(panes: list[Geom], cols: int, arows: int) -> list[bytearray]:
 
 
 class _Runs:
-    """The positioned runs of one row: border characters of one colour in a row are one run."""
+    """The runs of one row, each placed at its column: border characters of one colour in a row
+    are one run."""
 
-    __slots__ = ("row", "out", "x", "sgr", "chars")
+    __slots__ = ("out", "x", "sgr", "chars")
 
-    def __init__(self, row: int):
-        self.row = row
+    def __init__(self) -> None:
         self.out: list[str] = []
         self.x, self.sgr, self.chars = -1, "", ""
 
@@ -197,7 +197,7 @@ class _Runs:
 
     def end(self) -> None:
         if self.chars:
-            self.out.append(f"\x1b[{self.row};{self.x + 1}H{self.sgr}{self.chars}")
+            self.out.append(f"\x1b[{self.x + 1}G{self.sgr}{self.chars}")
             self.chars = ""
 
 
@@ -209,18 +209,18 @@ def border_rows(
     wsy: int,
     cols: int,
     arows: int,
-    top: int,
     other_sgr: str,
     active_sgr: str,
 ) -> list[str]:
-    """Per window-area row, the positioned VT runs painting its border / outside cells and the
-    size message. Rows are screen rows `top + y`; `want` is the active pane."""
+    """Per window-area row, the VT runs painting its border / outside cells and the size message,
+    each placed at its column (CHA) on a row the caller has placed the cursor on; `want` is the
+    active pane."""
     msg, msgx, msgy = _size_message(wsx, wsy, cols, arows)
     grid = _BorderGrid(panes, wsx, wsy)
     inside = _inside_rows(panes, cols, arows)
     out: list[str] = []
     for y in range(arows):
-        runs = _Runs(top + y + 1)
+        runs = _Runs()
         ins = inside[y]
         for x in range(cols):
             if ins[x]:
@@ -236,7 +236,7 @@ def border_rows(
             runs.add(x, active_sgr if active else other_sgr, _BORDER_CHARS[typ])
         runs.end()
         if msg and y == msgy and msgx < cols:
-            runs.out.append(f"\x1b[{top + y + 1};{msgx + 1}H{RESET}{msg}")
+            runs.out.append(f"\x1b[{msgx + 1}G{RESET}{msg}")
         if runs.out:
             runs.out.append(RESET)
         out.append("".join(runs.out))

@@ -14,8 +14,12 @@ drawing code, not copied:
   message is shown, or when it is outside the viewer's window area.
 
 Output is incremental: the screen rows last sent to the viewer are kept as strings, and a frame
-holds only the rows whose string changed, each repainted whole from an SGR reset at an absolute
-position (``CSI row;col H``), then the cursor.
+holds only the rows whose string changed, each repainted whole from an SGR reset at the start of
+its row (``CSI row;1 H``; within a row, runs are placed by column alone, ``CSI col G``, so a
+row's string does not depend on the row it is on), then the cursor. When rows moved up (a pane
+that scrolled: a shell printing lines, a log), the frame first scrolls them on the viewer's
+terminal (a scroll region, ``CSI top;bottom r``, and line feeds at its bottom) and repaints only
+what the scroll did not bring: one new line instead of the whole pane.
 
 What a viewer sees is a function of the session's state, the viewer's size and its own message
 or prompt; the session's state is stamped by ``session.generation`` (bumped on every change but
@@ -36,9 +40,12 @@ from relay.screen.status import StatusLine, message_row
 from relay.screen.style import option_style
 from relay.tmux import options
 
-__all__ = ["ViewerScreen", "failed_cmd_message"]
+__all__ = ["ViewerScreen", "failed_cmd_message", "scroll_up"]
 
 Cursor = tuple[int, int, bool]  # x, y, visible
+
+# A scroll is used when it spares at least this many row repaints (it costs about a row's bytes).
+MIN_SCROLL_GAIN = 3
 
 
 def failed_cmd_message(cause: str) -> str:
@@ -70,6 +77,53 @@ def _stamp(session, cols: int, rows: int, message: str | None, prompt) -> tuple:
     """Everything a composition depends on (see the module's docstring)."""
     gens = tuple(p.model.generation for p in session.panes.values())
     return (cols, rows, message, prompt, session.generation, gens)
+
+
+def scroll_up(old: list[str], new: list[str]) -> tuple[int, int, int] | None:
+    """(first row, last row, lines): the scroll region, and how far up to scroll it, that brings
+    the most of the rows the viewer shows (`old`) to where `new` has them; None unless that spares
+    MIN_SCROLL_GAIN row repaints. A scroll of k lines in rows t..b shows old rows t+k..b in rows
+    t..b-k and blank rows ("") below them."""
+    n = len(new)
+    if len(old) != n:
+        return None
+    changed = [y for y in range(n) if new[y] != old[y]]
+    if len(changed) < MIN_SCROLL_GAIN:
+        return None
+    rows_of: dict[str, list[int]] = {}
+    for j, s in enumerate(old):
+        if s:
+            rows_of.setdefault(s, []).append(j)
+    votes: dict[int, int] = {}  # how far up: how many changed rows it would bring
+    for y in changed:
+        for j in rows_of.get(new[y], ()):
+            if j > y:
+                votes[j - y] = votes.get(j - y, 0) + 1
+    best: tuple[int, int, int, int] | None = None  # (rows spared, t, b, k)
+    for k in sorted(votes, key=lambda d: (-votes[d], d))[:2]:
+        # Rows t..e take old[y + k]: each spares a repaint where that matches and its own did
+        # not, and costs one where its own matched; the best such run (Kadane), then its k rows
+        # e+1..e+k, which the scroll blanks.
+        gain = start = 0
+        top = (0, 0, -1)  # (spared, t, e)
+        for y in range(n - k):
+            g = (new[y] == old[y + k]) - (new[y] == old[y])
+            if gain <= 0:
+                gain, start = g, y
+            else:
+                gain += g
+            if gain > top[0]:
+                top = (gain, start, y)
+        spared, t, e = top
+        if e < t:
+            continue
+        b = e + k
+        spared += sum((new[y] == "") - (new[y] == old[y]) for y in range(e + 1, b + 1))
+        if best is None or spared > best[0]:
+            best = (spared, t, b, k)
+    if best is None or best[0] < MIN_SCROLL_GAIN:
+        return None
+    return best[1], best[2], best[3]
 
 
 class ViewerScreen:
@@ -150,10 +204,10 @@ class ViewerScreen:
         if status:
             srow = 0 if top else rows - 1
             if message is not None:
-                new_lines[srow] = message_row(session, message, self.cols, srow)
+                new_lines[srow] = message_row(session, message, self.cols)
                 cursor = (cursor[0], cursor[1], False)
             else:
-                new_lines[srow] = self._status.row(session, self.cols, rows, srow)
+                new_lines[srow] = self._status.row(session, self.cols, rows)
             if prompt is not None:
                 cursor = (max(0, min(prompt[1], self.cols - 1)), srow, True)
         return new_lines, cursor
@@ -165,6 +219,13 @@ class ViewerScreen:
         if full:
             out.append("\x1b[0m\x1b[?25l\x1b[H\x1b[2J")
         lines = self._lines
+        if not full:
+            scroll = scroll_up(lines, new_lines)  # type: ignore[arg-type]  # no None once drawn
+            if scroll is not None:
+                t, b, k = scroll
+                # SGR reset first: the lines scrolled in take the current background.
+                out.append(f"\x1b[0m\x1b[{t + 1};{b + 1}r\x1b[{b + 1};1H" + "\n" * k + "\x1b[r")
+                lines = lines[:t] + lines[t + k : b + 1] + [""] * k + lines[b + 1 :]
         for y, s in enumerate(new_lines):
             if full:
                 if s:
@@ -200,10 +261,10 @@ class ViewerScreen:
         else:  # the layout moved (or an option, a size): look again
             panes = _visible_panes(session, window)
             ap = session.panes.get(window.active_pane)
-            layout = self._layout(session, window, panes, ap, arows, top)
+            layout = self._layout(session, window, panes, ap, arows)
             self._window = (session, stamp, (panes, ap, layout))
         parts: list[list[str]] = [[b] if b else [] for b in layout]
-        self._draw_panes(session, panes, parts, arows, top)
+        self._draw_panes(session, panes, parts, arows)
         for y in range(arows):
             row = parts[y]
             new_lines[top + y] = row[0] if len(row) == 1 else "".join(row)
@@ -221,28 +282,26 @@ class ViewerScreen:
             return (0, top, False)
         return (x, top + y, vis)
 
-    def _layout(self, session, window, panes: list, ap, arows: int, top: int) -> list[str]:
+    def _layout(self, session, window, panes: list, ap, arows: int) -> list[str]:
         """Borders, outside cells and the size message: recomputed on layout or size changes."""
         other = option_style(session, "pane-border-style", "default").sgr()
         active = option_style(session, "pane-active-border-style", "fg=green").sgr()
         geo = tuple((p.id, p.xoff, p.yoff, p.sx, p.sy) for p in panes)
         ageo = (ap.id, ap.xoff, ap.yoff, ap.sx, ap.sy) if ap is not None else None
         wsx, wsy = session.sx, session.sy
-        key = (self.cols, arows, top, wsx, wsy, geo, ageo, len(window.pane_ids), other, active)
+        key = (self.cols, arows, wsx, wsy, geo, ageo, len(window.pane_ids), other, active)
         if key != self._layout_key:
             geoms = [Geom(*g) for g in geo]
             want = next((g for g in geoms if ageo and g.id == ageo[0]), None)
             if want is None and ageo is not None:
                 want = Geom(*ageo)
             npanes = len(window.pane_ids)
-            self._layout_rows = border_rows(
-                geoms, want, npanes, wsx, wsy, self.cols, arows, top, other, active
-            )
+            self._layout_rows = border_rows(geoms, want, npanes, wsx, wsy, self.cols, arows, other, active)
             self._layout_key = key
             self._panes.keep_only(p.id for p in panes)
         return self._layout_rows
 
-    def _draw_panes(self, session, panes: list, parts: list[list[str]], arows: int, top: int) -> None:
+    def _draw_panes(self, session, panes: list, parts: list[list[str]], arows: int) -> None:
         """Each pane's rows and overlays, as positioned runs appended to `parts` (per row)."""
         cols = self.cols
         mode_sgr = None
@@ -253,7 +312,7 @@ class ViewerScreen:
             vt_rows, overlays = self._panes.rows(session, p, width)
             nrows = min(p.sy, arows - p.yoff)
             for i in range(nrows):
-                parts[p.yoff + i].append(f"\x1b[{top + p.yoff + i + 1};{p.xoff + 1}H\x1b[0m{vt_rows[i]}")
+                parts[p.yoff + i].append(f"\x1b[{p.xoff + 1}G\x1b[0m{vt_rows[i]}")
             if not overlays:
                 continue
             if mode_sgr is None:
@@ -263,4 +322,4 @@ class ViewerScreen:
                     continue
                 y = p.yoff + i
                 sgr = mode_sgr if sgr is None else sgr
-                parts[y].append(f"\x1b[{top + y + 1};{p.xoff + x + 1}H{sgr}{text}\x1b[0m")
+                parts[y].append(f"\x1b[{p.xoff + x + 1}G{sgr}{text}\x1b[0m")

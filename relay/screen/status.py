@@ -50,12 +50,13 @@ STATUS_OPTIONS = (
 )
 
 
-def message_row(session, message: str, cols: int, srow: int) -> str:
-    """A message in place of the status line, in ``message-style`` (black on yellow)."""
+def message_row(session, message: str, cols: int) -> str:
+    """A message in place of the status line, in ``message-style`` (black on yellow); like every
+    row of a frame, drawn from column 1 of a row the caller has placed the cursor on."""
     st = option_style(session, "message-style", "bg=yellow,fg=black")
     line = Line(cols, st)
     line.nputs(message, st, cols)
-    return f"\x1b[{srow + 1};1H" + line.vt()
+    return line.vt()
 
 
 class StatusLine:
@@ -66,29 +67,29 @@ class StatusLine:
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._row = ""
-        self._fast: tuple | None = None  # (session, its generation, cols, rows, srow) of _row
+        self._fast: tuple | None = None  # (session, its generation, cols, rows) of _row
 
     def invalidate(self) -> None:
         self._key = None
         self._fast = None
 
-    def row(self, session, cols: int, rows: int, srow: int) -> str:
-        """The status line of a `cols` x `rows` viewer, positioned at screen row `srow`."""
+    def row(self, session, cols: int, rows: int) -> str:
+        """The status line of a `cols` x `rows` viewer (drawn from column 1 of the current row)."""
         # What it shows changes only with the session's generation (bumped on every change but
         # pane output): until it moves, not even the options are looked up again.
         fast = self._fast
-        if fast is not None and fast[0] is session and fast[1:] == (session.generation, cols, rows, srow):
+        if fast is not None and fast[0] is session and fast[1:] == (session.generation, cols, rows):
             return self._row
-        self._fast = (session, session.generation, cols, rows, srow)
+        self._fast = (session, session.generation, cols, rows)
         opts = tuple(session.option(n) for n in STATUS_OPTIONS)
         wins = tuple((w.idx, w.name) for w in sorted(session.windows.values(), key=lambda w: w.idx))
-        key = (cols, rows, srow, session.status, wins, session.active_window, session.last_window, opts)
+        key = (cols, rows, session.status, wins, session.active_window, session.last_window, opts)
         if key != self._key:
             std = option_style(session, "status-style", "bg=green,fg=black")
             line = Line(cols, std)
             if rows > 1:
                 _draw(session, line, std, cols)
-            self._row = f"\x1b[{srow + 1};1H" + line.vt()
+            self._row = line.vt()
             self._key = key
         return self._row
 
