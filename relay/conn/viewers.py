@@ -258,7 +258,8 @@ class ViewerHandling:
                 self.bytes_out += v.sock.send(record)
             except BlockingIOError:
                 if v.screen is not None:
-                    v.screen.invalidate()  # the next frame repaints everything
+                    v.screen.invalidate()  # the next frame repaints everything,
+                    v.dirty = True  # as soon as the link is writable, output or not
                 return False
             except OSError:
                 self._remove_viewer(v)
