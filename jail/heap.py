@@ -53,12 +53,15 @@ and the leak above.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import sys
 import sysconfig
 import time
 import types
 from dataclasses import dataclass
+
+from . import pools
 
 # What Include/object.h calls _Py_IMMORTAL_REFCNT (3.12 and 3.13, default build).
 IMMORTAL_REFCNT = 0xFFFFFFFF if sys.maxsize > 2**32 else 0xFFFFFFFF >> 2
@@ -83,6 +86,7 @@ class HeapReport:
     objects: int = 0
     seconds: float = 0.0
     reason: str = ""
+    filled: int = 0  # bytes of the allocators' holes taken (jail/pools.py)
 
 
 def layout_reason() -> str:
@@ -154,8 +158,9 @@ def immortalize(roots: list[object]) -> int:
 
 def prepare_heap() -> HeapReport:
     """Once in the master, after the warm-up and a gc.collect(), just before the first fork:
-    make the heap immortal where check() passes, then freeze it (gc.freeze: the collector never
-    walks it again, in the master or in a child)."""
+    make the heap immortal where check() passes, take the allocators' holes (jail/pools.py, on
+    every interpreter), then freeze it (gc.freeze: the collector never walks it again, in the
+    master or in a child)."""
     why = check()
     report = HeapReport(immortal=False, reason=why)
     if not why:
@@ -163,6 +168,10 @@ def prepare_heap() -> HeapReport:
         roots = gc.get_objects()  # before the freeze: frozen objects are not listed
         roots.append(sys.modules)
         n = immortalize(roots)
+        del roots  # its array is freed now, not after the holes are taken
         report = HeapReport(immortal=True, objects=n, seconds=time.perf_counter() - t0)
+    # Then take the allocators' holes (jail/pools.py): a child's own allocations go to pages
+    # of its own, not into the inherited ones.
+    report = dataclasses.replace(report, filled=pools.fill())
     gc.freeze()
     return report

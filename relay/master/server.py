@@ -201,9 +201,11 @@ class Master(Children, Intake, Lifecycle, Messages, WebDoor, Reconnection):
         if heap is None:
             return
         if heap.immortal:
-            self.log.info("immortal heap", objects=heap.objects, duration=round(heap.seconds, 3))
+            self.log.info(
+                "immortal heap", objects=heap.objects, duration=round(heap.seconds, 3), filled=heap.filled
+            )
         else:
-            self.log.info("running without an immortal heap", reason=heap.reason)
+            self.log.info("running without an immortal heap", reason=heap.reason, filled=heap.filled)
 
     def step(self, max_wait: float = MAX_WAIT) -> None:
         """One turn of the loop: wait (at most `max_wait` s) for events or the next grace period,
