@@ -138,8 +138,24 @@ def _referents(obj: object) -> list[object]:
     return gc.get_referents(obj)
 
 
+def _settle(obj: object) -> None:
+    """Fill in what the interpreter computes on first use and keeps in the object itself: a
+    string's, bytes object's or frozenset's hash; a class's version tag (its key in the attribute
+    cache, given on its first attribute look-up: a missing name, through type's own look-up,
+    which calls nothing of the class's). Else each child would write it into a shared page."""
+    t = type(obj)
+    if t is str or t is bytes or t is frozenset:
+        hash(obj)
+    elif issubclass(t, type):  # not isinstance(): a weakref proxy to a class passes that
+        try:
+            type.__getattribute__(obj, "__pymate_never_an_attribute__")
+        except AttributeError:
+            pass
+
+
 def immortalize(roots: list[object]) -> int:
-    """Make every object reachable from `roots` immortal; the count of objects it changed.
+    """Make every object reachable from `roots` immortal (and settled: `_settle`); the count of
+    objects it changed.
 
     An object already immortal is not walked again (that is the visited set: the interpreter's
     own immortal objects, None, small ints and interned strings, reference nothing mortal that
@@ -152,6 +168,7 @@ def immortalize(roots: list[object]) -> int:
             continue
         _set_refcnt(obj, IMMORTAL_REFCNT)
         done += 1
+        _settle(obj)
         stack.extend(_referents(obj))
     return done
 

@@ -117,6 +117,25 @@ def test_immortalize_reaches_code_constants_and_nested_code():
     assert heap.immortalize([root]) == 0  # already immortal: not walked again
 
 
+def test_settling_an_object_runs_none_of_its_code():
+    """The class's version tag comes from type's own look-up of a missing name: a metaclass's
+    __getattr__ (or anything else of the class's) is never called; hashes are the built-in
+    types' own."""
+    called: list[str] = []
+
+    class Meta(type):
+        def __getattr__(cls, name):
+            called.append(name)
+            raise AttributeError(name)
+
+    class C(metaclass=Meta):
+        pass
+
+    for obj in (C, Meta, "a string " + str(id(C)), b"bytes" * 3, frozenset({1, "x"})):
+        heap._settle(obj)
+    assert called == []
+
+
 @pytest.mark.parametrize("name", sorted(INTERPRETERS))
 def test_prepare_heap_on_each_interpreter(name):
     """On each interpreter present: 3.12+ makes the warm heap immortal (references taken and
