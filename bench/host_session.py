@@ -37,6 +37,7 @@ from tests.e2e import (  # noqa: E402
     free_port,
     scratch_relay,
     ssh_fingerprint,
+    teach,
     terminate,
     uss_kib,
     wait_for,
@@ -146,6 +147,7 @@ def main() -> None:
     )
     with contextlib.ExitStack() as stack:
         tmp, relay, fps = stack.enter_context(scratch_relay())
+        teach(relay, fps, tmp / "teach")
         heap = next((x for x in relay.log_text().splitlines() if "immortal heap" in x), "")
         print(f"relay: {heap[heap.find('event=') :]}")
         servers = [Server("relay", relay.port, fps, relay.proc.pid, relay.children)]

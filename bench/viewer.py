@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from host_session import Server, c_server  # noqa: E402
 
-from tests.e2e import SSH_LINE, TmateHost, descendants, scratch_relay, uss_kib  # noqa: E402
+from tests.e2e import SSH_LINE, TmateHost, descendants, scratch_relay, teach, uss_kib  # noqa: E402
 
 SSH_OPTS = [
     "-o",
@@ -230,6 +230,7 @@ def main() -> None:
     )
     with scratch_relay() as (tmp, relay, fps):
         assert relay.proc is not None
+        teach(relay, fps, tmp / "teach")
         got = {"relay": measure(Server("relay", relay.port, fps, relay.proc.pid, relay.children), tmp, args)}
     if args.c_server:
         with tempfile.TemporaryDirectory(prefix="pymate-bench-c-") as name, c_server(args.c_server) as c:

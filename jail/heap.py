@@ -59,9 +59,10 @@ import sys
 import sysconfig
 import time
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import pools
+from . import hotcode, pools
 
 # What Include/object.h calls _Py_IMMORTAL_REFCNT (3.12 and 3.13, default build).
 IMMORTAL_REFCNT = 0xFFFFFFFF if sys.maxsize > 2**32 else 0xFFFFFFFF >> 2
@@ -76,6 +77,9 @@ _CODE_FIELDS = (
     "co_linetable",
     "co_exceptiontable",
 )
+
+
+_state: dict[str, bool] = {}  # "immortal": prepare_heap() made the heap immortal
 
 
 @dataclass(frozen=True)
@@ -173,13 +177,17 @@ def immortalize(roots: list[object]) -> int:
     return done
 
 
-def prepare_heap() -> HeapReport:
+def prepare_heap(learn: Iterable[str] = ()) -> HeapReport:
     """Once in the master, after the warm-up and a gc.collect(), just before the first fork:
     make the heap immortal where check() passes, take the allocators' holes (jail/pools.py, on
     every interpreter), then freeze it (gc.freeze: the collector never walks it again, in the
     master or in a child)."""
+    # The table connection processes of the roles `learn` compare their code against
+    # (jail/hotcode.py): made before the walk, so it is immortal and frozen with the rest.
+    hotcode.baseline(learn)
     why = check()
     report = HeapReport(immortal=False, reason=why)
+    _state["immortal"] = not why
     if not why:
         t0 = time.perf_counter()
         roots = gc.get_objects()  # before the freeze: frozen objects are not listed
@@ -192,3 +200,15 @@ def prepare_heap() -> HeapReport:
     report = dataclasses.replace(report, filled=pools.fill())
     gc.freeze()
     return report
+
+
+def pack_hot(ids: Iterable[int]) -> int:
+    """In the master, after a connection process told which code it ran (jail/hotcode.py): copy
+    that code next to each other, settle the copies as prepare_heap() settled the heap, take the
+    holes again; the number of code objects copied."""
+    copies = hotcode.pack(ids)
+    if copies and _state.get("immortal"):
+        immortalize(list(copies))
+    pools.fill()
+    gc.freeze()
+    return len(copies)

@@ -45,13 +45,13 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import _sys
+from . import _sys, hotcode
 from .child import UNSHARE_FLAGS, ChildPlan, OnError, Target, run_child1
-from .heap import HeapReport, prepare_heap
+from .heap import HeapReport, pack_hot, prepare_heap
 from .seccomp import SeccompProgram, build_filter
 
 if TYPE_CHECKING:
@@ -202,8 +202,9 @@ class Jailer:
             mode = "rootless" if self.rootless else "root"
             raise JailError(f"user namespaces unavailable in {mode} mode: unshare: {why}{_userns_hint()}")
 
-    def prepare(self) -> None:
-        """Once in the master, after importing what targets need, before any spawn."""
+    def prepare(self, learn: Iterable[str] = ()) -> None:
+        """Once in the master, after importing what targets need, before any spawn. `learn`: the
+        roles whose connection processes report the code they ran (jail/hotcode.py)."""
         if self._prepared:
             return
         # Shared libraries that are dlopen'ed lazily (pthread_exit/cancel unwind via
@@ -243,7 +244,7 @@ class Jailer:
         # where the interpreter honours it (3.12+) make them immortal: nothing of the warm heap
         # gets its GC header or its reference count written, so its pages stay shared
         # (jail/heap.py says which objects, why it is safe and what it costs).
-        self.heap = prepare_heap()
+        self.heap = prepare_heap(learn)
         self._prepared = True
 
     def _check_memory_cap(self) -> None:
@@ -255,6 +256,19 @@ class Jailer:
                 f"memory cap {cap} MB leaves no room: a connection process starts with {size} MB of "
                 f"address space (the master's); give at least {size + MIN_MEMORY_MB} MB"
             )
+
+    def pack_hot(self, role: str, ids: Iterable[int]) -> int | None:
+        """A connection process of `role` told the code it ran (jail/hotcode.py): the first time
+        for that role, copy it next to each other and let the standbys forked before go; the
+        number of code objects copied, or None when the role was learnt already (or never
+        wanted)."""
+        if not hotcode.wanted(role):
+            return None
+        hotcode.done(role)
+        n = pack_hot(ids)
+        if self.standby is not None:
+            self.standby.flush()
+        return n
 
     @property
     def memory_cap_bytes(self) -> int | None:

@@ -548,6 +548,27 @@ def viewer_answer(port: int, token: str, until: bytes = b"\n") -> tuple[float, b
         t.close()
 
 
+def teach(relay: Relay, fps: tuple[str, str], workdir: Path) -> None:
+    """A host session and a viewer that stay until the relay has learnt the code each runs
+    (jail/hotcode.py: LEARN_AFTER seconds in, the master copies it for the processes it forks
+    from then on), as a relay in service learns it from its first ones: benches measure the
+    processes forked after."""
+    with TmateHost(workdir, relay.port, *fps) as host:
+        host.wait_ready()
+        rw, _ = session_tokens(host)
+        t = paramiko.Transport(("127.0.0.1", relay.port))
+        try:
+            t.connect()
+            t.auth_none(rw)
+            ch = t.open_session()
+            ch.get_pty()
+            ch.invoke_shell()
+            relay.wait_log("event='code packed' role='viewer'", timeout=15)
+            relay.wait_log("event='code packed' role='host'", timeout=15)
+        finally:
+            t.close()
+
+
 def uss_kib(pid: int) -> int:
     """A process's private memory (USS: Private_Clean + Private_Dirty of its smaps_rollup), in
     KiB; 0 for a process that is gone."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from jail import set_process_title
+from jail import hotcode, set_process_title
 from relay import control
 from relay.conn import access, link, presence
 from relay.conn.reconnect import HostReconnection, connection_lost
@@ -74,6 +74,9 @@ class HostSession(ViewerHandling):
         self.stats_due = 0.0  # when the next stats message may go
         self.bytes_in = self.bytes_out = 0  # tmate messages and link records from / to host and viewers
         self.recon = HostReconnection(self)  # reconnection data, RECONNECT (relay.conn.reconnect)
+        # When to tell the master the code this process ran (jail/hotcode.py): LEARN_AFTER
+        # seconds after the host's READY (0.0: not ready yet), if the master still wants it.
+        self.learn_due: float | None = 0.0 if hotcode.wanted(control.HOST) else None
 
     # ------------------------------------------------------------------ host
     def send_host(self, msg) -> None:
@@ -172,6 +175,8 @@ class HostSession(ViewerHandling):
             deadlines.append(self.stats_due)
         if self.recon.due is not None:
             deadlines.append(self.recon.due)
+        if self.learn_due:
+            deadlines.append(self.learn_due)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def report_stats(self, now: float, final: bool = False) -> None:
@@ -225,6 +230,17 @@ class HostSession(ViewerHandling):
                     self._render(v, now)
             self.report_stats(now)
             self.recon.tick(now)
+            self._learn(now)
+
+    def _learn(self, now: float) -> None:
+        """Once: the code this process ran, to the master (jail/hotcode.py)."""
+        if self.learn_due is None or not self.session.host_ready:
+            return
+        if not self.learn_due:
+            self.learn_due = now + control.LEARN_AFTER
+        elif now >= self.learn_due:
+            self.learn_due = None
+            self.conn.master.report_hot(hotcode.ran())
 
     def close(self, last: bytes | None) -> None:
         """Tell every viewer `last` (None: nothing, they wait for the host's return) and let it go. Never writes to the host (it may be gone: a

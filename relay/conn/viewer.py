@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import paramiko
 
-from jail import set_process_title
+from jail import hotcode, set_process_title
 from relay import control
 from relay.conn import link
 
@@ -169,9 +169,18 @@ class Link:
 def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -> str:
     """The viewer's input to the session, the session's output to the viewer, until one ends;
     why it ended. The master's messages first: a relink is queued before the old link ends."""
+    # Once, LEARN_AFTER seconds in: the code this process ran, to the master (jail/hotcode.py).
+    learn_due = time.monotonic() + control.LEARN_AFTER if hotcode.wanted(control.VIEWER) else None
     while True:
         watched = [chan, master] + ([lk.sock] if lk.sock is not None else [])
-        readable, _, _ = select.select(watched, [], [], lk.timeout())
+        timeout = lk.timeout()
+        if learn_due is not None:
+            left = max(0.0, learn_due - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        readable, _, _ = select.select(watched, [], [], timeout)
+        if learn_due is not None and time.monotonic() >= learn_due:
+            learn_due = None
+            master.report_hot(hotcode.ran())
         if master in readable:
             try:
                 event = master.viewer_event()

@@ -39,6 +39,11 @@ Connection -> master (`TO_MASTER`):
                                     every RECONNECT_REFRESH): a fresh datum. Answer: rdata.
   end     keep                      host only, as it ends: keep, its host was lost (hold the
                                     session); not, it is over. Dying without it also holds.
+  hot     [code id]                 host or viewer, sent once (more are ignored), LEARN_AFTER s
+                                    after READY or the join, if forked while the master still
+                                    wanted its role's code: the master's code objects it ran (at
+                                    most MAX_HOT_CODE; jail/hotcode.py). The master copies the
+                                    first of each role's.
 Master -> connection (`TO_CONNECTION`):
   auth        allowed               to a connection with no role yet, per auth.
   tokens      rw_token, ro_token    to a host, once.
@@ -94,11 +99,13 @@ from relay.control.table import (
     FIRST,
     HOST,
     KEY_SHA256,
+    LEARN_AFTER,
     LOG_LEVELS,
     MAX_AUTHORIZED_KEYS,
     MAX_CONTROL_MESSAGE,
     MAX_COUNT,
     MAX_FINGERPRINT,
+    MAX_HOT_CODE,
     MAX_IP,
     MAX_LOG_EVENT,
     MAX_NAME_FIELD,
@@ -133,6 +140,7 @@ __all__ = [
     "MAX_AUTHORIZED_KEYS",
     "MAX_USER",
     "MAX_FINGERPRINT",
+    "MAX_HOT_CODE",
     "MAX_PUBKEY",
     "MAX_IP",
     "MAX_LOG_EVENT",
@@ -149,6 +157,7 @@ __all__ = [
     "RECONNECT_REFRESH",
     "NO_ROLE",
     "HOST",
+    "LEARN_AFTER",
     "VIEWER",
     "Role",
     "ControlError",

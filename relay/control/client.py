@@ -16,6 +16,7 @@ from relay.control.table import (
     KEY_SHA256,
     MAX_CONTROL_MESSAGE,
     MAX_COUNT,
+    MAX_HOT_CODE,
     MAX_IP,
     MAX_LOG_EVENT,
     MAX_NAME_FIELD,
@@ -168,6 +169,13 @@ class Client:
         """The session's running byte totals, for the master's metrics; never fails."""
         try:
             self._send("stats", min(bytes_in, MAX_COUNT), min(bytes_out, MAX_COUNT))
+        except (OSError, ControlError):
+            pass
+
+    def report_hot(self, code: list[int]) -> None:
+        """The code objects this process ran (jail/hotcode.py), once; never fails."""
+        try:
+            self._send("hot", code[:MAX_HOT_CODE])
         except (OSError, ControlError):
             pass
 

@@ -27,6 +27,8 @@ KEY_SHA256 = 64  # the SHA-256 (hex) of an api key a host presents: the key neve
 MAX_RECONNECT_DATA = 1024  # a reconnection datum (relay.master.reconnect makes ~300 characters)
 MAX_REASON = 200  # why a reconnection datum was refused, as the host is told
 RECONNECT_REFRESH = 300.0  # seconds between a session's fresh reconnection data
+MAX_HOT_CODE = 700  # code objects a `hot` report names (jail/hotcode.py MAX_HOT)
+LEARN_AFTER = 2.0  # seconds a host (after its READY) or a viewer (after it joined) runs before it reports
 
 # Roles of a connection process, as the master knows them.
 NO_ROLE = None
@@ -85,6 +87,18 @@ def flag(name: str) -> Field:
 
 def count(name: str) -> Field:
     return Field(name, f"int 0..{MAX_COUNT}", lambda v: type(v) is int and 0 <= v <= MAX_COUNT)
+
+
+def code_ids(name: str) -> Field:
+    return Field(
+        name,
+        f"[int] <= {MAX_HOT_CODE}",
+        lambda v: (
+            isinstance(v, list)
+            and len(v) <= MAX_HOT_CODE
+            and all(type(x) is int and 0 <= x < 1 << 64 for x in v)
+        ),
+    )
 
 
 def optional_fingerprint(name: str) -> Field:
@@ -151,6 +165,9 @@ TO_MASTER = _table(
     Message("resume", (text("data", MAX_RECONNECT_DATA),), frozenset({HOST})),  # once: its handler
     Message("rdata", (), frozenset({HOST})),
     Message("end", (flag("keep"),), frozenset({HOST})),
+    # The code objects it ran, by their addresses in the master (jail/hotcode.py); the master
+    # uses the first of each role's and ignores the rest (a cheap look-up each).
+    Message("hot", (code_ids("code"),), frozenset({HOST, VIEWER})),  # sent once; more are ignored
 )
 
 TO_CONNECTION = _table(

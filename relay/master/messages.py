@@ -46,6 +46,7 @@ class Messages(Naming):
     registry: dict[str, Child]
     admission: Admission
     metrics: Metrics
+    jailer: Any  # jail.Jailer, or a test's stand-in
 
     # Provided by relay.master.reconnect (annotations only: nothing here may shadow them).
     _on_resume: Callable[..., None]
@@ -67,6 +68,7 @@ class Messages(Naming):
             "resume": self._on_resume,  # relay.master.reconnect
             "rdata": self._on_rdata,
             "end": self._on_end,
+            "hot": self._on_hot,
         }
         assert self.handlers.keys() == control.TO_MASTER.keys()
         self.api_keys = ApiKeys(self.cfg.api_keys)  # --api-keys, read before the first fork
@@ -225,6 +227,22 @@ class Messages(Naming):
 
     def _on_stats(self, child: Child, bytes_in: int, bytes_out: int) -> None:
         self.metrics.stats(child.proc.pid, bytes_in, bytes_out)
+
+    def _on_hot(self, child: Child, code: list[int]) -> None:
+        """The code a connection process ran (jail/hotcode.py): the first report of each role
+        has the master copy it next to each other for the processes it forks from then on."""
+        role = control.HOST if child.role == control.HOST else control.VIEWER
+        t0 = time.perf_counter()
+        pack = getattr(self.jailer, "pack_hot", None)  # a test's stand-in jailer has none
+        copied = pack(role, code) if pack is not None else None
+        if copied is not None:
+            self.log.info(
+                "code packed",
+                role=role,
+                reported=len(code),
+                copied=copied,
+                duration=round(time.perf_counter() - t0, 3),
+            )
 
     def _send(self, child: Child, name: str, *args: object) -> None:
         """A control message to a child; one that cannot take it (its buffer full) is killed."""

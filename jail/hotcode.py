@@ -1,0 +1,147 @@
+"""The code a connection process runs, learnt from one of them and copied by the master into
+pages of its own, so that the next ones write into fewer inherited pages.
+
+Why. CPython's adaptive interpreter writes into the bytecode of every code object it runs (each
+instruction's inline cache: the counters that decide when to specialise it, then what it was
+specialised for), on every interpreter, immortal heap or not, and each such write into an
+inherited code object copies its 4 KiB page. The master's code objects were made at import, one
+module after the other, each beside its constants and names: the few hundred an idle host
+session runs (~180 KB) lay on ~400 pages, which every session copied (measured, 3.12: two
+thirds of a session's private memory were inherited pages it had changed by 64 bytes or
+fewer, nearly all in code objects).
+
+How it is learnt. Just before the first fork, `baseline()` keeps every function's code object
+(and the code nested in their constants) with a checksum of its bytecode as it is then (the
+inline caches included). A connection process inherits that table; once it has run a while
+(relay.conn: a host session 2 s after its READY, a viewer 2 s after it joined), `ran()` lists
+the code objects whose bytecode changed since: the code it ran (and what the master ran
+between the baseline and the fork). It tells the master (relay.control `hot`), as long as
+`wanted(role)` held when it was forked.
+
+How the master uses it. `pack(ids)` takes only code objects of its own table (an id it does not
+know is ignored: the list comes from a jailed process and is never trusted for more than which
+of the master's own code objects to copy, at most MAX_HOT of them: a first session that ran
+unusual code, or a process that lied, costs the master a few hundred KB and the later sessions
+some sharing, nothing else), copies each
+(`code.replace()`: the same code, a new object, next to the previous copy, with fresh inline
+caches), and the code objects holding one in their constants (so that a nested function made
+at run time gets the copy too), then points every function at its copy. The originals stay
+where they were (the master's frames that are running keep theirs until they return). The
+copies are then made immortal and frozen like the rest of the heap (jail/heap.py), the
+allocators' holes taken again (jail/pools.py), and the role is learnt (`done`): connection
+processes forked from then on (the master lets its standbys go) run the copies. Once per role
+and master: a report that comes later, or from a role already learnt, is ignored.
+
+Safe because a copy is equal to its original in everything but its address and its inline
+caches (which the interpreter fills in again); code objects compare by value, and nothing in the
+relay or its libraries keys anything on a code object's identity. What it costs the master: the
+copies (a few hundred KB) and the table (~11,000 code objects, ~15,000 functions: ~1.5 MB).
+"""
+
+from __future__ import annotations
+
+import gc
+import types
+import zlib
+from collections.abc import Iterable
+
+CodeType = types.CodeType
+MAX_HOT = 700  # code objects a report may name (it fits a control message)
+
+_table: dict[int, tuple[CodeType, int]] = {}  # id -> (code, checksum at the baseline)
+_wanted: set[str] = set()  # roles whose code is still to be learnt
+_functions: list[types.FunctionType] = []  # every function at the baseline (the frozen heap's)
+
+
+def _checksum(code: CodeType) -> int:
+    return zlib.crc32(getattr(code, "_co_code_adaptive", b""))
+
+
+def _all_code(functions: list[types.FunctionType]) -> list[CodeType]:
+    """The functions' code objects and the code nested in their constants."""
+    out: list[CodeType] = []
+    seen: set[int] = set()
+    stack = [f.__code__ for f in functions]
+    while stack:
+        code = stack.pop()
+        if id(code) in seen:
+            continue
+        seen.add(id(code))
+        out.append(code)
+        stack.extend(k for k in code.co_consts if isinstance(k, CodeType))
+    return out
+
+
+def baseline(roles: Iterable[str]) -> int:
+    """In the master, just before the first fork (and before the heap is frozen: frozen
+    functions are not listed): the table the children compare against, and the roles to learn."""
+    _functions[:] = [obj for obj in gc.get_objects() if type(obj) is types.FunctionType]
+    _table.clear()
+    for code in _all_code(_functions):
+        _table[id(code)] = (code, _checksum(code))
+    _wanted.clear()
+    _wanted.update(roles)
+    return len(_table)
+
+
+def wanted(role: str) -> bool:
+    return role in _wanted
+
+
+def done(role: str) -> None:
+    _wanted.discard(role)
+
+
+def ran() -> list[int]:
+    """In a connection process: the ids of the code objects of the table whose bytecode changed
+    since the baseline (at most MAX_HOT)."""
+    out = []
+    for key, (code, state) in _table.items():
+        if _checksum(code) != state:
+            out.append(key)
+            if len(out) >= MAX_HOT:
+                break
+    return out
+
+
+def pack(ids: Iterable[int]) -> list[CodeType]:
+    """In the master: copy the code objects of the table named by `ids`, in that order, and the
+    code objects holding one in their constants; point every function at its copy. The copies."""
+    order: list[CodeType] = []
+    wanted_ids: set[int] = set()
+    for key in ids:
+        entry = _table.get(key) if type(key) is int else None
+        if entry is not None and key not in wanted_ids and len(order) < MAX_HOT:
+            wanted_ids.add(key)
+            order.append(entry[0])
+    if not order:
+        return []
+    holds: dict[int, bool] = {}  # id(code) -> it is wanted or holds one that is
+
+    def needed(code: CodeType) -> bool:
+        r = holds.get(id(code))
+        if r is None:
+            holds[id(code)] = False
+            r = id(code) in wanted_ids or any(isinstance(k, CodeType) and needed(k) for k in code.co_consts)
+            holds[id(code)] = r
+        return r
+
+    copies: dict[int, CodeType] = {}
+
+    def copy(code: CodeType) -> CodeType:
+        new = copies.get(id(code))
+        if new is None:
+            consts = code.co_consts
+            if any(isinstance(k, CodeType) and needed(k) for k in consts):
+                # The nested code's copies first: the parent's copy holds them.
+                consts = tuple(copy(k) if isinstance(k, CodeType) and needed(k) else k for k in consts)
+            new = copies[id(code)] = code.replace(co_consts=consts)
+        return new
+
+    for code in order:
+        copy(code)
+    for obj in _functions:  # the frozen heap's: gc.get_objects() no longer lists them
+        new = copies.get(id(obj.__code__))
+        if new is not None:
+            obj.__code__ = new
+    return list(copies.values())
