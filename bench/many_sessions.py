@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from soak import print_profile  # noqa: E402
 
-from tests.e2e import Relay, TmateHost, cpu_ticks, make_host_keys, uss_kib, wait_for  # noqa: E402
+from tests.e2e import Relay, TmateHost, cpu_ticks, make_host_keys, teach, uss_kib, wait_for  # noqa: E402
 
 STREAM = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "host-stream-none_z0.bin"
 SET_ENV = 4
@@ -300,6 +300,7 @@ def main() -> None:
         fps = make_host_keys(tmp / "keys")
         extra = relay_flags(args.sessions) + shlex.split(args.extra)
         with Relay(tmp / "keys", extra=extra) as relay:
+            teach(relay, fps, tmp / "teach")  # the steady state: what the first sessions taught it
             asyncio.run(run(args, tmp, relay, fps))
             assert relay.proc is not None
             wait_for(lambda: len(session_pids(relay)) == 0, 60, "the sessions to end")

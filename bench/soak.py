@@ -54,6 +54,7 @@ from tests.e2e import (  # noqa: E402
     descendants,
     make_host_keys,
     session_tokens,
+    teach,
     uss_kib,
 )
 
@@ -78,6 +79,7 @@ def relay_server(tmp: Path) -> Iterator[Server]:
     fps = make_host_keys(tmp / "keys")
     with Relay(tmp / "keys", extra=["--per-source-max-startups", "100", "--per-source-rate", "200"]) as r:
         assert r.proc is not None
+        teach(r, fps, tmp / "teach")  # the steady state: what the first sessions taught it
         yield Server("relay", r.port, fps, r.proc.pid, r.children)
 
 

@@ -182,7 +182,7 @@ def prepare_heap(learn: Iterable[str] = ()) -> HeapReport:
     make the heap immortal where check() passes, take the allocators' holes (jail/pools.py, on
     every interpreter), then freeze it (gc.freeze: the collector never walks it again, in the
     master or in a child)."""
-    # The table connection processes of the roles `learn` compare their code against
+    # The table connection processes compare their code against, and the kinds of report wanted
     # (jail/hotcode.py): made before the walk, so it is immortal and frozen with the rest.
     hotcode.baseline(learn)
     why = check()

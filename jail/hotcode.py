@@ -12,25 +12,25 @@ fewer, nearly all in code objects).
 
 How it is learnt. Just before the first fork, `baseline()` keeps every function's code object
 (and the code nested in their constants) with a checksum of its bytecode as it is then (the
-inline caches included). A connection process inherits that table; once it has run a while
-(relay.conn: a host session 2 s after its READY, a viewer 2 s after it joined), `ran()` lists
-the code objects whose bytecode changed since: the code it ran (and what the master ran
-between the baseline and the fork). It tells the master (relay.control `hot`), as long as
-`wanted(role)` held when it was forked.
+inline caches included), and the kinds of report still wanted (opaque names: relay.control's
+LEARN_KINDS, a host session 2 s after its READY, the same 2 s after its first viewer joined, a
+viewer 2 s after it joined). A connection process inherits that table; in each of those states
+it reports, if `wanted(kind)` held when it was forked, `ran()`: the code objects whose bytecode
+changed since the baseline, the code it ran (and what the master ran between the baseline and
+the fork) and not copied yet (what was copied runs from its copy).
 
 How the master uses it. `pack(ids)` takes only code objects of its own table (an id it does not
 know is ignored: the list comes from a jailed process and is never trusted for more than which
 of the master's own code objects to copy, at most MAX_HOT of them: a first session that ran
 unusual code, or a process that lied, costs the master a few hundred KB and the later sessions
-some sharing, nothing else), copies each
-(`code.replace()`: the same code, a new object, next to the previous copy, with fresh inline
-caches), and the code objects holding one in their constants (so that a nested function made
-at run time gets the copy too), then points every function at its copy. The originals stay
-where they were (the master's frames that are running keep theirs until they return). The
-copies are then made immortal and frozen like the rest of the heap (jail/heap.py), the
-allocators' holes taken again (jail/pools.py), and the role is learnt (`done`): connection
-processes forked from then on (the master lets its standbys go) run the copies. Once per role
-and master: a report that comes later, or from a role already learnt, is ignored.
+some sharing, nothing else), not copied before, copies each (`code.replace()`: the same code, a
+new object, next to the previous copy, with fresh inline caches), and the code objects holding
+one in their constants (so that a nested function made at run time gets the copy too), then
+points every function at its copy. The originals stay where they were (the master's frames that
+are running keep theirs until they return). The copies are then made immortal and frozen like
+the rest of the heap (jail/heap.py), the allocators' holes taken again (jail/pools.py), and the
+kind is learnt (`done`): connection processes forked from then on (the master lets its standbys
+go) run the copies. Once per kind and master: a report that comes later is ignored.
 
 Safe because a copy is equal to its original in everything but its address and its inline
 caches (which the interpreter fills in again); code objects compare by value, and nothing in the
@@ -49,8 +49,9 @@ CodeType = types.CodeType
 MAX_HOT = 700  # code objects a report may name (it fits a control message)
 
 _table: dict[int, tuple[CodeType, int]] = {}  # id -> (code, checksum at the baseline)
-_wanted: set[str] = set()  # roles whose code is still to be learnt
+_wanted: set[str] = set()  # kinds of report still wanted
 _functions: list[types.FunctionType] = []  # every function at the baseline (the frozen heap's)
+_packed: set[int] = set()  # ids of the table's code objects copied already
 
 
 def _checksum(code: CodeType) -> int:
@@ -72,24 +73,26 @@ def _all_code(functions: list[types.FunctionType]) -> list[CodeType]:
     return out
 
 
-def baseline(roles: Iterable[str]) -> int:
+def baseline(kinds: Iterable[str]) -> int:
     """In the master, just before the first fork (and before the heap is frozen: frozen
-    functions are not listed): the table the children compare against, and the roles to learn."""
+    functions are not listed): the table the children compare against, and the kinds of report
+    wanted."""
     _functions[:] = [obj for obj in gc.get_objects() if type(obj) is types.FunctionType]
     _table.clear()
+    _packed.clear()
     for code in _all_code(_functions):
         _table[id(code)] = (code, _checksum(code))
     _wanted.clear()
-    _wanted.update(roles)
+    _wanted.update(kinds)
     return len(_table)
 
 
-def wanted(role: str) -> bool:
-    return role in _wanted
+def wanted(kind: str) -> bool:
+    return kind in _wanted
 
 
-def done(role: str) -> None:
-    _wanted.discard(role)
+def done(kind: str) -> None:
+    _wanted.discard(kind)
 
 
 def ran() -> list[int]:
@@ -111,7 +114,7 @@ def pack(ids: Iterable[int]) -> list[CodeType]:
     wanted_ids: set[int] = set()
     for key in ids:
         entry = _table.get(key) if type(key) is int else None
-        if entry is not None and key not in wanted_ids and len(order) < MAX_HOT:
+        if entry is not None and key not in wanted_ids and key not in _packed and len(order) < MAX_HOT:
             wanted_ids.add(key)
             order.append(entry[0])
     if not order:
@@ -140,6 +143,7 @@ def pack(ids: Iterable[int]) -> list[CodeType]:
 
     for code in order:
         copy(code)
+    _packed.update(copies)
     for obj in _functions:  # the frozen heap's: gc.get_objects() no longer lists them
         new = copies.get(id(obj.__code__))
         if new is not None:

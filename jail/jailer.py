@@ -204,7 +204,7 @@ class Jailer:
 
     def prepare(self, learn: Iterable[str] = ()) -> None:
         """Once in the master, after importing what targets need, before any spawn. `learn`: the
-        roles whose connection processes report the code they ran (jail/hotcode.py)."""
+        kinds of report on the code connection processes ran (jail/hotcode.py)."""
         if self._prepared:
             return
         # Shared libraries that are dlopen'ed lazily (pthread_exit/cancel unwind via
@@ -257,14 +257,13 @@ class Jailer:
                 f"address space (the master's); give at least {size + MIN_MEMORY_MB} MB"
             )
 
-    def pack_hot(self, role: str, ids: Iterable[int]) -> int | None:
-        """A connection process of `role` told the code it ran (jail/hotcode.py): the first time
-        for that role, copy it next to each other and let the standbys forked before go; the
-        number of code objects copied, or None when the role was learnt already (or never
-        wanted)."""
-        if not hotcode.wanted(role):
+    def pack_hot(self, kind: str, ids: Iterable[int]) -> int | None:
+        """A connection process told the code it ran (jail/hotcode.py): the first time for that
+        kind, copy it next to each other and let the standbys forked before go; the number of
+        code objects copied, or None when the kind was learnt already (or never wanted)."""
+        if not hotcode.wanted(kind):
             return None
-        hotcode.done(role)
+        hotcode.done(kind)
         n = pack_hot(ids)
         if self.standby is not None:
             self.standby.flush()

@@ -563,8 +563,8 @@ def teach(relay: Relay, fps: tuple[str, str], workdir: Path) -> None:
             ch = t.open_session()
             ch.get_pty()
             ch.invoke_shell()
-            relay.wait_log("event='code packed' role='viewer'", timeout=15)
-            relay.wait_log("event='code packed' role='host'", timeout=15)
+            for kind in ("host", "viewer", "host-viewed"):
+                relay.wait_log(f"event='code packed' kind='{kind}'", timeout=15)
         finally:
             t.close()
 

@@ -33,7 +33,7 @@ SAMPLES: dict[str, list] = {
     "resume": ["payload.mac"],
     "rdata": [],
     "end": [True],
-    "hot": [[1 << 40, 12345]],
+    "hot": ["host", [1 << 40, 12345]],
 }
 ROLES = (control.NO_ROLE, control.HOST, control.VIEWER)
 

@@ -74,9 +74,10 @@ class HostSession(ViewerHandling):
         self.stats_due = 0.0  # when the next stats message may go
         self.bytes_in = self.bytes_out = 0  # tmate messages and link records from / to host and viewers
         self.recon = HostReconnection(self)  # reconnection data, RECONNECT (relay.conn.reconnect)
-        # When to tell the master the code this process ran (jail/hotcode.py): LEARN_AFTER
-        # seconds after the host's READY (0.0: not ready yet), if the master still wants it.
-        self.learn_due: float | None = 0.0 if hotcode.wanted(control.HOST) else None
+        # When to tell the master the code this process ran (jail/hotcode.py), if it still
+        # wants it: LEARN_AFTER seconds after the host's READY, and after its first viewer
+        # joined (kinds host and host-viewed; 0.0: not yet, None: never).
+        self.learn_due: dict[str, float] = {k: 0.0 for k in ("host", "host-viewed") if hotcode.wanted(k)}
 
     # ------------------------------------------------------------------ host
     def send_host(self, msg) -> None:
@@ -175,8 +176,7 @@ class HostSession(ViewerHandling):
             deadlines.append(self.stats_due)
         if self.recon.due is not None:
             deadlines.append(self.recon.due)
-        if self.learn_due:
-            deadlines.append(self.learn_due)
+        deadlines.extend(due for due in self.learn_due.values() if due)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def report_stats(self, now: float, final: bool = False) -> None:
@@ -233,14 +233,15 @@ class HostSession(ViewerHandling):
             self._learn(now)
 
     def _learn(self, now: float) -> None:
-        """Once: the code this process ran, to the master (jail/hotcode.py)."""
-        if self.learn_due is None or not self.session.host_ready:
-            return
-        if not self.learn_due:
-            self.learn_due = now + control.LEARN_AFTER
-        elif now >= self.learn_due:
-            self.learn_due = None
-            self.conn.master.report_hot(hotcode.ran())
+        """The code this process ran, to the master, once per kind (jail/hotcode.py)."""
+        for kind, due in list(self.learn_due.items()):
+            if not due:
+                started = self.session.host_ready if kind == "host" else bool(self.viewers)
+                if started:
+                    self.learn_due[kind] = now + control.LEARN_AFTER
+            elif now >= due:
+                del self.learn_due[kind]
+                self.conn.master.report_hot(kind, hotcode.ran())
 
     def close(self, last: bytes | None) -> None:
         """Tell every viewer `last` (None: nothing, they wait for the host's return) and let it go. Never writes to the host (it may be gone: a

@@ -170,7 +170,7 @@ def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -
     """The viewer's input to the session, the session's output to the viewer, until one ends;
     why it ended. The master's messages first: a relink is queued before the old link ends."""
     # Once, LEARN_AFTER seconds in: the code this process ran, to the master (jail/hotcode.py).
-    learn_due = time.monotonic() + control.LEARN_AFTER if hotcode.wanted(control.VIEWER) else None
+    learn_due = time.monotonic() + control.LEARN_AFTER if hotcode.wanted("viewer") else None
     while True:
         watched = [chan, master] + ([lk.sock] if lk.sock is not None else [])
         timeout = lk.timeout()
@@ -180,7 +180,7 @@ def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -
         readable, _, _ = select.select(watched, [], [], timeout)
         if learn_due is not None and time.monotonic() >= learn_due:
             learn_due = None
-            master.report_hot(hotcode.ran())
+            master.report_hot("viewer", hotcode.ran())
         if master in readable:
             try:
                 event = master.viewer_event()

@@ -172,10 +172,11 @@ class Client:
         except (OSError, ControlError):
             pass
 
-    def report_hot(self, code: list[int]) -> None:
-        """The code objects this process ran (jail/hotcode.py), once; never fails."""
+    def report_hot(self, kind: str, code: list[int]) -> None:
+        """The code objects this process ran in the state `kind` names (control.LEARN_KINDS,
+        jail/hotcode.py); never fails."""
         try:
-            self._send("hot", code[:MAX_HOT_CODE])
+            self._send("hot", kind, code[:MAX_HOT_CODE])
         except (OSError, ControlError):
             pass
 

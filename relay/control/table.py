@@ -28,13 +28,16 @@ MAX_RECONNECT_DATA = 1024  # a reconnection datum (relay.master.reconnect makes 
 MAX_REASON = 200  # why a reconnection datum was refused, as the host is told
 RECONNECT_REFRESH = 300.0  # seconds between a session's fresh reconnection data
 MAX_HOT_CODE = 700  # code objects a `hot` report names (jail/hotcode.py MAX_HOT)
-LEARN_AFTER = 2.0  # seconds a host (after its READY) or a viewer (after it joined) runs before it reports
+LEARN_AFTER = 2.0  # seconds a process runs in a state before it reports the code it ran (jail/hotcode.py)
 
 # Roles of a connection process, as the master knows them.
 NO_ROLE = None
 HOST = "host"
 VIEWER = "viewer"
 Role = str | None
+# What a `hot` report is the code of (jail/hotcode.py), and the role that may send it: a host
+# session LEARN_AFTER s after its READY, the same once its first viewer joined, a viewer.
+LEARN_KINDS: dict[str, str] = {"host": HOST, "host-viewed": HOST, "viewer": VIEWER}
 
 
 class ControlError(Exception):
@@ -167,7 +170,7 @@ TO_MASTER = _table(
     Message("end", (flag("keep"),), frozenset({HOST})),
     # The code objects it ran, by their addresses in the master (jail/hotcode.py); the master
     # uses the first of each role's and ignores the rest (a cheap look-up each).
-    Message("hot", (code_ids("code"),), frozenset({HOST, VIEWER})),  # sent once; more are ignored
+    Message("hot", (text("kind", 16), code_ids("code")), frozenset({HOST, VIEWER})),  # more are ignored
 )
 
 TO_CONNECTION = _table(

@@ -228,17 +228,19 @@ class Messages(Naming):
     def _on_stats(self, child: Child, bytes_in: int, bytes_out: int) -> None:
         self.metrics.stats(child.proc.pid, bytes_in, bytes_out)
 
-    def _on_hot(self, child: Child, code: list[int]) -> None:
-        """The code a connection process ran (jail/hotcode.py): the first report of each role
-        has the master copy it next to each other for the processes it forks from then on."""
-        role = control.HOST if child.role == control.HOST else control.VIEWER
+    def _on_hot(self, child: Child, kind: str, code: list[int]) -> None:
+        """The code a connection process ran (jail/hotcode.py): the first report of each kind
+        has the master copy it next to each other for the processes it forks from then on; a
+        kind that is not its role's, or learnt already, is ignored."""
+        if control.LEARN_KINDS.get(kind) != child.role:
+            return
         t0 = time.perf_counter()
         pack = getattr(self.jailer, "pack_hot", None)  # a test's stand-in jailer has none
-        copied = pack(role, code) if pack is not None else None
+        copied = pack(kind, code) if pack is not None else None
         if copied is not None:
             self.log.info(
                 "code packed",
-                role=role,
+                kind=kind,
                 reported=len(code),
                 copied=copied,
                 duration=round(time.perf_counter() - t0, 3),

@@ -173,7 +173,7 @@ class Master(Children, Intake, Lifecycle, Messages, WebDoor, Reconnection):
         self.warm_up()
         # Free the warm-up's garbage now: prepare() freezes the heap the children will share.
         gc.collect()
-        self.jailer.prepare(learn=(control.HOST, control.VIEWER))  # jail/hotcode.py
+        self.jailer.prepare(learn=tuple(control.LEARN_KINDS))  # jail/hotcode.py
         self._log_heap()
         standby.keep(self.jailer, lambda fds, args: self.connection(*standby.sockets(fds), *args))
         self._install_signals()
