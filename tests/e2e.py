@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -524,16 +525,30 @@ class SshViewer:
         self.stop()
 
 
-def viewer_answer(port: int, token: str, until: bytes = b"\n") -> tuple[float, bytes]:
-    """Join as a viewer the way ssh does (auth none, pty, shell) with a paramiko client; returns
-    the seconds from the shell request until what arrived holds `until` (a full line by default;
-    b"" for the first bytes, e.g. a session's first frame), and what arrived."""
-    t = paramiko.Transport(("127.0.0.1", port))
+def paramiko_viewer(sock, token: str, shell: bool = True) -> tuple[paramiko.Transport, paramiko.Channel]:
+    """A viewer the way ssh joins (auth none, a pty, then the shell unless `shell` is False) with
+    a paramiko client over `sock` (a connected socket, or an (address, port) pair); the caller
+    closes the transport."""
+    t = paramiko.Transport(sock)
     try:
         t.connect()
         t.auth_none(token)
         ch = t.open_session()
         ch.get_pty()
+        if shell:
+            ch.invoke_shell()
+    except BaseException:
+        t.close()
+        raise
+    return t, ch
+
+
+def viewer_answer(port: int, token: str, until: bytes = b"\n") -> tuple[float, bytes]:
+    """Join as a viewer the way ssh does (auth none, pty, shell) with a paramiko client; returns
+    the seconds from the shell request until what arrived holds `until` (a full line by default;
+    b"" for the first bytes, e.g. a session's first frame), and what arrived."""
+    t, ch = paramiko_viewer(("127.0.0.1", port), token, shell=False)
+    try:
         ch.settimeout(5)
         t0 = time.perf_counter()
         ch.invoke_shell()
@@ -556,17 +571,27 @@ def teach(relay: Relay, fps: tuple[str, str], workdir: Path) -> None:
     with TmateHost(workdir, relay.port, *fps) as host:
         host.wait_ready()
         rw, _ = session_tokens(host)
-        t = paramiko.Transport(("127.0.0.1", relay.port))
+        t, _ = paramiko_viewer(("127.0.0.1", relay.port), rw)
         try:
-            t.connect()
-            t.auth_none(rw)
-            ch = t.open_session()
-            ch.get_pty()
-            ch.invoke_shell()
             for kind in ("host", "viewer", "host-viewed"):
                 relay.wait_log(f"event='code packed' kind='{kind}'", timeout=15)
         finally:
             t.close()
+
+
+def fresh_interpreter(source: str, python: str | Path = sys.executable) -> dict:
+    """Run `source` in a fresh interpreter (this tree on its path) and return the JSON object it
+    prints: for steps that change the whole process that runs them (its heap, its functions)."""
+    out = subprocess.run(
+        [str(python), "-c", source],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(out.stdout)
 
 
 def uss_kib(pid: int) -> int:

@@ -7,7 +7,6 @@ serving a real tmate host and a viewer from children forked off an immortal heap
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import types
@@ -17,7 +16,7 @@ from typing import cast
 import pytest
 
 from jail import heap
-from tests.e2e import ROOT, Relay, TmateHost, session_tokens, viewer_answer
+from tests.e2e import ROOT, Relay, TmateHost, fresh_interpreter, session_tokens, viewer_answer
 
 IMMORTAL = sys.version_info >= (3, 12)
 # Every interpreter this machine has a venv for (this one; the dev venvs; .ci/run's), by path.
@@ -53,16 +52,7 @@ print(json.dumps({"version": list(sys.version_info[:2]), "immortal": report.immo
 
 
 def run_probe(python: Path) -> dict:
-    out = subprocess.run(
-        [str(python), "-c", PROBE],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(out.stdout)
+    return fresh_interpreter(PROBE, python)
 
 
 def test_check_on_this_interpreter():

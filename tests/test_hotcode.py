@@ -4,13 +4,9 @@ a real relay, a real tmate host and a viewer."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 from jail import hotcode
 from relay import control
-from tests.e2e import ROOT, TmateHost, session_tokens, teach, viewer_answer
+from tests.e2e import TmateHost, fresh_interpreter, session_tokens, teach, viewer_answer
 
 PROBE = """
 import json, os
@@ -54,16 +50,7 @@ print(json.dumps({
 
 
 def test_the_code_that_ran_is_found_copied_and_still_runs():
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    r = json.loads(out.stdout)
+    r = fresh_interpreter(PROBE)
     assert r["ran_here"] and r["inner"] and not r["never_run"]
     assert r["copied"] >= 2
     assert r["rebound"] and r["untouched"]

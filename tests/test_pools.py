@@ -7,12 +7,10 @@ the process that runs it).
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 
 from jail import pools
-from tests.e2e import ROOT
+from tests.e2e import fresh_interpreter
 
 # A parent full of holes (every other small object and every other C block freed), then a child
 # forked before and one forked after fill(), each allocating the same new objects and C blocks:
@@ -63,16 +61,7 @@ print(json.dumps({"free_before": free_before, "taken": taken, "without": without
 
 
 def test_a_child_allocates_in_pages_of_its_own_once_the_holes_are_taken():
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    r = json.loads(out.stdout)
+    r = fresh_interpreter(PROBE)
     assert r["free_before"] > 20000  # the parent's pools were full of holes
     assert r["taken"] > 5_000_000  # 30,000 blocks of ~240 bytes and 3,000 C blocks of ~800
     # Without: the child's objects and blocks land in the holes, copying their pages (15 MB

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.e2e import Relay, SshViewer, session_tokens, tmate_available, wait_for
+from tests.e2e import Relay, SshViewer, paramiko_viewer, session_tokens, tmate_available, wait_for
 from tests.forward import Forwarder
 from tests.test_proxy import V2_SIG, v1, v2
 
@@ -93,8 +93,6 @@ def test_a_client_without_a_proxy_in_front_gets_no_banner_and_is_refused_in_time
 
 
 def test_listening_on_the_ipv6_any_address_serves_both_families(keys_dir, make_host):
-    import paramiko
-
     with Relay(keys_dir, extra=["-b", "::"]) as relay:  # the last -b wins over the helper's
         host = make_host(relay)  # tmate connects to 127.0.0.1: IPv4
         host.wait_ready()
@@ -102,13 +100,8 @@ def test_listening_on_the_ipv6_any_address_serves_both_families(keys_dir, make_h
         host_line = line_with(relay, "host session started")
         assert "127.0.0.1" in host_line and "::ffff:" not in host_line  # an IPv4 peer logged as IPv4
         rw, _ = session_tokens(host)
-        t = paramiko.Transport(socket.create_connection(("::1", relay.port)))  # a viewer over IPv6
+        t, _ = paramiko_viewer(socket.create_connection(("::1", relay.port)), rw)  # a viewer over IPv6
         try:
-            t.connect()
-            t.auth_none(rw)
-            ch = t.open_session()
-            ch.get_pty()
-            ch.invoke_shell()
             line_with(relay, "viewer linked", "::1")
         finally:
             t.close()
