@@ -74,9 +74,9 @@ class HostSession(ViewerHandling):
         self.stats_due = 0.0  # when the next stats message may go
         self.bytes_in = self.bytes_out = 0  # tmate messages and link records from / to host and viewers
         self.recon = HostReconnection(self)  # reconnection data, RECONNECT (relay.conn.reconnect)
-        # When to tell the master the code this process ran (jail/hotcode.py), if it still
-        # wants it: LEARN_AFTER seconds after the host's READY, and after its first viewer
-        # joined (kinds host and host-viewed; 0.0: not yet, None: never).
+        # When to tell the master the code this process ran (jail/hotcode.py), per kind it
+        # still wanted at the fork (control.LEARN_KINDS): LEARN_AFTER seconds after the host's
+        # READY (host) and after its first viewer joined (host-viewed); 0.0: not started yet.
         self.learn_due: dict[str, float] = {k: 0.0 for k in ("host", "host-viewed") if hotcode.wanted(k)}
 
     # ------------------------------------------------------------------ host
