@@ -209,6 +209,7 @@ def pack_hot(ids: Iterable[int]) -> int:
     copies = hotcode.pack(ids)
     if copies and _state.get("immortal"):
         immortalize(list(copies))
+    gc.collect()  # what the master made since the start and dropped: not frozen with the copies
     pools.fill()
     gc.freeze()
     return len(copies)
