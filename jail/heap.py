@@ -207,7 +207,9 @@ def pack_hot(ids: Iterable[int]) -> int:
     that code next to each other, settle the copies as prepare_heap() settled the heap, take the
     holes again; the number of code objects copied."""
     copies = hotcode.pack(ids)
-    if copies and _state.get("immortal"):
+    if not copies:
+        return 0
+    if _state.get("immortal"):
         immortalize(list(copies))
     gc.collect()  # what the master made since the start and dropped: not frozen with the copies
     pools.fill()

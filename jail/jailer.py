@@ -265,7 +265,7 @@ class Jailer:
             return None
         hotcode.done(kind)
         n = pack_hot(ids)
-        if self.standby is not None:
+        if n and self.standby is not None:
             self.standby.flush()
         return n
 

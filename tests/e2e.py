@@ -27,6 +27,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jail import hotcode
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -563,20 +565,26 @@ def viewer_answer(port: int, token: str, until: bytes = b"\n") -> tuple[float, b
         t.close()
 
 
-def teach(relay: Relay, fps: tuple[str, str], workdir: Path) -> None:
-    """A host session and a viewer that stay until the relay has learnt the code each runs
+def teach(relay: Relay, fps: tuple[str, str], workdir: Path, rounds: int = hotcode.ROUNDS) -> None:
+    """Host sessions and viewers that stay until the relay has learnt the code each runs
     (jail/hotcode.py: LEARN_AFTER seconds in, the master copies it for the processes it forks
-    from then on), as a relay in service learns it from its first ones: benches measure the
-    processes forked after."""
-    with TmateHost(workdir, relay.port, *fps) as host:
-        host.wait_ready()
-        rw, _ = session_tokens(host)
-        t, _ = paramiko_viewer(("127.0.0.1", relay.port), rw)
-        try:
-            for kind in ("host", "viewer", "host-viewed"):
-                relay.wait_log(f"event='code packed' kind='{kind}'", timeout=15)
-        finally:
-            t.close()
+    from then on; `rounds` reports of each kind), as a relay in service learns it from its first
+    ones: benches measure the processes forked after."""
+    for r in range(1, rounds + 1):
+        with TmateHost(workdir / f"round{r}", relay.port, *fps) as host:
+            host.wait_ready()
+            rw, _ = session_tokens(host)
+            t, _ = paramiko_viewer(("127.0.0.1", relay.port), rw)
+            try:
+                for kind in ("host", "viewer", "host-viewed"):
+                    wait_for(lambda k=kind, n=r: packed(relay, k) >= n, 15, f"report {r} of the {kind} code")
+            finally:
+                t.close()
+
+
+def packed(relay: Relay, kind: str) -> int:
+    """How many reports of `kind` the relay's master used (its `code packed` events)."""
+    return sum(f"event='code packed' kind='{kind}'" in x for x in relay.log_text().splitlines())
 
 
 def fresh_interpreter(source: str, python: str | Path = sys.executable) -> dict:

@@ -4,9 +4,19 @@ a real relay, a real tmate host and a viewer."""
 
 from __future__ import annotations
 
+import time
+
 from jail import hotcode
 from relay import control
-from tests.e2e import TmateHost, fresh_interpreter, session_tokens, teach, viewer_answer
+from tests.e2e import (
+    TmateHost,
+    fresh_interpreter,
+    packed,
+    paramiko_viewer,
+    session_tokens,
+    teach,
+    viewer_answer,
+)
 
 PROBE = """
 import json, os
@@ -31,6 +41,9 @@ wanted_before = hotcode.wanted("host"), hotcode.wanted("viewer")
 original = ran_here.__code__, outer.__code__, never_run.__code__, outer().__code__
 copies = hotcode.pack(ran + [12345, -1, id(object())])  # ids the table does not hold are ignored
 hotcode.done("host")
+after_one = hotcode.wanted("host")
+for _ in range(hotcode.ROUNDS - 1):
+    hotcode.done("host")
 print(json.dumps({
     "ran_here": id(original[0]) in ran,
     "inner": id(original[3]) in ran,  # outer itself may write no cache: its nested code does
@@ -43,6 +56,7 @@ print(json.dumps({
         and not any(k is outer().__code__ for k in original[1].co_consts),
     "works": ran_here(10) == 45 + 11 and never_run(3) == 6,
     "wanted_before": wanted_before,
+    "wanted_after_one": after_one,
     "wanted_after": hotcode.wanted("host"),
     "empty": hotcode.pack([]),
 }))
@@ -57,6 +71,7 @@ def test_the_code_that_ran_is_found_copied_and_still_runs():
     assert r["inner_is_copy"]  # a closure made after the copy runs the nested code's copy
     assert r["works"] and r["nested"]
     assert r["wanted_before"] == [True, False] and r["wanted_after"] is False
+    assert r["wanted_after_one"] is (hotcode.ROUNDS > 1)  # each kind is used ROUNDS times
     assert r["empty"] == []
 
 
@@ -73,24 +88,26 @@ def test_a_report_fits_a_control_message():
         raise AssertionError(f"{bad[:3]} was accepted")
 
 
-def test_the_relay_learns_from_its_first_host_and_viewer(relay, fingerprints, tmp_path):
-    """Once per kind: a host session (ready, then viewed) and a viewer that stay LEARN_AFTER
-    seconds each report the code they ran, the master copies it (logged once per kind), and the
-    sessions forked after work from the copies: a real tmate host gets ready and a viewer gets
-    its screen."""
+def test_the_relay_learns_from_its_first_hosts_and_viewers(relay, fingerprints, tmp_path):
+    """ROUNDS reports of each kind: host sessions (ready, then viewed) and viewers that stay
+    LEARN_AFTER seconds report the code they ran, the master copies what it has not copied yet
+    (logged per report used), and the sessions forked after work from the copies: a real tmate
+    host gets ready, a viewer gets its screen, and their reports are no longer wanted."""
     teach(relay, fingerprints, tmp_path / "teach")
-    lines = [x for x in relay.log_text().splitlines() if "event='code packed'" in x]
-    assert sorted(x.split("kind='")[1].split("'")[0] for x in lines) == ["host", "host-viewed", "viewer"], (
-        lines
-    )
-    copied = {x.split("kind='")[1].split("'")[0]: int(x.split("copied=")[1].split()[0]) for x in lines}
-    # The first: the hundreds an SSH session runs; then what is new (code the warm-up left
-    # specialised and hitting writes nothing and is not reported).
-    assert copied["host"] > 100 and copied["viewer"] >= 1 and copied["host-viewed"] >= 1, copied
+    kinds = ("host", "viewer", "host-viewed")
+    assert {k: packed(relay, k) for k in kinds} == {k: hotcode.ROUNDS for k in kinds}
+    lines = [x for x in relay.log_text().splitlines() if "event='code packed' kind='host'" in x]
+    copied = [int(x.split("copied=")[1].split()[0]) for x in lines]
+    # The first: the hundreds an SSH session runs; the second only what the first had not run.
+    assert copied[0] > 100 and copied[1] < copied[0], copied
     with TmateHost(tmp_path / "after", relay.port, *fingerprints) as host:
         host.wait_ready()
         rw, _ = session_tokens(host)
         _, screen = viewer_answer(relay.port, rw, until=b"")
         assert screen
-    teach(relay, fingerprints, tmp_path / "again")  # taught already: nothing packed again
-    assert sum("event='code packed'" in x for x in relay.log_text().splitlines()) == 3
+        t, _ = paramiko_viewer(("127.0.0.1", relay.port), rw)
+        try:
+            time.sleep(control.LEARN_AFTER + 1.5)  # past every moment a report would go
+        finally:
+            t.close()
+    assert {k: packed(relay, k) for k in kinds} == {k: hotcode.ROUNDS for k in kinds}
