@@ -79,9 +79,6 @@ _CODE_FIELDS = (
 )
 
 
-_state: dict[str, bool] = {}  # "immortal": prepare_heap() made the heap immortal
-
-
 @dataclass(frozen=True)
 class HeapReport:
     """What prepare_heap() did: immortal (and how many objects, in how long) or why not."""
@@ -187,7 +184,6 @@ def prepare_heap(learn: Iterable[str] = ()) -> HeapReport:
     hotcode.baseline(learn)
     why = check()
     report = HeapReport(immortal=False, reason=why)
-    _state["immortal"] = not why
     if not why:
         t0 = time.perf_counter()
         roots = gc.get_objects()  # before the freeze: frozen objects are not listed
@@ -202,14 +198,15 @@ def prepare_heap(learn: Iterable[str] = ()) -> HeapReport:
     return report
 
 
-def pack_hot(ids: Iterable[int]) -> int:
+def pack_hot(ids: Iterable[int], immortal: bool) -> int:
     """In the master, after a connection process told which code it ran (jail/hotcode.py): copy
-    that code next to each other, settle the copies as prepare_heap() settled the heap, take the
-    holes again; the number of code objects copied."""
+    that code next to each other, settle the copies as prepare_heap() settled the heap (immortal
+    too when it made the heap immortal), take the holes again; the number of code objects
+    copied."""
     copies = hotcode.pack(ids)
     if not copies:
         return 0
-    if _state.get("immortal"):
+    if immortal:
         immortalize(list(copies))
     gc.collect()  # what the master made since the start and dropped: not frozen with the copies
     pools.fill()

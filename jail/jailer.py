@@ -264,7 +264,7 @@ class Jailer:
         if not hotcode.wanted(kind):
             return None
         hotcode.done(kind)
-        n = pack_hot(ids)
+        n = pack_hot(ids, immortal=self.heap is not None and self.heap.immortal)
         if n and self.standby is not None:
             self.standby.flush()
         return n

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jail import hotcode
+from relay import control
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -576,7 +577,7 @@ def teach(relay: Relay, fps: tuple[str, str], workdir: Path, rounds: int = hotco
             rw, _ = session_tokens(host)
             t, _ = paramiko_viewer(("127.0.0.1", relay.port), rw)
             try:
-                for kind in ("host", "viewer", "host-viewed"):
+                for kind in control.LEARN_KINDS:
                     wait_for(lambda k=kind, n=r: packed(relay, k) >= n, 15, f"report {r} of the {kind} code")
             finally:
                 t.close()

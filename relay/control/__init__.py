@@ -39,11 +39,12 @@ Connection -> master (`TO_MASTER`):
                                     every RECONNECT_REFRESH): a fresh datum. Answer: rdata.
   end     keep                      host only, as it ends: keep, its host was lost (hold the
                                     session); not, it is over. Dying without it also holds.
-  hot     [code id]                 host or viewer, sent once (more are ignored), LEARN_AFTER s
-                                    after READY or the join, if forked while the master still
-                                    wanted its role's code: the master's code objects it ran (at
-                                    most MAX_HOT_CODE; jail/hotcode.py). The master copies the
-                                    first of each role's.
+  hot     kind, [code id]           host (kinds host, host-viewed) or viewer (kind viewer), once
+                                    per kind, LEARN_AFTER s after READY, the first viewer's join
+                                    or its own join, if forked while the master still wanted that
+                                    kind (LEARN_KINDS): the master's code objects it ran (at most
+                                    MAX_HOT_CODE; jail/hotcode.py). The master copies what it has
+                                    not copied yet from the first ROUNDS reports of each kind.
 Master -> connection (`TO_CONNECTION`):
   auth        allowed               to a connection with no role yet, per auth.
   tokens      rw_token, ro_token    to a host, once.

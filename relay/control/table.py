@@ -169,7 +169,7 @@ TO_MASTER = _table(
     Message("rdata", (), frozenset({HOST})),
     Message("end", (flag("keep"),), frozenset({HOST})),
     # The code objects it ran, by their addresses in the master (jail/hotcode.py); the master
-    # uses the first of each role's and ignores the rest (a cheap look-up each).
+    # uses the first reports of each kind and ignores the rest (a cheap look-up each).
     Message("hot", (text("kind", 16), code_ids("code")), frozenset({HOST, VIEWER})),  # more are ignored
 )
 
