@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("relay", "jail")
 MAX_LINES = 500
 
-SANS_IO = ("relay.tmate", "relay.screen", "relay.input", "relay.tmux", "relay.web")
+SANS_IO = ("relay.tmate", "relay.screen", "relay.input", "relay.tmux", "relay.web", "relay.conn.sshpackets")
 IO_MODULES = ("socket", "select", "selectors", "threading", "asyncio", "paramiko")
 MASTER_FORBIDDEN = (
     "paramiko",

@@ -444,3 +444,22 @@ def test_menus_say_they_are_not_available_and_the_viewer_stays(shared):
     host_run(shared.host, "echo after-menus")
     v.wait_screen("after-menus")
     assert not v.exited()
+
+
+def test_real_clients_channels_are_moved_by_the_relays_own_loop(shared):
+    """After the role, the tmate host's and the OpenSSH viewer's channels are read and written by
+    their connection processes' own loops (relay.conn.wire), not handed back to paramiko: the
+    ends of both say so. Keys and a resize go through it."""
+    v = shared.viewer()
+    v.wait_screen("0:")
+    v.send("echo on-the-wire", literal=True)
+    v.send("Enter")
+    v.wait_screen("\non-the-wire")
+    v.resize(100, 30)
+    wait_for(lambda: shared.host.display("#{window_width}") == "100", 5, "the resize to reach the host")
+    shared.host.cmd("kill-server")
+    wait_for(lambda: v.exited(), 3, "the viewer to end")
+    ended = shared.relay.wait_log("event='host session ended'")
+    left = shared.relay.wait_log("event='viewer left'")
+    assert "ssh='wire'" in ended, ended
+    assert "ssh='wire'" in left, left

@@ -40,6 +40,7 @@ from relay.tmate.session import Session, SessionError
 if TYPE_CHECKING:
     from relay.conn.process import Connection
     from relay.conn.ssh import Server
+    from relay.conn.wire import Channel, Wire
 
 READ_CHUNK = 65536
 HOST_READ_BUDGET = 1 << 20  # bytes of host data handled before serving viewers again
@@ -51,9 +52,7 @@ SHUTDOWN_NOTICE = "relay shutting down"  # a NOTIFY: tmate shows it as "[tmate] 
 class HostSession(ViewerHandling):
     """The session loop: the host's channel, the control socket and every viewer's link."""
 
-    def __init__(
-        self, conn, chan: paramiko.Channel, session: Session, max_viewers: int = DEFAULT_MAX_VIEWERS
-    ):
+    def __init__(self, conn, chan: Channel, session: Session, max_viewers: int = DEFAULT_MAX_VIEWERS):
         self.conn = conn
         self.require_keys = False  # -A: viewers only with the host's `tmate -a` keys (run_host sets it)
         self.unjoinable = False  # -A refused this session (relay.conn.access): never joinable
@@ -87,6 +86,8 @@ class HostSession(ViewerHandling):
 
     def _on_host_data(self) -> bool:
         """Handle what the host sent; False when the host is gone."""
+        if not self.chan.poll():
+            return True  # half a packet, or no data in it (a window adjustment, a keepalive)
         budget = HOST_READ_BUDGET
         while budget > 0:
             data = self.chan.recv(READ_CHUNK)
@@ -191,7 +192,7 @@ class HostSession(ViewerHandling):
         ctl = self.conn.master
         while True:
             now = time.monotonic()
-            timeout = self._timeout(now)
+            timeout = 0.0 if self.chan.recv_ready() else self._timeout(now)
             wanted = [
                 v.sock
                 for v in self.viewers.values()
@@ -200,7 +201,7 @@ class HostSession(ViewerHandling):
             readable, writable, _ = select.select(
                 [self.chan, ctl, *(v.sock for v in self.viewers.values())], wanted, [], timeout
             )
-            if self.chan in readable and not self._on_host_data():
+            if (self.chan in readable or self.chan.recv_ready()) and not self._on_host_data():
                 return "host finished the session" if self.session.finished else "host closed the connection"
             if ctl in readable:
                 try:
@@ -254,7 +255,7 @@ class HostSession(ViewerHandling):
                 self.log.warning("viewer not told", client=v.id, reason=f"{type(e).__name__}: {e}"[:200])
 
 
-def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
+def run_host(conn: Connection, chan: Wire, server: Server) -> int:
     rw_token, ro_token = conn.master.request_tokens()
     set_process_title(f"pymate [{rw_token[:4]}...] host {conn.peer_ip}")
     conn.log = conn.log.bind(session=rw_token[:4])
@@ -303,6 +304,7 @@ def run_host(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     extra: dict[str, object] = {"limit": limit} if limit else {}
     extra.update(duration=round(time.monotonic() - started, 3), bytes_in=hs.bytes_in, bytes_out=hs.bytes_out)
     extra["viewers"] = hs.next_client_id - 1  # viewers seen over the session's life
+    extra["ssh"] = chan.mode  # who moved the channel's bytes (relay.conn.wire)
     if keep:
         extra["held"] = conn.cfg.reconnect_window  # seconds the master holds it for the host
     (conn.log.warning if code else conn.log.info)("host session ended", reason=reason, **extra)

@@ -26,6 +26,7 @@ from relay import control, log
 from relay.conn.host import run_host
 from relay.conn.ssh import SSH_BANNER, QuickAckSocket, Server
 from relay.conn.viewer import run_viewer
+from relay.conn.wire import Gate, Wire
 from relay.tmate import messages as m
 from relay.tmate.codec import encode
 
@@ -90,6 +91,7 @@ class Connection:
         for key in self.cfg.host_keys:
             transport.add_server_key(key)
         server = Server(authorize=self.master.authorize)
+        gate = Gate(transport, lambda: server.role is not None)  # paramiko's thread stops at the role
         try:
             try:
                 transport.start_server(server=server)
@@ -115,13 +117,14 @@ class Connection:
             # (2,000 idle sessions: a core). With a role it has nothing to time out (this
             # process ends with os._exit), so it wakes rarely (bench/many_sessions.py).
             self.sock.settimeout(ROLE_POLL_INTERVAL)
+            wire = Wire(transport, chan, server, gate)  # the channel's bytes, moved by this thread
             if server.role == "host":
                 try:
-                    return run_host(self, chan, server)
+                    return run_host(self, wire, server)
                 except control.Refused as e:  # the master logged it, with the limit
-                    _tell_host(chan, str(e))
+                    _tell_host(wire, str(e))
                     return 0
-            return run_viewer(self, chan, server)
+            return run_viewer(self, wire, server)
         except Exception as e:  # noqa: BLE001 - the last word of a connection is a logged reason
             self.log.error("connection failed", reason=f"{type(e).__name__}: {e}"[:300])
             return 1
@@ -129,7 +132,7 @@ class Connection:
             transport.close()
 
 
-def _tell_host(chan: paramiko.Channel, line: str) -> None:
+def _tell_host(chan: Wire, line: str) -> None:
     """A line on the host's status bar (a tmate NOTIFY) before the connection closes. Sent before
     the host's HEADER is read, so encoded as for the oldest protocol (str16, not str8, for
     32-255 bytes), which every version decodes."""

@@ -26,8 +26,6 @@ from relay import control
 from relay.tmate import messages as m
 
 if TYPE_CHECKING:
-    import paramiko
-
     from relay.conn.host import HostSession
 
 __all__ = ["HostReconnection", "connection_lost"]
@@ -103,13 +101,13 @@ class HostReconnection:
             self.hs.send_host(m.SetEnv("tmate_reconnection_data", data))
 
 
-def connection_lost(chan: paramiko.Channel) -> str | None:
+def connection_lost(chan) -> str | None:
     """How the host's connection failed (reset, timeout), or None when it ended (FIN, SSH
-    disconnect, channel closed). paramiko's transport thread keeps what stopped it: a socket
-    error for a failure, EOFError for a FIN, nothing for a disconnect; what the session loop
-    itself sees of it is only a closed channel."""
-    transport = chan.get_transport() if hasattr(chan, "get_transport") else None
-    saved = getattr(transport, "saved_exception", None) if transport is not None else None
-    if isinstance(saved, OSError):  # a FIN is an EOFError, no OSError
+    disconnect, channel closed). `chan` is the host's relay.conn.wire.Wire, which keeps the
+    socket error that stopped it (or paramiko's thread does, once paramiko moves the bytes);
+    what the session loop itself sees of either is only the end of the channel."""
+    lost = getattr(chan, "lost", None)
+    saved = lost() if lost is not None else None
+    if isinstance(saved, OSError):  # a FIN is no error
         return f"connection lost: {saved.strerror or type(saved).__name__}"
     return None

@@ -30,6 +30,7 @@ from relay.conn import link
 if TYPE_CHECKING:
     from relay.conn.process import Connection
     from relay.conn.ssh import Server
+    from relay.conn.wire import Wire
 
 INVALID_TOKEN = b"Invalid session token\r\n"
 EXPIRED_TOKEN = b"Invalid or expired session token\r\n"
@@ -52,7 +53,7 @@ def refusal_delay() -> float:
     return random.SystemRandom().uniform(*REFUSAL_DELAY)
 
 
-def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
+def run_viewer(conn: Connection, chan: Wire, server: Server) -> int:
     token = server.username or ""
     log = conn.log
     if not token_is_valid(token):
@@ -88,7 +89,7 @@ def run_viewer(conn: Connection, chan: paramiko.Channel, server: Server) -> int:
     finally:
         server.on_resize = None
         lk.close()
-    log.info("viewer left", reason=reason, duration=round(time.monotonic() - joined_at, 3))
+    log.info("viewer left", reason=reason, duration=round(time.monotonic() - joined_at, 3), ssh=chan.mode)
     return 0
 
 
@@ -166,14 +167,14 @@ class Link:
             self.sock = None
 
 
-def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -> str:
+def _move_bytes(chan: Wire, lk: Link, master: control.Client, log) -> str:
     """The viewer's input to the session, the session's output to the viewer, until one ends;
     why it ended. The master's messages first: a relink is queued before the old link ends."""
     # Once, LEARN_AFTER seconds in: the code this process ran, to the master (jail/hotcode.py).
     learn_due = time.monotonic() + control.LEARN_AFTER if hotcode.wanted("viewer") else None
     while True:
-        watched = [chan, master] + ([lk.sock] if lk.sock is not None else [])
-        timeout = lk.timeout()
+        watched: list[Any] = [chan, master] + ([lk.sock] if lk.sock is not None else [])
+        timeout = 0.0 if chan.recv_ready() else lk.timeout()
         if learn_due is not None:
             left = max(0.0, learn_due - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
@@ -196,7 +197,7 @@ def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -
         if lk.sock is None and lk.timeout() == 0.0:
             chan.sendall(LEAVE_TERMINAL + b"[server exited]\r\n")
             return "its host did not come back"
-        if chan in readable:
+        if (chan in readable or chan.recv_ready()) and chan.poll():
             data = chan.recv(READ_CHUNK)
             if not data:
                 return "viewer left"
@@ -212,8 +213,7 @@ def _move_bytes(chan: paramiko.Channel, lk: Link, master: control.Client, log) -
                 log.info("viewer waiting", reason="its session let it go without a last line")
                 continue
             kind, payload = link.parse(record)
-            if kind == link.OUTPUT:
+            if kind in (link.OUTPUT, link.EXIT) and isinstance(payload, bytes):
                 chan.sendall(payload)
-            elif kind == link.EXIT:
-                chan.sendall(payload)
+            if kind == link.EXIT:
                 return "session closed the viewer"

@@ -6,7 +6,8 @@ objects, paramiko's and Python's caches) would otherwise be initialised again, p
 every session: measured here, a first terminal in a cold child costs ~3.8 MB, in a warm one
 ~0.65 MB. So the master runs one complete host session in-process first, through the same code
 the children run: an SSH handshake with each host key type and the cipher suite real tmate
-clients negotiate, auth, the tmate subsystem, a scripted host stream, and the terminal engine's
+clients negotiate, auth, the tmate subsystem, a scripted host stream over the connection's own
+packet path (relay.conn.wire), and the terminal engine's
 rendering calls. All of it is closed and its threads joined before the master forks anything.
 """
 
@@ -18,6 +19,7 @@ import threading
 import paramiko
 
 from relay.conn.ssh import HOST_SUBSYSTEM, SSH_BANNER, Server
+from relay.conn.wire import Gate, Wire
 from relay.tmate import messages as m
 from relay.tmate.codec import HostDecoder, RelayDecoder, encode, encode_host
 from relay.tmate.session import Session
@@ -64,6 +66,8 @@ def _one_session(host_keys, key_type: str, suite: str, closed: list[paramiko.Tra
     a, b = socket.socketpair()
     server_t = paramiko.Transport(a)
     client_t = paramiko.Transport(b)
+    server = Server()
+    gate = Gate(server_t, lambda: server.role is not None)
     try:
         server_t.local_version = SSH_BANNER
         for k in host_keys:
@@ -75,7 +79,6 @@ def _one_session(host_keys, key_type: str, suite: str, closed: list[paramiko.Tra
         if macs:
             opts.digests = [d for d in macs if d in opts.digests] or opts.digests
         opts.key_types = [k for k in _KEY_TYPES[key_type] if k in opts.key_types] or opts.key_types
-        server = Server()
         done = threading.Event()
         server_t.start_server(event=done, server=server)
         client_t.start_client()
@@ -85,17 +88,18 @@ def _one_session(host_keys, key_type: str, suite: str, closed: list[paramiko.Tra
         chan = server_t.accept(10)
         client_chan.invoke_subsystem(HOST_SUBSYSTEM)
         server.role_event.wait(10)
+        wire = Wire(server_t, chan, server, gate)
 
         session = Session(rw_token="w" * 25, ro_token="ro-" + "r" * 25, ssh_host="localhost", ssh_port=22)
         client_chan.sendall(_host_stream())
         decoder, replies = HostDecoder(), RelayDecoder()
         while not session.finished:
-            data = chan.recv(65536)
+            data = wire.recv(65536)
             if not data:
                 break
             for msg in decoder.feed(data):
                 for out in session.handle(msg):
-                    chan.sendall(encode(out))
+                    wire.sendall(encode(out))
         client_chan.settimeout(5)
         replies.feed(client_chan.recv(65536))
         for pane in session.panes.values():
@@ -106,6 +110,7 @@ def _one_session(host_keys, key_type: str, suite: str, closed: list[paramiko.Tra
     finally:
         client_t.close()
         server_t.close()
+        gate.release()
         closed += (client_t, server_t)
 
 
