@@ -698,3 +698,38 @@ def test_shared_composition_matches_each_viewers_own(monkeypatch):
             assert (v.term.cursor, v.term.cursor_visible) == cur, i
     for v in (a, b, c):
         v.close()
+
+
+def test_viewers_sent_the_same_rows_share_the_frame_and_one_that_skipped_does_not(monkeypatch):
+    """Two viewers of one size that were sent the same frames get the same bytes, diffed once; a
+    third that skipped frames (a slow link) gets its own diff, and all three show the session."""
+    import relay.screen.render as render
+
+    diffed: list[int] = []
+    own = ViewerScreen._diff
+
+    def counting(self, *a, **kw):
+        diffed.append(id(self))
+        return own(self, *a, **kw)
+
+    monkeypatch.setattr(render.ViewerScreen, "_diff", counting)
+    s = vsplit(active=0, sx=61, sy=15)
+    a, b, slow = SharedViewer(61, 16), SharedViewer(61, 16), SharedViewer(61, 16)
+    for v in (a, b, slow):
+        v.update(s)  # the first frames are full repaints: each its own
+    for i in range(12):
+        s.handle(m.PtyData(i % 2, f"line {i} \x1b[3{i % 8}mcolour\x1b[0m\r\n".encode()))
+        diffed.clear()
+        frames = [a.update(s), b.update(s)]
+        assert frames[0] == frames[1] and frames[0], i
+        assert diffed == [id(a.screen)], i
+        if i % 3 == 2:
+            slow.update(s)
+            assert id(slow.screen) in diffed, i
+    slow.update(s)
+    for v in (a, b, slow):
+        expected, expected_vt, cur = fresh_text(s, 61, 16)
+        assert v.text == expected
+        assert [v.vt(y) for y in range(16)] == expected_vt
+        assert (v.term.cursor, v.term.cursor_visible) == cur
+        v.close()

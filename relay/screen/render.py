@@ -26,7 +26,8 @@ or prompt; the session's state is stamped by ``session.generation`` (bumped on e
 pane output) and each pane's ``model.generation``. With ``frame(share=True)`` (the session
 process's viewers) the last composition is kept with its stamp, and another viewer of that size
 framing the same state takes it instead of composing it again (each still diffs it against
-what it was sent). The layout and the status line are recomputed only when the session's
+what it was sent, unless it was sent what the previous viewer was sent: then it takes that
+viewer's frame too). The layout and the status line are recomputed only when the session's
 generation moves.
 """
 
@@ -71,6 +72,10 @@ def _visible_panes(session, window) -> list:
 # The session process's last composition: (the session, its stamp with the viewer's size,
 # message and prompt, the rows, the cursor). One entry: viewers frame one after the other.
 _last: tuple[weakref.ref, tuple, list[str], Cursor] | None = None
+# And the last frame made from it: (what that viewer showed before, its cursor then, the
+# composition, the frame). A viewer that showed the very same rows (the same list: viewers that
+# were sent the same frames keep the composition they were sent, shared) gets the same bytes.
+_last_frame: tuple[list, Cursor | None, list[str], bytes] | None = None
 
 
 def _stamp(session, cols: int, rows: int, message: str | None, prompt) -> tuple:
@@ -171,7 +176,7 @@ class ViewerScreen:
         frames: tmux shows read-only clients the same screen.) `share`: take, and leave for the
         next viewer, the process's last composition when its stamp matches (the session
         process's viewers; see the module's docstring)."""
-        global _last
+        global _last, _last_frame
         stamp = _stamp(session, self.cols, self.rows, message, prompt) if share else ()
         last = _last if share else None
         if last is not None and last[1] == stamp and last[0]() is session:
@@ -180,10 +185,17 @@ class ViewerScreen:
             new_lines, cursor = self._compose(session, message, prompt)
             if share:
                 _last = (weakref.ref(session), stamp, new_lines, cursor)
-        full = self._full
+        full, shown, shown_cursor = self._full, self._lines, self._cursor
+        made = _last_frame if share and not full else None
+        if made is not None and made[0] is shown and made[2] is new_lines and made[1] == shown_cursor:
+            self._lines, self._cursor = new_lines, cursor  # type: ignore[assignment]  # never changed
+            return made[3]
         out = self._diff(new_lines)
         self._move_cursor(out, cursor, full)
-        return "".join(out).encode("utf-8", "replace") if out else b""
+        frame = "".join(out).encode("utf-8", "replace") if out else b""
+        if share and not full:
+            _last_frame = (shown, shown_cursor, new_lines, frame)
+        return frame
 
     def _compose(
         self, session, message: str | None, prompt: tuple[str, int] | None
@@ -232,7 +244,7 @@ class ViewerScreen:
                     out.append(f"\x1b[{y + 1};1H{s}")
             elif s != lines[y]:
                 out.append(f"\x1b[{y + 1};1H\x1b[0m\x1b[2K{s}")
-        self._lines = list(new_lines)
+        self._lines = new_lines  # type: ignore[assignment]  # kept, never changed: see frame()
         self._full = False
         return out
 
