@@ -17,7 +17,8 @@ the key exchange, auth, the channel's opening and its role's request), and then:
 - Anything else (a re-key's KEXINIT, a second channel, ...) goes back to paramiko: the counters
   are copied back, that packet and every later one are handed to the parked thread as if it had
   read them, and from then on the Wire is a plain front for paramiko's channel. Nothing is
-  dropped and nothing changes order: data already opened here is read first.
+  dropped and nothing changes order: data already opened here goes into paramiko's channel
+  buffer first.
 
 `Wire` offers the part of paramiko's Channel the loops use (fileno, recv, recv_ready, sendall),
 plus `poll()`: after select() saw the socket readable, read what is there; True when recv() has
@@ -298,6 +299,9 @@ class Wire:
         keys_out.store(pk, "out")
         chan.in_window_sofar = self.consumed
         chan.out_window_size = self.out_window
+        if self.data:  # opened here, not read yet: paramiko's channel gives it first, and counts it
+            chan.in_buffer.feed(bytes(self.data))
+            self.data.clear()
         self.sock.settimeout(self._timeout)
         self.fast = False
         self.mode = f"paramiko: from message {payloads[0][0]}"
