@@ -177,9 +177,15 @@ class Relay:
             text=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
-        wait_for(
-            lambda: self.has("event='listening'") or self.proc.poll() is not None, 15, "the relay to listen"
-        )
+        try:
+            wait_for(
+                lambda: self.has("event='listening'") or self.proc.poll() is not None,
+                15,
+                "the relay to listen",
+            )
+        except TimeoutError:
+            terminate(self.proc)  # a relay stuck before it listens is stopped, not left behind
+            raise
         if self.proc.poll() is not None:
             raise RuntimeError("relay exited at start:\n" + self.log_text())
         return self
