@@ -37,7 +37,8 @@ def test_the_host_sees_its_mates_come_and_go(relay, make_host, tmp_path):
     host.wait_ready()
     host.leave_messages()
     rw, ro = session_tokens(host)
-    assert host.display("#{tmate_num_clients}") == ""  # nobody yet: no SET_ENV
+    assert host.display("#{tmate_num_clients}") == "0"  # nobody yet: set from READY on
+    assert host.display("#{tmate_clients}") == ""  # set empty (a format cannot tell it from unset)
     key = ["-o", "IdentitiesOnly=yes", "-i"]
     with SshViewer(tmp_path / "v1", relay.port, rw, ssh_opts=[*key, str(tmp_path / "mate1")]) as v1:
         v1.wait_screen("0:")

@@ -311,6 +311,7 @@ def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
         assert got[False] == (True, since)  # v1: the host knows it, since its first join
         assert got[True][0] is False and abs(got[True][1] - time.time()) < 5 and v2.rc.since == got[True][1]
         assert [_answer(o)[0] for o in (v1_ours, v2_ours)] == ["relink", "relink"]
+        assert _answer(h2_ours) == ("relinked", [[], 0])  # the relinks are done; nobody left
     finally:
         for p in procs:
             p.kill()
@@ -332,13 +333,92 @@ def test_a_relinked_viewer_is_listed_as_before_and_not_announced():
         return v
 
     presence.joined(hs, viewer(1, False), None, relinked=True, since=first)
+    assert sent == []  # no notice; counted with the rest once the relinks are done
+    presence.back(hs, [], 0)
     shown = time.strftime("%H:%M:%S", time.localtime(first))
     assert sent == [
         m.SetEnv("tmate_num_clients", "1"),
         m.SetEnv("tmate_clients", f"192.0.2.1 rw since {shown}"),
-    ]  # counted and listed since its first join, no notice
+    ]  # counted and listed since its first join
     sent.clear()
     presence.joined(hs, viewer(2, True), None, since=NOW)  # a new one is announced
     assert sent[0] == m.Notify("A mate has joined (192.0.2.2, read-only) -- 2 clients currently connected")
     assert sent[1] == m.SetEnv("tmate_num_clients", "2")
     assert sent[2].value.startswith(f"192.0.2.1 rw since {shown}, 192.0.2.2 ro since ")
+
+
+def test_the_host_is_told_who_left_while_it_was_away():
+    from relay.conn import presence
+
+    sent: list = []
+    hs = SimpleNamespace(
+        closing=False, session=SimpleNamespace(protocol=6), viewers={}, send_host=sent.append
+    )
+    presence.back(hs, ["192.0.2.1", "192.0.2.2"], 3)
+    assert sent == [
+        m.Notify("A mate has left (192.0.2.1) -- 0 client currently connected"),
+        m.Notify("A mate has left (192.0.2.2) -- 0 client currently connected"),
+        m.Notify("3 more mates left meanwhile -- 0 client currently connected"),
+        m.SetEnv("tmate_num_clients", "0"),
+        m.SetEnv("tmate_clients", ""),
+    ]
+    sent.clear()
+    presence.ready(hs)  # a fresh session's READY: nobody yet, and the formats say so
+    assert sent == [m.SetEnv("tmate_num_clients", "0"), m.SetEnv("tmate_clients", "")]
+    hs.closing = True
+    sent.clear()
+    presence.back(hs, ["192.0.2.1"], 0)
+    assert sent == []
+
+
+def test_the_master_keeps_who_left_while_the_host_was_away(monkeypatch):
+    """A viewer the host had that leaves while its host is away (held, or resumed and not ready
+    yet) is handed to the new session process after the relinks (`relinked`), at most
+    control.MAX_LEFT by address; one that joined meanwhile, unknown to the host, is not."""
+    from tests.test_master import make_master, registered_child
+
+    monkeypatch.setattr(control, "MAX_LEFT", 2)
+    m = make_master()
+    procs = []
+
+    def child(ip: str = "192.0.2.9"):
+        proc, ours, c = registered_child(m)
+        c.ip = ip
+        procs.append(proc)
+        return ours, c
+
+    try:
+        h1_ours, h1 = child()
+        for msg in (("host",), ("access", None), ("rdata",)):
+            _say(m, h1_ours, h1, *msg)
+        assert _answer(h1_ours)[0] == "tokens"
+        _, (datum,) = _answer(h1_ours)
+        rw, ro = h1.tokens
+        had = []
+        for i in range(4):
+            v_ours, v = child(f"198.51.100.{i}")
+            _say(m, v_ours, v, "join", rw, None, None, None)
+            had.append(v)
+        _say(m, h1_ours, h1, "end", True)
+        m._forget(h1)  # held
+        late_ours, late = child("203.0.113.1")
+        _say(m, late_ours, late, "join", ro, None, None, None)  # joins while away: it waits
+        for v in (had[0], had[1], had[2], late):  # three the host had and the late one leave
+            m._forget(v)
+        h2_ours, h2 = child()
+        _say(m, h2_ours, h2, "host")
+        _say(m, h2_ours, h2, "resume", datum)
+        assert _answer(h2_ours)[0] == "tokens" and _answer(h2_ours)[0] == "resumed"
+        assert had[3].session is h2  # it waits for the new process now
+        _say(m, h2_ours, h2, "access", None)
+        assert _answer(h2_ours)[0] == "viewer"  # the one that stayed
+        assert _answer(h2_ours) == ("relinked", [["198.51.100.0", "198.51.100.1"], 1])
+        assert h2.viewers == {had[3].proc.pid} and h2.rc.left == [] and not h2.rc.resumed
+        _say(m, h2_ours, h2, "access", None)  # a later access relinks nothing and tells nothing
+        h2_ours.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            h2_ours.recv(1)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -11,6 +11,8 @@ with the relay's `tmate_reconnection_data`:
   is told of that one joining, not of the two that never left (#{tmate_clients} lists them as
   before); pymate_sessions_held counts the session while it waits, pymate_reconnections_total
   the takeover and a stale datum;
+- a viewer that quits while its host is away: once the host is back it is told `A mate has
+  left` and #{tmate_num_clients} / #{tmate_clients} count and list the mate that stayed;
 - a datum made with another relay's key (the forwarder switched to a relay whose
   reconnect.key differs): new tokens, and the host is told why;
 - a host that never comes back (`--reconnect-window 2`): its viewers get `[server exited]`
@@ -170,6 +172,41 @@ def test_a_cut_host_comes_back_with_its_tokens_and_viewers(relay, metrics_port, 
         assert not any(rw in n for n in notices) and session_tokens(host) == (rw, ro)
         stale = counted["stale"] + 1
         _metric_becomes(metrics_port, stale, "pymate_reconnections_total", outcome="stale")
+    finally:
+        for v in viewers:
+            v.stop()
+        fwd.close()
+
+
+def test_the_host_is_told_of_a_mate_that_left_while_it_was_away(relay, make_host, tmp_path):
+    """Its session process was gone when the mate left: the master kept the mate's address and
+    the new one tells the host once the other mate is relinked; the formats are current again."""
+    fwd = Forwarder(relay.port)
+    viewers: list[SshViewer] = []
+    try:
+        host = _host_through(make_host, fwd)
+        rw, ro = session_tokens(host)
+        viewers = [SshViewer(tmp_path / n, relay.port, t).start() for n, t in (("stays", rw), ("goes", ro))]
+        for v in viewers:
+            v.wait_screen("0:")
+        wait_for(lambda: host.display("#{tmate_num_clients}") == "2", 3, "two clients")
+        stays = host.display("#{tmate_clients}").split(", ")[0]
+        assert " rw since " in stays
+        fwd.blocked = True
+        fwd.cut()
+        for v in viewers:
+            v.wait_screen(AWAY, timeout=3)
+        viewers[1].stop()  # the read-only mate quits while the host is away
+        relay.wait_log("event='viewer left while its host was away'")
+        fwd.blocked = False
+        relay.wait_log("event='host reconnected'", timeout=8)
+        left = "A mate has left (127.0.0.1) -- 1 client currently connected"
+        wait_for(lambda: left in host.messages().partition("Reconnected")[2], 5, "the leave notice")
+        assert host.display("#{tmate_num_clients}") == "1"
+        assert host.display("#{tmate_clients}") == stays  # the mate that stayed, since its first join
+        _type(host, "echo stayed-$((6*7))")
+        viewers[0].wait_screen("stayed-42", timeout=5)
+        assert session_tokens(host) == (rw, ro) and not _joins_since_reconnected(host)
     finally:
         for v in viewers:
             v.stop()

@@ -101,6 +101,8 @@ class HostSession(ViewerHandling):
                     self.send_host(out)
                 if self.session.names_wanted is not None:
                     self._name_session()
+                if isinstance(msg, m.HostReady) and not ready and not self.session.resumed:
+                    presence.ready(self)  # a resumed one hears from the master (presence.back)
                 self.recon.after(time.monotonic())
                 presence.maybe_kick(self, msg, ready)
                 if isinstance(msg, m.FailedCmd):
@@ -210,6 +212,8 @@ class HostSession(ViewerHandling):
                     return "relay is shutting down"
                 if isinstance(new, control.ReconnectionData):
                     self.recon.datum(new.data)
+                elif isinstance(new, control.Relinked):
+                    presence.back(self, new.left, new.more)
                 elif new is not None:
                     self._add_viewer(new.fd, new.readonly, new.ip, new.pubkey, new.relinked, new.since)
             now = time.monotonic()

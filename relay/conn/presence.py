@@ -8,10 +8,19 @@ On every viewer join and leave the host gets a NOTIFY in tmate.io's words (its s
 at most MAX_CLIENTS_TEXT characters), so `tmate display -p '#{tmate_clients}'` answers "who is
 watching".
 
+The two SET_ENVs are set from the host's READY on (`0` and empty before the first viewer), so a
+status line that shows `#{tmate_num_clients}` never shows a blank (protocols before 6 send no
+READY: theirs are set at the first join).
+
 After its host reconnected, the master links the viewers that waited to the new session process
-again (`viewer` with relinked): they never left, so the host gets no join notice for them, only
-the SET_ENVs, and each is listed since its first join (the master's time, `since`). A viewer that
-joined while the host was away is new to the host: announced when it is linked, listed from then.
+again (`viewer` with relinked): they never left, so the host gets no join notice for them, and
+each is listed since its first join (the master's time, `since`). A viewer that joined while the
+host was away is new to the host: announced when it is linked, listed from then. Then the master
+says the relinks are done (`relinked`) with the addresses of the viewers the host had that left
+while it was away: the host gets `A mate has left` for each (its old process could not tell it,
+and its tmate still shows the SET_ENVs of before the cut), and the count and list as they are now.
+A resumed session publishes nothing at READY: its relinks follow, and a `0` before them would be
+wrong for as long as they take.
 
 The host disconnects the viewers of one address with `tmate set -g @pymate-kick ADDRESS`: tmate
 replicates every `set-option` it runs (its cmdq hands each bind-key, unbind-key, set-option and
@@ -97,15 +106,31 @@ def joined(hs: Any, v: Viewer, pubkey: str | None, relinked: bool = False, since
     host reconnected: it never left) is counted and listed as before, without a join notice."""
     v.since = since or time.time()
     v.fingerprint = fingerprint_of(pubkey)
-    if relinked:
-        _publish(hs)
-    else:
+    if not relinked:  # a relinked one is published with the rest, at `relinked` (back)
         _announce(hs, joined_text(v.ip, v.readonly, v.fingerprint, len(hs.viewers)))
 
 
 def left(hs: Any, v: Viewer) -> None:
     """A viewer left (detached, dropped, kicked): tell the host, unless the session is ending."""
     _announce(hs, left_text(v.ip, len(hs.viewers)))
+
+
+def ready(hs: Any) -> None:
+    """The host is ready (a fresh session, not a resumed one): nobody is watching yet."""
+    _publish(hs)
+
+
+def back(hs: Any, left: Sequence[str], more: int) -> None:
+    """A resumed session's viewers are relinked: tell the host who left while it was away (at
+    most control.MAX_LEFT by address, `more` counted), then who is connected now."""
+    if hs.closing:
+        return
+    n = len(hs.viewers)
+    for ip in left:
+        hs.send_host(m.Notify(left_text(ip, n)))
+    if more:
+        hs.send_host(m.Notify(f"{more} more mate{'s' if more > 1 else ''} left meanwhile -- {_count(n)}"))
+    _publish(hs)
 
 
 def _announce(hs: Any, text: str) -> None:

@@ -61,6 +61,10 @@ Master -> connection (`TO_CONNECTION`):
   resumed     rw, ro, reason|nil    to a host, per resume: nil, it took over these, its old
                                     tokens; a reason (forged, expired, stale): its new tokens.
   rdata       data                  to a host, per rdata: for SET_ENV tmate_reconnection_data.
+  relinked    left, more            to a host that resumed a session, once, at its first access,
+                                    after the `viewer`s of those that waited: the addresses (at
+                                    most MAX_LEFT; `more` counts the rest) of the viewers its host
+                                    had that left while it was away. The host is told of them.
   relink      readonly  + fd        to a viewer, repeatable: its new link (its host is back).
   ended       line                  to a viewer waiting for its host, once: the session is over.
 Only the master passes file descriptors. It reads with plain recv(), which discards (and closes)
@@ -86,6 +90,7 @@ from relay.control.client import (
     NewViewer,
     ReconnectionData,
     Refused,
+    Relinked,
 )
 from relay.control.codec import (
     decode,
@@ -109,6 +114,7 @@ from relay.control.table import (
     MAX_FINGERPRINT,
     MAX_HOT_CODE,
     MAX_IP,
+    MAX_LEFT,
     MAX_LOG_EVENT,
     MAX_NAME_FIELD,
     MAX_PUBKEY,
@@ -145,6 +151,7 @@ __all__ = [
     "MAX_HOT_CODE",
     "MAX_PUBKEY",
     "MAX_IP",
+    "MAX_LEFT",
     "MAX_LOG_EVENT",
     "MAX_REFUSAL",
     "LOG_LEVELS",
@@ -186,4 +193,5 @@ __all__ = [
     "Refused",
     "NewViewer",
     "ReconnectionData",
+    "Relinked",
 ]

@@ -60,6 +60,15 @@ class ReconnectionData:
     data: str
 
 
+@dataclass(frozen=True)
+class Relinked:
+    """A resumed session's viewers that waited are relinked (their `viewer`s came first); `left`:
+    the addresses of those the host had that left while it was away, `more`: how many others."""
+
+    left: tuple[str, ...]
+    more: int
+
+
 class Client:
     """The connection process's end of the control socket."""
 
@@ -180,16 +189,18 @@ class Client:
         except (OSError, ControlError):
             pass
 
-    def receive_viewer(self) -> NewViewer | ReconnectionData | None:
+    def receive_viewer(self) -> NewViewer | ReconnectionData | Relinked | None:
         """The session's next message from the master: a viewer, a reconnection datum (the answer
-        to `rdata`), or None for anything else (ignored); MasterGone when the master closed the
-        socket."""
-        got = self._receive_one_of("rdata", "viewer")
+        to `rdata`), the end of a resumed session's relinks, or None for anything else (ignored);
+        MasterGone when the master closed the socket."""
+        got = self._receive_one_of("rdata", "viewer", "relinked")
         if got is None:
             return None
         name, args, fds = got
         if name == "rdata":
             return ReconnectionData(args[0])
+        if name == "relinked":
+            return Relinked(tuple(args[0]), args[1])
         return NewViewer(args[0], args[1], args[2], fds[0], relinked=args[3], since=args[4])
 
     def resume(self, data: str) -> tuple[str, str, str | None]:

@@ -27,6 +27,7 @@ KEY_SHA256 = 64  # the SHA-256 (hex) of an api key a host presents: the key neve
 MAX_RECONNECT_DATA = 1024  # a reconnection datum (relay.master.reconnect makes ~300 characters)
 MAX_REASON = 200  # why a reconnection datum was refused, as the host is told
 RECONNECT_REFRESH = 300.0  # seconds between a session's fresh reconnection data
+MAX_LEFT = 16  # addresses of viewers that left while their host was away, told one by one (the rest counted)
 MAX_HOT_CODE = 700  # code objects a `hot` report names (jail/hotcode.py MAX_HOT)
 LEARN_AFTER = 2.0  # seconds a process runs in a state before it reports the code it ran (jail/hotcode.py)
 
@@ -101,6 +102,14 @@ def code_ids(name: str) -> Field:
             and len(v) <= MAX_HOT_CODE
             and all(type(x) is int and 0 <= x < 1 << 64 for x in v)
         ),
+    )
+
+
+def addresses(name: str, limit: int) -> Field:
+    return Field(
+        name,
+        f"[str <= {MAX_IP}] <= {limit}",
+        lambda v: isinstance(v, list) and len(v) <= limit and all(_text(MAX_IP)(x) for x in v),
     )
 
 
@@ -203,6 +212,8 @@ TO_CONNECTION = _table(
         frozenset({HOST}),
     ),
     Message("rdata", (text("data", MAX_RECONNECT_DATA),), frozenset({HOST})),
+    # A resumed session's viewers are relinked (the `viewer`s before it): who left meanwhile.
+    Message("relinked", (addresses("left", MAX_LEFT), count("more")), frozenset({HOST}), once=True),
     Message("relink", (flag("readonly"),), frozenset({VIEWER}), fd=True),
     Message("ended", (text("line", MAX_REFUSAL),), frozenset({VIEWER}), once=True),
 )

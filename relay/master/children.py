@@ -88,6 +88,7 @@ class Children:
     _header_expired: Callable[[HeaderWait], None]  # relay.master.intake
     _hold_session: Callable[[Child], bool]  # relay.master.reconnect
     _hold_expired: Callable[[Child], None]  # relay.master.reconnect
+    _viewer_gone: Callable[[Child], None]  # relay.master.reconnect
     _other_exited: Callable[[int, int], None]  # relay.master.lifecycle
 
     def _expire(self) -> None:
@@ -144,9 +145,7 @@ class Children:
             if self.registry.get(t) is child:
                 del self.registry[t]
         child.tokens = child.tokens if held else ()
-        if child.session is not None:
-            child.session.viewers.discard(child.proc.pid)
-            child.session = None
+        self._viewer_gone(child)  # a viewer: off its session's books (relay.master.reconnect)
 
     def _reap(self) -> None:
         while True:

@@ -222,8 +222,8 @@ class Messages(Naming):
     def _on_access(self, child: Child, fps: list[str] | None) -> None:
         child.joinable = True
         child.authorized = None if fps is None else frozenset(fps)
-        if child.rc.heirloom:
-            self._relink(child)  # viewers that waited for this host's reconnection
+        if child.rc.resumed:
+            self._relink(child)  # viewers that waited for this host's reconnection, and who left
 
     def _on_stats(self, child: Child, bytes_in: int, bytes_out: int) -> None:
         self.metrics.stats(child.proc.pid, bytes_in, bytes_out)

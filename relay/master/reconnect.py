@@ -19,6 +19,11 @@ it never leaves the master: a jailed connection process holds no copy of it.
 `end`, holds a session whose host is gone (its tokens reserved, its viewers waiting unlinked),
 relinks the waiting viewers to the host's new session process once it is ready (`access`), and
 ends a held session after the window (`ended` to its viewers).
+
+A viewer the host had that leaves while its host is away cannot be announced then: nobody is
+there to tell. The master keeps its address (at most control.MAX_LEFT, the rest counted) with the
+session and hands them to the new session process after the relinks (`relinked`), which tells
+the host in tmate.io's words and publishes the count and list as they are now.
 """
 
 from __future__ import annotations
@@ -105,6 +110,9 @@ class ReconnectState:
     end: bool | None = None  # a host: how it said its session ended (True: host lost, hold it)
     held_until: float | None = None  # a host held for its host's return until then (monotonic)
     heirloom: set[int] = field(default_factory=set)  # a resumed host: viewers to relink when ready
+    resumed: bool = False  # a resumed host not ready yet: its relinks (and `relinked`) are due
+    left: list[str] = field(default_factory=list)  # a host away: addresses of viewers it had that left
+    left_more: int = 0  # ... and how many more than control.MAX_LEFT
     readonly: bool = False  # a viewer: joined read-only (relinked as such)
     pubkey: str | None = None  # a viewer: its key, as it joined
     since: int = 0  # a viewer: when a session process first took it (Unix seconds); 0: not yet
@@ -218,6 +226,11 @@ class Reconnection:
         if old is not None:
             state = "held" if old.rc.held_until is not None else "live"
             child.rc.heirloom, old.viewers = old.viewers, set()
+            child.rc.left, child.rc.left_more = old.rc.left, old.rc.left_more  # who left while away
+            old.rc.left, old.rc.left_more = [], 0
+            for pid in child.rc.heirloom:  # they wait for this process now (_viewer_gone)
+                if (v := self.children.get(pid)) is not None:
+                    v.session = child
             old.rc.held_until = None
             old.tokens = ()
             if state == "live":  # the relay had not noticed the old connection die yet
@@ -232,6 +245,7 @@ class Reconnection:
             **context,
         )
         self.metrics.reconnections.labels("taken_over").inc()
+        child.rc.resumed = True
         self._send(child, "resumed", d.rw, d.ro, None)
 
     def _kill(self, child: Child, reason: str, limit: str | None = None) -> None:
@@ -288,6 +302,7 @@ class Reconnection:
         if child.rc.held_until is None or child.rc.held_until > time.monotonic():
             return  # taken over, or a later hold
         child.rc.held_until = None
+        child.rc.left, child.rc.left_more = [], 0
         for t in child.tokens:
             if self.registry.get(t) is child:
                 del self.registry[t]
@@ -355,12 +370,40 @@ class Reconnection:
         )
         return True
 
+    def _viewer_gone(self, viewer: Child) -> None:
+        """A viewer's connection ended: off its session's books. One its host had (linked before
+        the host went away: `since`) that was waiting for the host's return is remembered for the
+        host (`relinked`)."""
+        session, pid = viewer.session, viewer.proc.pid
+        if session is None:
+            return
+        viewer.session = None
+        waiting = pid in session.rc.heirloom or (session.rc.held_until is not None and pid in session.viewers)
+        session.viewers.discard(pid)
+        session.rc.heirloom.discard(pid)
+        if not waiting or not viewer.rc.since:
+            return
+        if len(session.rc.left) < control.MAX_LEFT:
+            session.rc.left.append(viewer.ip)
+        else:
+            session.rc.left_more += 1
+        self.log.info(
+            "viewer left while its host was away",
+            ip=viewer.ip,
+            pid=pid,
+            **self.log_context.get(viewer, {}),
+        )
+
     def _relink(self, session: Child) -> None:
-        """The resumed session is ready: link the viewers that waited for it."""
+        """The resumed session is ready: link the viewers that waited for it, those its host had
+        first (the ones that joined meanwhile are announced with the count as it will be), then
+        tell it who left while its host was away (`relinked`)."""
+        session.rc.resumed = False
         waiting, session.rc.heirloom = session.rc.heirloom, set()
-        for pid in waiting:
-            v = self.children.get(pid)
-            if v is None or v.killed or v.ctl.fileno() < 0:
+        children = [v for pid in waiting if (v := self.children.get(pid)) is not None]
+        for v in sorted(children, key=lambda v: v.rc.since or float("inf")):
+            pid = v.proc.pid
+            if v.killed or v.ctl.fileno() < 0:
                 continue
             # One that joined while its host was away is new to the host: announced, from now.
             relinked, v.rc.since = v.rc.since > 0, v.rc.since or int(time.time())
@@ -380,3 +423,5 @@ class Reconnection:
             session.viewers.add(pid)
             v.session = session
             self.log.info("viewer relinked", pid=pid, ip=v.ip, session_pid=session.proc.pid)
+        self._send(session, "relinked", session.rc.left, session.rc.left_more)
+        session.rc.left, session.rc.left_more = [], 0
