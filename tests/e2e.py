@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -263,7 +264,9 @@ class TmateHost:
         extra_conf: str = "",
         sx: int = 100,
         sy: int = 30,
+        args: Sequence[str] = (),
     ):
+        self.args = list(args)  # tmate's own flags (-n NAME -k KEY ...), before its command
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.home = self.dir / "home"
@@ -308,7 +311,9 @@ class TmateHost:
         """Start the session; `attached` runs the tmate client inside a real tmux terminal, as a
         user at a terminal would (its message log then holds the relay's notices)."""
         if not attached:
-            self.cmd("-f", str(self.conf), "new-session", "-d", "-x", str(self.sx), "-y", str(self.sy))
+            self.cmd(
+                "-f", str(self.conf), *self.args, "new-session", "-d", "-x", str(self.sx), "-y", str(self.sy)
+            )
             return self
         self.outer = self.dir / "outer-tmux.sock"
         subprocess.run(
@@ -324,7 +329,7 @@ class TmateHost:
                 str(self.sx),
                 "-y",
                 str(self.sy),
-                f"env -u TMUX tmate -S {self.sock} -f {self.conf}; sleep 60",
+                f"env -u TMUX {shlex.join(['tmate', '-S', str(self.sock), '-f', str(self.conf), *self.args])}; sleep 60",
             ],
             env=self.env,
             cwd=self.home,

@@ -1,11 +1,14 @@
 """Named sessions end to end: real tmate 2.4 hosts (`-n/-r/-k` and .tmate.conf), real OpenSSH
-viewers, one relay with `--api-keys` made by `pymate-relay apikey add`."""
+viewers, one relay with `--api-keys` made by `pymate-relay apikey add`. A name stays its
+session's while the session is live or held for its host (a test forwarder cuts the host's
+connection): another host asking for it gets random tokens and `session name already in use`."""
 
 from __future__ import annotations
 
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -20,6 +23,7 @@ from tests.e2e import (
     tmate_available,
     wait_for,
 )
+from tests.forward import Forwarder
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="tmate is not installed")
 
@@ -106,6 +110,47 @@ def test_a_named_host_keeps_its_name_against_a_second_one(
             assert "Invalid or expired session token" in nobody.screen()
     finally:
         first.stop()
+
+
+def test_a_held_name_is_not_taken_by_another_host(named_relay, api_key, make_host, tmp_path):
+    """A named host whose connection is cut is held with its name: a second host asking for it
+    meanwhile gets random tokens and the in-use notice; the first comes back with its name and
+    its mate."""
+    relay, key, name = named_relay, api_key[1], "held-pairing"
+    fwd = Forwarder(relay.port)
+    mate = None
+    try:
+        first = make_host(SimpleNamespace(port=fwd.port), attached=True, args=["-n", name, "-k", key])
+        first.wait_ready()
+        line = f"ssh -p{relay.port} alice/{name}@127.0.0.1"
+        wait_for(lambda: f"ssh session: {line}" in first.messages(), 5, "the named line in show-messages")
+        assert first.display("#{tmate_ssh}") == line
+        first.leave_messages()
+        mate = SshViewer(tmp_path / "mate", relay.port, f"alice/{name}").start()
+        mate.wait_screen("0:")
+        wait_for(lambda: first.display("#{tmate_num_clients}") == "1", 5, "the mate on the host")
+        held = relay.log_text().count("event='session held for reconnection'")
+        fwd.blocked = True  # the first host stays away while the second one asks
+        fwd.cut()
+        mate.wait_screen("The host is reconnecting", timeout=3)
+        wait_for(
+            lambda: relay.log_text().count("event='session held for reconnection'") > held, 5, "the hold"
+        )
+        second = make_host(relay, attached=True, extra_conf=_conf(name, "", key))
+        second.wait_ready()
+        wait_for(lambda: names.IN_USE in second.messages(), 5, "the in-use notice")
+        assert _random_tokens(second)
+        fwd.blocked = False
+        wait_for(lambda: "Reconnected" in first.messages(), 10, "the first host back")
+        assert first.display("#{tmate_ssh}") == line and names.IN_USE not in first.messages()
+        first.cmd("send-keys", "echo still-$((6*7))", "Enter")
+        mate.wait_screen("still-42", timeout=5)
+        assert not mate.exited() and first.display("#{tmate_num_clients}") == "1"
+        assert _random_tokens(second)
+    finally:
+        if mate is not None:
+            mate.stop()
+        fwd.close()
 
 
 def test_each_refusal_is_told_to_the_host(named_relay, api_key, make_host):

@@ -203,8 +203,9 @@ class Naming:
         raise NotImplementedError
 
     def _token_taken(self, token: str) -> bool:
-        """Whether a session holds `token`: a live one (the registry) or, once reconnection keeps
-        tokens for a host that may come back, one of those (extend this check for them)."""
+        """Whether a session holds `token`: a live one or one held for its host's return (the
+        registry keeps a held session's tokens, names included, until its window ends:
+        relay.master.reconnect), so a newcomer never takes a name from a reconnecting host."""
         return token in self.registry
 
     def _on_name(self, child: Child, rw: str | None, ro: str | None, key: str | None) -> None:
