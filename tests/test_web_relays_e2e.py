@@ -1,6 +1,6 @@
 """The web viewer end to end on relays of their own (TLS, -x, -A, --api-keys, --max-viewers and
---metrics, a host that leaves), with plain clients (tests.test_web_e2e's WebClient and
-http_get) and real tmate hosts."""
+--metrics, --max-connections and the jail, a host that leaves), with plain clients
+(tests.test_web_e2e's WebClient and http_get) and real tmate hosts."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from wsproto.utilities import RemoteProtocolError
 
 from tests.e2e import Relay, TmateHost, free_port, new_api_key, session_tokens, tmate_available, wait_for
 from tests.forward import Forwarder
+from tests.test_admission_e2e import lines_since, mark
+from tests.test_jail_e2e import assert_jailed, status, title
 from tests.test_proxy import v1
 from tests.test_proxy_e2e import _Via
 from tests.test_web_e2e import WebClient, http_get
@@ -227,4 +229,49 @@ def test_web_viewers_count_in_max_viewers_and_in_the_metrics(keys_dir, fingerpri
             )
             relay.wait_log("event='viewer left'")
         finally:
+            host.stop()
+
+
+def test_web_connections_are_jailed_and_admitted_as_ssh_ones(keys_dir, fingerprints, tmp_path):
+    """Each web connection process has a jail of its own (tests.test_jail_e2e's checks: its own
+    outside uid, seccomp, no_new_privs, no capabilities, its own namespaces), joined or not, and
+    the web port counts in --max-connections: the connection beyond it is refused and logged."""
+    port = free_port()
+    extra = ["--web-port", str(port), "--web-bind", "127.0.0.1", "--max-connections", "4"]
+    with Relay(keys_dir, extra=extra) as relay:
+        host = TmateHost(tmp_path / "h", relay.port, *fingerprints).start()
+        pending = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            host.wait_ready()
+            [host_pid] = relay.children()
+            rw, ro = session_tokens(host)
+            url = f"http://127.0.0.1:{port}"
+            viewers = [WebClient(port, f"/t/{t}", url).open() for t in (rw, ro)]
+            for v in viewers:
+                v.size(80, 24)
+                v.wait(lambda v=v: "0:" in v.screen_text(), what="the first frame")
+            pending.sendall(b"GET /t/")  # a request begun: a connection process, not joined
+            expected = {f"pymate [{rw[:4]}...] web 127.0.0.1", f"pymate [{ro[3:7]}...] ro-web 127.0.0.1"}
+            expected.add("pymate [web] 127.0.0.1")
+            web = wait_for(
+                lambda: (lambda p: p if {title(x) for x in p} == expected else None)(
+                    [x for x in relay.children() if x != host_pid]
+                ),
+                5,
+                "three web connection processes",
+            )
+            uids = {int(status(pid)["Uid"].split()[0]) for pid in [host_pid, *web]}
+            assert len(uids) == 4, "each connection has its own outside uid"
+            for pid in web:
+                assert_jailed(pid, relay.proc.pid, int(status(pid)["Uid"].split()[0]))
+            # The fifth connection (a host and three web connections are in) is refused at once.
+            start = mark(relay)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as fifth:
+                assert fifth.recv(100) == b""  # closed unanswered
+            wait_for(lambda: lines_since(relay, start, "limit='max-connections'"), 5, "the refusal's line")
+            [line] = lines_since(relay, start, "event='connection refused'")
+            assert "reason='too many connections (limit 4)'" in line, line
+            assert all(v.close_code is None for v in viewers) and host.alive()
+        finally:
+            pending.close()
             host.stop()
