@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import ssl
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from wsproto.utilities import RemoteProtocolError
@@ -275,3 +276,47 @@ def test_web_connections_are_jailed_and_admitted_as_ssh_ones(keys_dir, fingerpri
         finally:
             pending.close()
             host.stop()
+
+
+def test_a_page_opened_while_its_host_is_away_waits_for_it(keys_dir, make_host, tmp_path):
+    """As an ssh viewer (tests/test_reconnect_e2e.py): a page that joins a held session is shown
+    the host-away notice, what it types goes nowhere, and it is linked when the host is back. A
+    held tmate -a session stays ssh only."""
+    port = free_port()
+    (tmp_path / "authorized_keys").write_text(Path(keys_dir / "ssh_host_ed25519_key.pub").read_text())
+    with Relay(keys_dir, extra=["--web-port", str(port), "--web-bind", "127.0.0.1"]) as relay:
+        fwd = Forwarder(relay.port)
+        page = None
+        try:
+            via = SimpleNamespace(port=fwd.port)
+            host = make_host(via, attached=True)
+            conf = f'set -g tmate-authorized-keys "{tmp_path / "authorized_keys"}"\n'
+            ssh_only = make_host(via, extra_conf=conf)
+            for h in (host, ssh_only):
+                h.wait_ready()
+                wait_for(lambda h=h: h.display("#{tmate_reconnection_data}"), 3, "the host's datum")
+            host.leave_messages()
+            rw, _ = session_tokens(host)
+            fwd.blocked = True  # the hosts stay away until the page waits
+            fwd.cut()
+            wait_for(lambda: relay.log_text().count("event='session held for reconnection'") == 2, 5, "held")
+            refused = WebClient(port, f"/t/{session_tokens(ssh_only)[0]}", f"http://127.0.0.1:{port}").open()
+            refused.wait(lambda: refused.texts, what="the refusal")
+            assert refused.texts == [{"error": "This session is ssh only (tmate -a): join it with ssh"}]
+            page = WebClient(port, f"/t/{rw}", f"http://127.0.0.1:{port}").open()
+            page.size(80, 24)
+            page.wait(lambda: "The host is reconnecting" in page.screen_text(), what="the notice")
+            assert page.joined == {"readonly": False} and not page.texts
+            page.keys("echo typed-while-away\r")  # goes nowhere
+            relay.wait_log("event='viewer waiting for its host'")
+            fwd.blocked = False
+            relay.wait_log("event='host reconnected'", timeout=8)
+            relay.wait_log("event='viewer relinked'")
+            page.keys("echo typed-once-back-$((6*7))\r")
+            page.wait(lambda: "typed-once-back-42" in page.screen_text(), timeout=5, what="the echo")
+            assert session_tokens(host)[0] == rw and page.close_code is None and not page.texts
+            assert "typed-while-away" not in host.cmd("capture-pane", "-p", "-J").stdout
+        finally:
+            if page is not None:
+                page.close()
+            fwd.close()

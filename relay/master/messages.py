@@ -286,13 +286,18 @@ class Messages(Naming):
     def _join(self, viewer: Child, token: str, pubkey: str | None, fp: str | None) -> None:
         """Link a viewer to the session its token names, then step out of the data path."""
         session = self.registry.get(token)
-        if viewer.web and session is not None and session.joinable and session.authorized is not None:
+        # Whether it is ssh only (tmate -a) is known once its host is ready, and while it is held;
+        # a resumed session process before its `access` does not know yet: no web viewer waits
+        # for that one (it is refused as a session not ready, for the few ms it lasts).
+        keys_known = session is not None and (session.joinable or session.rc.held_until is not None)
+        if viewer.web and session is not None and keys_known and session.authorized is not None:
             reason = "web viewer of an ssh-only session (tmate -a)"
             self.log.info("viewer refused", ip=viewer.ip, reason=reason, **self.log_context.get(viewer, {}))
             self._send(viewer, "refused", SSH_ONLY)
             return
-        if session is not None and not viewer.web and self._join_waiting(viewer, session, token, pubkey, fp):
-            return  # its host is reconnecting: it waits with the others (relay.master.reconnect)
+        if session is not None and (keys_known or not viewer.web):
+            if self._join_waiting(viewer, session, token, pubkey, fp):
+                return  # its host is reconnecting: it waits with the others (relay.master.reconnect)
         if session is None or not session.joinable or not self._may_log_in(token, fp):
             if session is None:
                 reason = "no session for this token"
