@@ -290,6 +290,18 @@ def test_a_web_viewer_sees_the_session_and_types_into_it(web):
         v.close()
 
 
+def test_a_closed_page_stops_counting_toward_the_size(web):
+    """A page's size counts while it is open: once it is closed the session grows back to the
+    host's own terminal (100 columns)."""
+    wait_for(lambda: web.host.display("#{window_width}") == "100", 5, "the host's own width")
+    v = web.viewer(web.rw, 60, 20)
+    try:
+        wait_for(lambda: web.host.display("#{window_width}") == "60", 5, "the session at the page's width")
+    finally:
+        v.close()
+    wait_for(lambda: web.host.display("#{window_width}") == "100", 5, "the session back at the host's width")
+
+
 def test_a_readonly_web_viewer_cannot_type(web):
     v = web.viewer(web.ro)
     try:
