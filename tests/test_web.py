@@ -85,6 +85,7 @@ def test_every_response_carries_the_security_headers():
     csp = next(line for line in text.split("\r\n") if line.startswith("Content-Security-Policy: "))
     assert "script-src 'self';" in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
     assert "connect-src wss://relay.example.com;" in csp and "default-src 'none'" in csp
+    assert "style-src 'unsafe-inline';" in csp  # inline only: xterm.js writes its own (policy.py)
     assert "X-Content-Type-Options: nosniff" in text and "Referrer-Policy: no-referrer" in text
     assert "Content-Length: 2" in text and "Connection: close" in text
 

@@ -3,7 +3,7 @@ Origin check, and which peer may say who the client is (X-Forwarded-For).
 
 `--web-url` is the address mates open (`URL/t/TOKEN`); the WebSocket is accepted only from a page
 of that origin, and the Content-Security-Policy lets the page load only the relay's own script
-and style and connect only to that origin's WebSocket.
+(its style is inline) and connect only to that origin's WebSocket.
 """
 
 from __future__ import annotations
@@ -56,9 +56,19 @@ class WebPolicy:
         return f"{self.url}/t/{token}"
 
     def headers(self) -> dict[str, str]:
-        """The headers of every response: no inline script, nothing from elsewhere."""
+        """The headers of every response: no inline script, nothing from elsewhere.
+
+        Styles are inline only ('unsafe-inline', and no stylesheet is loaded: the page holds its
+        own), since xterm.js 6 cannot draw without inline style of two kinds, and neither can
+        be pinned by a hash or a nonce: its DOM renderer and scroll bar create four `<style>`
+        elements whose text it writes at run time (the theme's colours, the font, the measured
+        cell size: blocked, the rows fall back to the browser's default font) and it has no
+        option to give them a nonce; and it sets a `style` attribute (setAttribute) on each cell
+        of a true-colour or contrast-adjusted colour (blocked under `style-src-attr 'none'`, a
+        red cell is drawn white). A hash for the page's own `<style>` would not help either:
+        beside a hash, browsers ignore 'unsafe-inline'."""
         csp = (
-            "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
             f"connect-src {self.socket_origin}; img-src 'self' data:; font-src 'self'; "
             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
         )
