@@ -7,6 +7,7 @@ says so, it does not skip.
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 import zlib
@@ -83,6 +84,18 @@ def terminal_text(page) -> str:
     return page.inner_text(".xterm-rows")
 
 
+def page_rows(page) -> list[str]:
+    """The terminal's rows as xterm.js drew them (one element each)."""
+    return page.eval_on_selector_all(".xterm-rows > div", "rows => rows.map(r => r.textContent)")
+
+
+# The computed colour of the cell that shows TRUERED, or null.
+TRUE_RED = """() => {
+  const cell = [...document.querySelectorAll(".xterm-rows span")].find(s => s.textContent.startsWith("TRUERED"));
+  return cell ? getComputedStyle(cell).color : null;
+}"""
+
+
 def wait_text(page, text: str, timeout: float = 10) -> None:
     wait_for(lambda: text in terminal_text(page), timeout, f"{text!r} on the page")
 
@@ -99,9 +112,16 @@ def test_a_browser_joins_types_opens_a_window_and_follows_its_size(browser, sess
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(url)
     wait_text(page, "0:")  # the status line's window list
-    host.cmd("send-keys", "-l", "echo from-the-host-$((6*7))")
+    prompt = host_screen(host).splitlines()[0].strip()  # the host's shell prompt (`#` or `$`)
+    assert prompt, host_screen(host)
+    wait_for(lambda: page_rows(page)[0].strip() == prompt, 5, f"the host's prompt {prompt!r} on the page")
+    host.cmd(
+        "send-keys", "-l", "echo from-the-host-$((6*7)); printf '\\033[38;2;255;0;0mTRUE''RED\\033[m\\n'"
+    )
     host.cmd("send-keys", "Enter")
     wait_text(page, "from-the-host-42")
+    # A true-colour cell: xterm.js gives it a style attribute (which the CSP must allow).
+    wait_for(lambda: page.evaluate(TRUE_RED) == "rgb(255, 0, 0)", 5, "the true-colour cell drawn red")
 
     # Typing in the page runs on the host.
     page.locator(".xterm").click()
@@ -115,6 +135,20 @@ def test_a_browser_joins_types_opens_a_window_and_follows_its_size(browser, sess
     page.keyboard.press("c")
     wait_for(lambda: host.display("#{session_windows}") == "2", 5, "a second window")
     wait_text(page, "1:")
+
+    # Split panes with their border, copy mode's indicator, a tmux prompt on the status line.
+    host.cmd("split-window", "-h")
+    wait_for(lambda: sum("\u2502" in r for r in page_rows(page)) >= 10, 5, "the panes' border on the page")
+    page.keyboard.press("Control+b")
+    page.keyboard.press("[")
+    wait_for(lambda: re.search(r"\[0/\d+\]", terminal_text(page)), 5, "copy mode's [0/N] on the page")
+    page.keyboard.press("q")
+    wait_for(lambda: not re.search(r"\[0/\d+\]", terminal_text(page)), 5, "copy mode left")
+    page.keyboard.press("Control+b")
+    page.keyboard.press(":")
+    wait_for(lambda: page_rows(page)[-1].startswith(":"), 5, "the command prompt on the status line")
+    page.keyboard.press("Escape")
+    wait_for(lambda: "0:" in page_rows(page)[-1], 5, "the status line back")
 
     # The session follows the browser window's size.
     wait_for(lambda: host.display("#{window_width}") not in ("", "100"), 5, "the session at the page's size")
