@@ -2,8 +2,8 @@
 
 1. Join: ssh start -> host text on the viewer (a real OpenSSH client on a pty), and page load ->
    host text visible in the browser's terminal (Debian's chromium through playwright: a fresh
-   page each time; the page, four assets and the WebSocket, each its own jailed connection
-   process), median of --joins.
+   page each time; the page, its two scripts and the WebSocket take three jailed connection
+   processes, the page's connection serving one script), median of --joins.
 2. Keystroke echo through a raw pty on the host (`stty raw -echo` and a byte-echo loop): ssh
    (write to the pty -> the byte back), and the browser (its keydown -> the frame's WebSocket
    message, and -> the byte drawn in xterm.js's rows, which waits for its next animation frame;
