@@ -422,3 +422,62 @@ def test_the_master_keeps_who_left_while_the_host_was_away(monkeypatch):
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_a_resumed_tmate_a_session_admits_only_its_keys_among_the_viewers_that_waited():
+    """A host with authorized keys (tmate -a) is away and back: until its new session process
+    says which keys it admits (`access`), the held session's keys decide who may wait (a stranger
+    is refused, a web page too: ssh only); at that `access`, a waiting viewer whose key is no
+    longer listed gets its last line instead of a link."""
+    from relay.master.reconnect import NOT_AUTHORIZED
+    from relay.master.web import SSH_ONLY
+    from tests.test_master import make_master, registered_child
+
+    fp1, fp2, stranger = ("SHA256:" + c * 43 for c in "abs")
+    m = make_master()
+    procs = []
+
+    def child(web: bool = False):
+        proc, ours, c = registered_child(m)
+        c.web = web
+        procs.append(proc)
+        return ours, c
+
+    try:
+        h1_ours, h1 = child()
+        for msg in (("host",), ("access", [fp1, fp2]), ("rdata",)):
+            _say(m, h1_ours, h1, *msg)
+        assert _answer(h1_ours)[0] == "tokens"
+        _, (datum,) = _answer(h1_ours)
+        rw, _ro = h1.tokens
+        first_ours, first = child()
+        _say(m, first_ours, first, "join", rw, None, fp1, None)
+        assert _answer(first_ours) == ("joined", [False])
+        _say(m, h1_ours, h1, "end", True)
+        m._forget(h1)  # held, `first` waiting
+        h2_ours, h2 = child()
+        _say(m, h2_ours, h2, "host")
+        _say(m, h2_ours, h2, "resume", datum)
+        assert _answer(h2_ours)[0] == "tokens" and _answer(h2_ours)[0] == "resumed"
+        assert h2.authorized == frozenset({fp1, fp2})  # the held session's, until `access`
+        assert not m._may_log_in(rw, stranger) and not m._may_log_in(rw, None)
+        second_ours, second = child()
+        _say(m, second_ours, second, "join", rw, None, fp2, None)
+        assert _answer(second_ours) == ("joined", [False]) and second.session is h2  # waits
+        for fp, web in ((stranger, False), (fp1, True)):
+            ours, v = child(web)
+            _say(m, ours, v, "join", rw, None, fp, None)
+            assert (
+                _answer(ours) == (("refused", [SSH_ONLY]) if web else ("no-session", []))
+                and v.session is None
+            )
+        _say(m, h2_ours, h2, "access", [fp1])  # back, it admits fp1 only
+        assert _answer(h2_ours)[0] == "viewer"  # `first`
+        assert _answer(h2_ours) == ("relinked", [[], 0])
+        assert _answer(first_ours) == ("relink", [False])
+        assert _answer(second_ours) == ("ended", [NOT_AUTHORIZED])
+        assert h2.viewers == {first.proc.pid}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -287,9 +287,12 @@ class Messages(Naming):
         """Link a viewer to the session its token names, then step out of the data path."""
         session = self.registry.get(token)
         # Whether it is ssh only (tmate -a) is known once its host is ready, and while it is held;
-        # a resumed session process before its `access` does not know yet: no web viewer waits
-        # for that one (it is refused as a session not ready, for the few ms it lasts).
-        keys_known = session is not None and (session.joinable or session.rc.held_until is not None)
+        # a resumed session process before its `access` has its held session's keys (ssh only
+        # when it had some); one that had none may still get some: no web viewer waits for it
+        # (it is refused as a session not ready, for the few ms it lasts).
+        keys_known = session is not None and (
+            session.joinable or session.rc.held_until is not None or session.authorized is not None
+        )
         if viewer.web and session is not None and keys_known and session.authorized is not None:
             reason = "web viewer of an ssh-only session (tmate -a)"
             self.log.info("viewer refused", ip=viewer.ip, reason=reason, **self.log_context.get(viewer, {}))
@@ -346,7 +349,11 @@ class Messages(Naming):
             ends[1].close()
         session.viewers.add(viewer.proc.pid)
         viewer.session = session
-        viewer.rc.readonly, viewer.rc.pubkey = readonly, pubkey  # to relink it after a reconnection
+        viewer.rc.readonly, viewer.rc.pubkey, viewer.rc.fp = (
+            readonly,
+            pubkey,
+            fp,
+        )  # to relink it after a reconnection
         viewer.rc.since = since
         self.metrics.viewers_linked.inc()
         self.log.info(

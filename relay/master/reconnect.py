@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relay import control, log
+from relay.master.web import SSH_ONLY
 
 if TYPE_CHECKING:
     from relay.master.server import Child, RelayConfig
@@ -49,6 +50,8 @@ KEY_BYTES = 32
 DATA_VERSION = 1
 CLOCK_SKEW = 60  # seconds an issue time may lie in the future (the clock stepped back)
 SERVER_EXITED = "[server exited]"
+# The last line of a viewer that waited for a host which, back, admits only its authorized keys
+NOT_AUTHORIZED = "[this session admits only its host's authorized keys]"
 HOST_GONE = "host did not reconnect within the reconnect window"
 
 __all__ = ["Datum", "HmacKey", "ReconnectState", "Reconnection", "check_datum", "make_datum", "outcome_of"]
@@ -115,6 +118,7 @@ class ReconnectState:
     left_more: int = 0  # ... and how many more than control.MAX_LEFT
     readonly: bool = False  # a viewer: joined read-only (relinked as such)
     pubkey: str | None = None  # a viewer: its key, as it joined
+    fp: str | None = None  # a viewer: that key's fingerprint (checked again at its relink)
     since: int = 0  # a viewer: when a session process first took it (Unix seconds); 0: not yet
 
 
@@ -233,6 +237,9 @@ class Reconnection:
                     v.session = child
             old.rc.held_until = None
             old.tokens = ()
+            # Until the new process's `access` says which keys its viewers need (tmate -a), the
+            # old session's hold: a viewer arriving in between is checked against those.
+            child.authorized = old.authorized
             if state == "live":  # the relay had not noticed the old connection die yet
                 self._kill(old, "superseded: its host reconnected")
         self.log.info(
@@ -362,7 +369,7 @@ class Reconnection:
             ends[1].close()
         waiting.add(viewer.proc.pid)
         viewer.session = session
-        viewer.rc.readonly, viewer.rc.pubkey = readonly, pubkey
+        viewer.rc.readonly, viewer.rc.pubkey, viewer.rc.fp = readonly, pubkey, fp
         context = self.log_context.setdefault(viewer, {})
         context["session"] = session.tokens[0][: log.SHOWN]
         self.log.info(
@@ -394,6 +401,18 @@ class Reconnection:
             **self.log_context.get(viewer, {}),
         )
 
+    @staticmethod
+    def _not_admitted(session: Child, v: Child) -> tuple[str, str] | None:
+        """Why a waiting viewer may not be linked to the resumed session, now that its keys are
+        known (its `access`), and the viewer's last line; None when it may."""
+        if session.authorized is None:
+            return None
+        if v.web:
+            return "web viewer of an ssh-only session (tmate -a)", SSH_ONLY
+        if v.rc.fp is None or v.rc.fp not in session.authorized:
+            return "key not among the session's authorized keys", NOT_AUTHORIZED
+        return None
+
     def _relink(self, session: Child) -> None:
         """The resumed session is ready: link the viewers that waited for it, those its host had
         first (the ones that joined meanwhile are announced with the count as it will be), then
@@ -404,6 +423,11 @@ class Reconnection:
         for v in sorted(children, key=lambda v: v.rc.since or float("inf")):
             pid = v.proc.pid
             if v.killed or v.ctl.fileno() < 0:
+                continue
+            refusal = self._not_admitted(session, v)
+            if refusal is not None:  # the resumed host's keys (tmate -a) leave this one out
+                self.log.info("viewer refused", pid=pid, ip=v.ip, reason=refusal[0])
+                self._send(v, "ended", refusal[1])
                 continue
             # One that joined while its host was away is new to the host: announced, from now.
             relinked, v.rc.since = v.rc.since > 0, v.rc.since or int(time.time())
