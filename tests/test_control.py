@@ -267,10 +267,10 @@ def test_the_table_refuses_what_the_master_would_refuse():
     with pytest.raises(control.ControlError):
         control.encode(TO_MASTER, "join", "x" * (control.MAX_USER + 1), None, None, None)
     with pytest.raises(control.ControlError):
-        control.encode(TO_CONNECTION, "viewer", True, "192.0.2.1", None, False)  # a field short
+        control.encode(TO_CONNECTION, "viewer", True, "192.0.2.1", None, False, 0)  # a field short
     for relinked, since in ((1, 0), (False, -1), (False, True), (False, control.MAX_COUNT + 1), (False, 1.5)):
         with pytest.raises(control.ControlError):  # relinked is a bool, since an int 0..2^62
-            control.encode(TO_CONNECTION, "viewer", True, "192.0.2.1", None, relinked, since)
+            control.encode(TO_CONNECTION, "viewer", True, "192.0.2.1", None, relinked, since, False)
     with pytest.raises(control.ControlError):
         control.encode(TO_MASTER, "tokens", "a", "b")  # the master's message, not a connection's
 
@@ -282,7 +282,7 @@ def test_session_side_ignores_what_is_not_a_viewer_and_closes_its_fds(pair):
     assert client.receive_viewer() is None
     socket.send_fds(ours, [control.encode(TO_CONNECTION, "joined", True)], [r])  # not for a session
     assert client.receive_viewer() is None
-    ours.send(control.encode(TO_CONNECTION, "viewer", True, "192.0.2.1", None, False, 1))  # no fd
+    ours.send(control.encode(TO_CONNECTION, "viewer", True, "192.0.2.1", None, False, 1, False))  # no fd
     assert client.receive_viewer() is None
     os.close(r)
     # The process holds no copies of the pipe's read end: writing to it fails.
@@ -291,21 +291,22 @@ def test_session_side_ignores_what_is_not_a_viewer_and_closes_its_fds(pair):
     os.close(w)
     a, b = socket.socketpair()
     control.send_with_fd(
-        ours, control.encode(TO_CONNECTION, "viewer", False, "192.0.2.1", None, False, 7), a.fileno()
+        ours, control.encode(TO_CONNECTION, "viewer", False, "192.0.2.1", None, False, 7, False), a.fileno()
     )
     new = client.receive_viewer()
     assert new is not None and (new.readonly, new.ip, new.pubkey) == (False, "192.0.2.1", None)
-    assert (new.relinked, new.since) == (False, 7)
+    assert (new.relinked, new.since, new.web) == (False, 7, False)
     os.close(new.fd)
     since = 1_800_000_000  # a relinked viewer: it joined before its host reconnected
-    data = control.encode(TO_CONNECTION, "viewer", True, "192.0.2.9", "ssh-ed25519 AAAA", True, since)
+    data = control.encode(TO_CONNECTION, "viewer", True, "192.0.2.9", "ssh-ed25519 AAAA", True, since, True)
     control.send_with_fd(ours, data, a.fileno())
     new = client.receive_viewer()
-    assert new is not None and (new.readonly, new.ip, new.relinked, new.since) == (
+    assert new is not None and (new.readonly, new.ip, new.relinked, new.since, new.web) == (
         True,
         "192.0.2.9",
         True,
         since,
+        True,
     )
     os.close(new.fd)
     a.close()

@@ -73,7 +73,7 @@ class RunningSession:
     def join(self) -> socket.socket:
         """A viewer joins (80x24); returns its end of the link."""
         viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        data = control.encode(control.TO_CONNECTION, "viewer", False, "192.0.2.2", None, False, 0)
+        data = control.encode(control.TO_CONNECTION, "viewer", False, "192.0.2.2", None, False, 0, False)
         control.send_with_fd(self.ctl, data, session_end.fileno())
         session_end.close()
         viewer_end.send(link.resize(80, 24))
@@ -215,7 +215,7 @@ def test_a_vanished_host_ends_the_session_with_a_reason_and_every_viewer_is_told
     ends = []
     for readonly in (False, True):
         viewer_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        data = control.encode(control.TO_CONNECTION, "viewer", readonly, "192.0.2.2", None, False, 0)
+        data = control.encode(control.TO_CONNECTION, "viewer", readonly, "192.0.2.2", None, False, 0, False)
         control.send_with_fd(ctl, data, session_end.fileno())
         session_end.close()
         viewer_end.send(link.resize(80, 24))

@@ -87,6 +87,12 @@ def test_texts_count_clients_as_tmate_io_did():
     assert presence.joined_text("1.2.3.4", True, None, 2) == (
         "A mate has joined (1.2.3.4, read-only) -- 2 clients currently connected"
     )
+    assert presence.joined_text("1.2.3.4", False, None, 1, web=True) == (
+        "A mate has joined (1.2.3.4, read-write, web) -- 1 client currently connected"
+    )
+    page = _viewer(1, "5.6.7.8", True, 1_700_000_000)
+    page.web = True
+    assert presence.clients_text([page]).startswith("5.6.7.8 ro web since ")
 
 
 def test_clients_list_is_bounded():

@@ -289,8 +289,8 @@ def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
         v1_ours, v1 = child()
         _say(m, v1_ours, v1, "join", rw, None, None, None)
         assert _answer(v1_ours) == ("joined", [False])
-        name, (readonly, _ip, _key, relinked, since) = _answer(h1_ours)
-        assert (name, readonly, relinked) == ("viewer", False, False)
+        name, (readonly, _ip, _key, relinked, since, web) = _answer(h1_ours)
+        assert (name, readonly, relinked, web) == ("viewer", False, False, False)
         assert abs(since - time.time()) < 5 and v1.rc.since == since
         v1.rc.since = since = since - 3600  # as if it had joined an hour ago
         _say(m, h1_ours, h1, "end", True)
@@ -305,7 +305,7 @@ def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
         _say(m, h2_ours, h2, "access", None)  # ready: the waiting viewers are linked to it
         got = {}
         for _ in range(2):
-            name, (readonly, _ip, _key, relinked, first) = _answer(h2_ours)
+            name, (readonly, _ip, _key, relinked, first, _web) = _answer(h2_ours)
             assert name == "viewer"
             got[readonly] = (relinked, first)
         assert got[False] == (True, since)  # v1: the host knows it, since its first join
@@ -328,7 +328,9 @@ def test_a_relinked_viewer_is_listed_as_before_and_not_announced():
     first = NOW - 3600
 
     def viewer(i: int, readonly: bool) -> Any:
-        v = SimpleNamespace(id=i, ip=f"192.0.2.{i}", readonly=readonly, since=0.0, fingerprint=None)
+        v = SimpleNamespace(
+            id=i, ip=f"192.0.2.{i}", readonly=readonly, since=0.0, fingerprint=None, web=False
+        )
         hs.viewers[i] = v
         return v
 

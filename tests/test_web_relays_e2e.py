@@ -145,7 +145,7 @@ def test_behind_a_proxy_the_client_address_is_the_proxy_headers_or_a_trusted_for
                 proxy = f"PROXY TCP4 {source} 127.0.0.1 5000 80\r\n".encode()
                 v = WebClient(port, f"/t/{ro}", origin, preamble=proxy, headers=xff).open()
                 v.wait(lambda v=v: v.joined is not None, what="joined")
-                notice = f"A mate has joined ({named}, read-only)"
+                notice = f"A mate has joined ({named}, read-only, web) -- 1 client currently connected"
                 wait_for(lambda n=notice: n in host.messages(), 5, notice)
                 v.close()
             taken = relay.wait_log("event='forwarded address taken'")

@@ -215,7 +215,9 @@ class HostSession(ViewerHandling):
                 elif isinstance(new, control.Relinked):
                     presence.back(self, new.left, new.more)
                 elif new is not None:
-                    self._add_viewer(new.fd, new.readonly, new.ip, new.pubkey, new.relinked, new.since)
+                    self._add_viewer(
+                        new.fd, new.readonly, new.ip, new.pubkey, new.relinked, new.since, new.web
+                    )
             now = time.monotonic()
             for sock in readable:
                 v = self.by_fd.get(sock.fileno()) if sock not in (self.chan, ctl) else None

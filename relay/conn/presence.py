@@ -2,9 +2,10 @@
 
 On every viewer join and leave the host gets a NOTIFY in tmate.io's words (its status line and
 `show-messages`), `A mate has joined (1.2.3.4, read-only) -- 2 clients currently connected`
-(with the key's fingerprint when the viewer authenticated with one) and `A mate has left
+(`read-only, web` for a browser's page; with the key's fingerprint when the viewer
+authenticated with one) and `A mate has left
 (1.2.3.4) -- 1 client currently connected`, then SET_ENV `tmate_num_clients` (the count) and
-`tmate_clients` (who: `1.2.3.4 rw since 12:03:01, 5.6.7.8 ro since 12:04:10`, relay-local time,
+`tmate_clients` (who: `1.2.3.4 rw since 12:03:01, 5.6.7.8 ro web since 12:04:10`, relay-local time,
 at most MAX_CLIENTS_TEXT characters), so `tmate display -p '#{tmate_clients}'` answers "who is
 watching".
 
@@ -55,8 +56,10 @@ def _count(n: int) -> str:
     return f"{n} client{'s' if n > 1 else ''} currently connected"
 
 
-def joined_text(ip: str, readonly: bool, fingerprint: str | None, n: int) -> str:
+def joined_text(ip: str, readonly: bool, fingerprint: str | None, n: int, web: bool = False) -> str:
     who = [ip, "read-only" if readonly else "read-write"]
+    if web:
+        who.append("web")
     if fingerprint:
         who.append(f"key {fingerprint}")
     return f"A mate has joined ({', '.join(who)}) -- {_count(n)}"
@@ -70,7 +73,7 @@ def clients_text(viewers: Iterable[Viewer], limit: int = MAX_CLIENTS_TEXT) -> st
     """`ADDRESS rw|ro since HH:MM:SS, ...` oldest first, cut at `limit` characters with the
     number of viewers left out."""
     entries = [
-        f"{v.ip} {'ro' if v.readonly else 'rw'} since {time.strftime('%H:%M:%S', time.localtime(v.since))}"
+        f"{v.ip} {'ro' if v.readonly else 'rw'}{' web' if v.web else ''} since {time.strftime('%H:%M:%S', time.localtime(v.since))}"
         for v in sorted(viewers, key=lambda v: (v.since, v.id))
     ]
     text = ", ".join(entries)
@@ -107,7 +110,7 @@ def joined(hs: Any, v: Viewer, pubkey: str | None, relinked: bool = False, since
     v.since = since or time.time()
     v.fingerprint = fingerprint_of(pubkey)
     if not relinked:  # a relinked one is published with the rest, at `relinked` (back)
-        _announce(hs, joined_text(v.ip, v.readonly, v.fingerprint, len(hs.viewers)))
+        _announce(hs, joined_text(v.ip, v.readonly, v.fingerprint, len(hs.viewers), v.web))
 
 
 def left(hs: Any, v: Viewer) -> None:

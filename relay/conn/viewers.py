@@ -53,6 +53,7 @@ class Viewer:
     prompt: ViewerPrompt | None = None
     since: float = 0.0  # when it first joined the session (Unix seconds), for the host's #{tmate_clients}
     fingerprint: str | None = None  # its key's, when it authenticated with one
+    web: bool = False  # a browser's page: named so in the host's notices and #{tmate_clients}
 
 
 class ViewerHandling:
@@ -81,6 +82,7 @@ class ViewerHandling:
         pubkey: str | None = None,
         relinked: bool = False,
         since: int = 0,
+        web: bool = False,
     ) -> None:
         sock = socket.socket(fileno=fd)
         limit = self.max_viewers
@@ -107,11 +109,19 @@ class ViewerHandling:
         parser = InputParser(escape_time_for(self.session))
         dispatcher = KeyDispatcher(self.session, cid, readonly)
         v = Viewer(
-            id=cid, sock=sock, readonly=readonly, ip=str(ip)[:64], parser=parser, dispatcher=dispatcher
+            id=cid,
+            sock=sock,
+            readonly=readonly,
+            ip=str(ip)[:64],
+            parser=parser,
+            dispatcher=dispatcher,
+            web=web,
         )
         self.viewers[cid] = v
         self.by_fd[sock.fileno()] = v
-        self.log.info("viewer attached", client=cid, readonly=readonly, ip=v.ip, viewers=len(self.viewers))
+        self.log.info(
+            "viewer attached", client=cid, readonly=readonly, web=web, ip=v.ip, viewers=len(self.viewers)
+        )
         self._update_title()
         presence.joined(self, v, pubkey, relinked, since)
 

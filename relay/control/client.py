@@ -51,6 +51,7 @@ class NewViewer:
     fd: int
     relinked: bool = False  # linked again after its host reconnected: the host knows it already
     since: int = 0  # when it first joined this session (Unix seconds, the master's clock)
+    web: bool = False  # a browser's page (the master's web listener took it), not an ssh client
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ class Client:
             return ReconnectionData(args[0])
         if name == "relinked":
             return Relinked(tuple(args[0]), args[1])
-        return NewViewer(args[0], args[1], args[2], fds[0], relinked=args[3], since=args[4])
+        return NewViewer(args[0], args[1], args[2], fds[0], relinked=args[3], since=args[4], web=args[5])
 
     def resume(self, data: str) -> tuple[str, str, str | None]:
         """The host sent RECONNECT `data`: (rw, ro, None) when the session took over its old

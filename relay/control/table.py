@@ -202,6 +202,7 @@ TO_CONNECTION = _table(
             optional_text("pubkey", MAX_PUBKEY),
             flag("relinked"),
             count("since"),
+            flag("web"),
         ),
         frozenset({HOST}),
         fd=True,

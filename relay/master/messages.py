@@ -329,7 +329,9 @@ class Messages(Naming):
         since = int(time.time())  # its first link: a relink after a reconnection keeps it
         ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            data = control.encode(control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey, False, since)
+            data = control.encode(
+                control.TO_CONNECTION, "viewer", readonly, viewer.ip, pubkey, False, since, viewer.web
+            )
             control.send_with_fd(session.ctl, data, ends[0].fileno())
         except OSError as e:
             self.log.warning(

@@ -433,7 +433,7 @@ class Reconnection:
             relinked, v.rc.since = v.rc.since > 0, v.rc.since or int(time.time())
             ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                args = (v.rc.readonly, v.ip, v.rc.pubkey, relinked, v.rc.since)
+                args = (v.rc.readonly, v.ip, v.rc.pubkey, relinked, v.rc.since, v.web)
                 msg = control.encode(control.TO_CONNECTION, "viewer", *args)
                 control.send_with_fd(session.ctl, msg, ends[0].fileno())
                 msg = control.encode(control.TO_CONNECTION, "relink", v.rc.readonly)
