@@ -162,6 +162,8 @@ def test_a_browser_joins_types_opens_a_window_and_follows_its_size(browser, sess
     ro = browser.new_page(viewport={"width": 800, "height": 500})
     ro.goto(ro_url)
     wait_text(ro, "0:")
+    # Wider than the session (the read-write page sets its size): tmux's fill beyond the window.
+    wait_text(ro, "\u00b7")
     ro.locator(".xterm").click()
     ro.keyboard.type("echo read-only-typed")
     ro.keyboard.press("Enter")
