@@ -4,6 +4,7 @@ characters, history, the alternate screen, the cursor)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -265,26 +266,47 @@ def _say(m, ours, child, *msg) -> None:
     m._on_control(child)
 
 
-def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
-    """`viewer` to the host's new session process: relinked with its first join time for a viewer
-    the old one had, not relinked (announced, from now) for one that joined while the host was away."""
+@contextlib.contextmanager
+def _master():
+    """A master driven through the control table, and a maker of children known to it (real
+    processes, killed at the end; `child(**attrs)` sets the Child's attributes)."""
     from tests.test_master import make_master, registered_child
 
     m = make_master()
     procs = []
 
-    def child():
+    def child(**attrs: Any):
         proc, ours, c = registered_child(m)
+        for name, value in attrs.items():
+            setattr(c, name, value)
         procs.append(proc)
         return ours, c
 
     try:
-        h1_ours, h1 = child()
-        for msg in (("host",), ("access", None), ("rdata",)):
-            _say(m, h1_ours, h1, *msg)
-        assert _answer(h1_ours)[0] == "tokens"
-        name, (datum,) = _answer(h1_ours)
-        assert name == "rdata"
+        yield m, child
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def _host_with_datum(m, child, access: list[str] | None = None):
+    """A host whose session is ready (`access`) and has its reconnection datum: (its end of the
+    control socket, the Child, the datum)."""
+    ours, host = child()
+    for msg in (("host",), ("access", access), ("rdata",)):
+        _say(m, ours, host, *msg)
+    assert _answer(ours)[0] == "tokens"
+    name, (datum,) = _answer(ours)
+    assert name == "rdata"
+    return ours, host, datum
+
+
+def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
+    """`viewer` to the host's new session process: relinked with its first join time for a viewer
+    the old one had, not relinked (announced, from now) for one that joined while the host was away."""
+    with _master() as (m, child):
+        h1_ours, h1, datum = _host_with_datum(m, child)
         rw, ro = h1.tokens
         v1_ours, v1 = child()
         _say(m, v1_ours, v1, "join", rw, None, None, None)
@@ -312,10 +334,6 @@ def test_the_master_relinks_its_viewers_as_relinked_since_their_first_join():
         assert got[True][0] is False and abs(got[True][1] - time.time()) < 5 and v2.rc.since == got[True][1]
         assert [_answer(o)[0] for o in (v1_ours, v2_ours)] == ["relink", "relink"]
         assert _answer(h2_ours) == ("relinked", [[], 0])  # the relinks are done; nobody left
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def test_a_relinked_viewer_is_listed_as_before_and_not_announced():
@@ -377,33 +395,18 @@ def test_the_master_keeps_who_left_while_the_host_was_away(monkeypatch):
     """A viewer the host had that leaves while its host is away (held, or resumed and not ready
     yet) is handed to the new session process after the relinks (`relinked`), at most
     control.MAX_LEFT by address; one that joined meanwhile, unknown to the host, is not."""
-    from tests.test_master import make_master, registered_child
-
     monkeypatch.setattr(control, "MAX_LEFT", 2)
-    m = make_master()
-    procs = []
-
-    def child(ip: str = "192.0.2.9"):
-        proc, ours, c = registered_child(m)
-        c.ip = ip
-        procs.append(proc)
-        return ours, c
-
-    try:
-        h1_ours, h1 = child()
-        for msg in (("host",), ("access", None), ("rdata",)):
-            _say(m, h1_ours, h1, *msg)
-        assert _answer(h1_ours)[0] == "tokens"
-        _, (datum,) = _answer(h1_ours)
+    with _master() as (m, child):
+        h1_ours, h1, datum = _host_with_datum(m, child)
         rw, ro = h1.tokens
         had = []
         for i in range(4):
-            v_ours, v = child(f"198.51.100.{i}")
+            v_ours, v = child(ip=f"198.51.100.{i}")
             _say(m, v_ours, v, "join", rw, None, None, None)
             had.append(v)
         _say(m, h1_ours, h1, "end", True)
         m._forget(h1)  # held
-        late_ours, late = child("203.0.113.1")
+        late_ours, late = child(ip="203.0.113.1")
         _say(m, late_ours, late, "join", ro, None, None, None)  # joins while away: it waits
         for v in (had[0], had[1], had[2], late):  # three the host had and the late one leave
             m._forget(v)
@@ -420,10 +423,6 @@ def test_the_master_keeps_who_left_while_the_host_was_away(monkeypatch):
         h2_ours.setblocking(False)
         with pytest.raises(BlockingIOError):
             h2_ours.recv(1)
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def test_a_resumed_tmate_a_session_admits_only_its_keys_among_the_viewers_that_waited():
@@ -433,24 +432,10 @@ def test_a_resumed_tmate_a_session_admits_only_its_keys_among_the_viewers_that_w
     longer listed gets its last line instead of a link."""
     from relay.master.reconnect import NOT_AUTHORIZED
     from relay.master.web import SSH_ONLY
-    from tests.test_master import make_master, registered_child
 
     fp1, fp2, stranger = ("SHA256:" + c * 43 for c in "abs")
-    m = make_master()
-    procs = []
-
-    def child(web: bool = False):
-        proc, ours, c = registered_child(m)
-        c.web = web
-        procs.append(proc)
-        return ours, c
-
-    try:
-        h1_ours, h1 = child()
-        for msg in (("host",), ("access", [fp1, fp2]), ("rdata",)):
-            _say(m, h1_ours, h1, *msg)
-        assert _answer(h1_ours)[0] == "tokens"
-        _, (datum,) = _answer(h1_ours)
+    with _master() as (m, child):
+        h1_ours, h1, datum = _host_with_datum(m, child, [fp1, fp2])
         rw, _ro = h1.tokens
         first_ours, first = child()
         _say(m, first_ours, first, "join", rw, None, fp1, None)
@@ -467,7 +452,7 @@ def test_a_resumed_tmate_a_session_admits_only_its_keys_among_the_viewers_that_w
         _say(m, second_ours, second, "join", rw, None, fp2, None)
         assert _answer(second_ours) == ("joined", [False]) and second.session is h2  # waits
         for fp, web in ((stranger, False), (fp1, True)):
-            ours, v = child(web)
+            ours, v = child(web=web)
             _say(m, ours, v, "join", rw, None, fp, None)
             assert (
                 _answer(ours) == (("refused", [SSH_ONLY]) if web else ("no-session", []))
@@ -479,7 +464,3 @@ def test_a_resumed_tmate_a_session_admits_only_its_keys_among_the_viewers_that_w
         assert _answer(first_ours) == ("relink", [False])
         assert _answer(second_ours) == ("ended", [NOT_AUTHORIZED])
         assert h2.viewers == {first.proc.pid}
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
