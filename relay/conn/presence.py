@@ -3,11 +3,10 @@
 On every viewer join and leave the host gets a NOTIFY in tmate.io's words (its status line and
 `show-messages`), `A mate has joined (1.2.3.4, read-only) -- 2 clients currently connected`
 (`read-only, web` for a browser's page; with the key's fingerprint when the viewer
-authenticated with one) and `A mate has left
-(1.2.3.4) -- 1 client currently connected`, then SET_ENV `tmate_num_clients` (the count) and
-`tmate_clients` (who: `1.2.3.4 rw since 12:03:01, 5.6.7.8 ro web since 12:04:10`, relay-local time,
-at most MAX_CLIENTS_TEXT characters), so `tmate display -p '#{tmate_clients}'` answers "who is
-watching".
+authenticated with one) and `A mate has left (1.2.3.4) -- 1 client currently connected`, then
+SET_ENV `tmate_num_clients` (the count) and `tmate_clients` (who: `1.2.3.4 rw since 12:03:01,
+5.6.7.8 ro web since 12:04:10`, relay-local time, at most MAX_CLIENTS_TEXT characters), so `tmate
+display -p '#{tmate_clients}'` answers "who is watching".
 
 The two SET_ENVs are set from the host's READY on (`0` and empty before the first viewer), so a
 status line that shows `#{tmate_num_clients}` never shows a blank (protocols before 6 send no

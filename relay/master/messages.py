@@ -351,11 +351,8 @@ class Messages(Naming):
             ends[1].close()
         session.viewers.add(viewer.proc.pid)
         viewer.session = session
-        viewer.rc.readonly, viewer.rc.pubkey, viewer.rc.fp = (
-            readonly,
-            pubkey,
-            fp,
-        )  # to relink it after a reconnection
+        # What it joined with, to relink it after a reconnection (and check its key again then)
+        viewer.rc.readonly, viewer.rc.pubkey, viewer.rc.fp = readonly, pubkey, fp
         viewer.rc.since = since
         self.metrics.viewers_linked.inc()
         self.log.info(

@@ -428,6 +428,7 @@ class Reconnection:
             if refusal is not None:  # the resumed host's keys (tmate -a) leave this one out
                 self.log.info("viewer refused", pid=pid, ip=v.ip, reason=refusal[0])
                 self._send(v, "ended", refusal[1])
+                v.session = None  # it is on nobody's books: its exit counts for no session
                 continue
             # One that joined while its host was away is new to the host: announced, from now.
             relinked, v.rc.since = v.rc.since > 0, v.rc.since or int(time.time())
