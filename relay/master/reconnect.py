@@ -351,8 +351,8 @@ class Reconnection:
         yet): it gets a link whose other end is closed at once, so it waits, as the viewers that
         were there, for its relink. False when the session is not reconnecting (or the viewer may
         not join it: the ordinary refusal follows)."""
-        waiting = session.rc.heirloom if session.rc.held_until is None else session.viewers
-        if session.rc.held_until is None and not session.rc.heirloom:
+        waiting = self._waiting(session)
+        if session.rc.held_until is None and not waiting:
             return False
         if not self._may_log_in(token, fp) or len(waiting) >= self.cfg.max_viewers:
             return False
@@ -377,6 +377,12 @@ class Reconnection:
         )
         return True
 
+    @staticmethod
+    def _waiting(session: Child) -> set[int]:
+        """The viewers waiting for the host of `session`: all of a held session's (its relinks
+        were merged into them when it was held), a resumed one's not relinked yet."""
+        return session.viewers if session.rc.held_until is not None else session.rc.heirloom
+
     def _viewer_gone(self, viewer: Child) -> None:
         """A viewer's connection ended: off its session's books. One its host had (linked before
         the host went away: `since`) that was waiting for the host's return is remembered for the
@@ -385,7 +391,7 @@ class Reconnection:
         if session is None:
             return
         viewer.session = None
-        waiting = pid in session.rc.heirloom or (session.rc.held_until is not None and pid in session.viewers)
+        waiting = pid in self._waiting(session)
         session.viewers.discard(pid)
         session.rc.heirloom.discard(pid)
         if not waiting or not viewer.rc.since:
