@@ -24,6 +24,11 @@ def status(pid: int) -> dict[str, str]:
     return out
 
 
+def uid(pid: int) -> int:
+    """The real uid `pid` runs as, seen from outside its user namespace."""
+    return int(status(pid)["Uid"].split()[0])
+
+
 def namespaces(pid: int) -> dict[str, str]:
     return {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in ("user", "mnt", "pid", "net", "ipc", "uts")}
 
@@ -60,11 +65,11 @@ def test_live_host_sessions_are_jailed(relay, make_host):
     a.wait_ready()
     b.wait_ready()
     pids = _host_pids(relay, 2)
-    uids = {int(status(p)["Uid"].split()[0]) for p in pids}
+    uids = {uid(p) for p in pids}
     assert len(uids) == 2, "each session has its own outside uid"
     assert all(100000 <= u < 150000 for u in uids)
     for pid in pids:
-        assert_jailed(pid, relay.proc.pid, int(status(pid)["Uid"].split()[0]))
+        assert_jailed(pid, relay.proc.pid, uid(pid))
     tokens = {a.display("#{tmate_ssh}").split()[-1][:4], b.display("#{tmate_ssh}").split()[-1][:4]}
     titles = {title(p) for p in pids}
     assert titles == {f"pymate [{t}...] host 127.0.0.1" for t in tokens}
@@ -75,7 +80,7 @@ def test_live_host_sessions_are_jailed(relay, make_host):
     with SshViewer(a.dir / "viewer", relay.port, token) as viewer:
         viewer.wait_screen("0:")
         [viewer_pid] = [p for p in _host_pids(relay, 3) if p not in pids]
-        viewer_uid = int(status(viewer_pid)["Uid"].split()[0])
+        viewer_uid = uid(viewer_pid)
         assert viewer_uid not in uids
         assert_jailed(viewer_pid, relay.proc.pid, viewer_uid)
         assert title(viewer_pid) == f"pymate [{token[:4]}...] viewer 127.0.0.1"
@@ -89,7 +94,7 @@ def test_connection_is_jailed_before_the_first_byte(keys_dir):
         s.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
         try:
             [pid] = _host_pids(relay, 1)
-            assert_jailed(pid, relay.proc.pid, int(status(pid)["Uid"].split()[0]))
+            assert_jailed(pid, relay.proc.pid, uid(pid))
             assert title(pid) == "pymate [pending] 127.0.0.1"
         finally:
             s.close()

@@ -15,7 +15,7 @@ from wsproto.utilities import RemoteProtocolError
 from tests.e2e import Relay, TmateHost, free_port, new_api_key, session_tokens, tmate_available, wait_for
 from tests.forward import Forwarder
 from tests.test_admission_e2e import lines_since, mark
-from tests.test_jail_e2e import assert_jailed, status, title
+from tests.test_jail_e2e import assert_jailed, title, uid
 from tests.test_proxy import v1
 from tests.test_proxy_e2e import _Via
 from tests.test_web_e2e import WebClient, http_get
@@ -254,17 +254,16 @@ def test_web_connections_are_jailed_and_admitted_as_ssh_ones(keys_dir, fingerpri
             pending.sendall(b"GET /t/")  # a request begun: a connection process, not joined
             expected = {f"pymate [{rw[:4]}...] web 127.0.0.1", f"pymate [{ro[3:7]}...] ro-web 127.0.0.1"}
             expected.add("pymate [web] 127.0.0.1")
-            web = wait_for(
-                lambda: (lambda p: p if {title(x) for x in p} == expected else None)(
-                    [x for x in relay.children() if x != host_pid]
-                ),
-                5,
-                "three web connection processes",
-            )
-            uids = {int(status(pid)["Uid"].split()[0]) for pid in [host_pid, *web]}
+
+            def web_processes() -> list[int] | None:
+                pids = [x for x in relay.children() if x != host_pid]
+                return pids if {title(x) for x in pids} == expected else None
+
+            web = wait_for(web_processes, 5, "three web connection processes")
+            uids = {uid(pid) for pid in [host_pid, *web]}
             assert len(uids) == 4, "each connection has its own outside uid"
             for pid in web:
-                assert_jailed(pid, relay.proc.pid, int(status(pid)["Uid"].split()[0]))
+                assert_jailed(pid, relay.proc.pid, uid(pid))
             # The fifth connection (a host and three web connections are in) is refused at once.
             start = mark(relay)
             with socket.create_connection(("127.0.0.1", port), timeout=5) as fifth:
