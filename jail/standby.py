@@ -7,8 +7,10 @@ capabilities, seccomp), spawned while the master has nothing else to do (a turn 
 with no event and no connection in its SSH handshake: measured, a spawn during a handshake
 slowed that handshake more than the spawn it saved), whose target waits on
 a socket of its own for a connection: the master sends the connection's file descriptors and
-its arguments (JSON: plain strings and numbers, never an object) and the standby calls the
-factory it was spawned with, `factory(fds, args)`, in the jail, then runs what that returns.
+its arguments (JSON: plain strings and numbers, never an object) and the standby calls its
+factory, `factory(fds, args)`, in the jail, then runs what that returns. The factory comes from
+`ahead()`, which the standby calls first, in its jail, before it waits: whatever a connection
+does before it needs its descriptors is done there, off the connection's path.
 
 What a standby inherits is the master's memory as of its fork. Whatever the master changes later
 that a connection must see (the host keys on SIGHUP) is not in it: the master calls `flush()`
@@ -33,14 +35,16 @@ from .jailer import JailedProcess, Jailer, JailError
 from .title import set_process_title
 
 Factory = Callable[[list[int], list], Target]  # (the connection's fds, its arguments) -> target
+Ahead = Callable[[], Factory]  # run in the standby before it waits: what it does ahead of need
 MAX_FDS = 4
 MAX_HANDOVER = 4096  # bytes of a hand-over message (title and arguments)
 RETRY_AFTER = 1.0  # seconds without a new standby after a spawn failed
 TITLE = "pymate-standby"  # not "pymate ...": nothing is connected to it yet
 
 
-def _await_connection(fd: int, factory: Factory) -> int:  # pragma: no cover - runs in the jail
-    """A standby's target: wait for the hand-over, then become that connection."""
+def _await_connection(fd: int, ahead: Ahead) -> int:  # pragma: no cover - runs in the jail
+    """A standby's target: prepare, wait for the hand-over, then become that connection."""
+    factory = ahead()
     sock = socket.socket(fileno=fd)
     try:
         data, fds, _flags, _addr = socket.recv_fds(sock, MAX_HANDOVER, MAX_FDS)
@@ -57,10 +61,10 @@ def _await_connection(fd: int, factory: Factory) -> int:  # pragma: no cover - r
 # The master's side, for any jailer it is given (a test's stand-in has no standby: all no-ops).
 
 
-def keep(jailer: object, factory: Factory, size: int = 1) -> None:
-    """Keep `size` standbys for connections `factory` serves (a real Jailer only)."""
+def keep(jailer: object, ahead: Ahead, size: int = 1) -> None:
+    """Keep `size` standbys for connections the factories `ahead()` makes serve (a real Jailer only)."""
     if isinstance(jailer, Jailer):
-        Standby(jailer, factory, size)
+        Standby(jailer, ahead, size)
 
 
 def _of(jailer: object) -> Standby | None:
@@ -106,12 +110,12 @@ def sockets(fds: list[int]) -> tuple[socket.socket, socket.socket]:
 
 
 class Standby:
-    """Up to `size` jailed processes waiting for a connection, for one factory."""
+    """Up to `size` jailed processes waiting for a connection, each with the factory `ahead()` made."""
 
     QUIET = 0.01  # seconds without an event before the master spawns a missing standby
 
-    def __init__(self, jailer: Jailer, factory: Factory, size: int = 1):
-        self.jailer, self.factory, self.size = jailer, factory, size
+    def __init__(self, jailer: Jailer, ahead: Ahead, size: int = 1):
+        self.jailer, self.ahead, self.size = jailer, ahead, size
         self.ready: deque[tuple[JailedProcess, socket.socket]] = deque()
         self.flushed: list[JailedProcess] = []  # let go, not reaped yet
         self.retry_at = 0.0
@@ -129,7 +133,7 @@ class Standby:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = self.jailer.spawn(
-                _Await(theirs.fileno(), self.factory), keep_fds=[theirs.fileno()], title=TITLE
+                _Await(theirs.fileno(), self.ahead), keep_fds=[theirs.fileno()], title=TITLE
             )
         except JailError as e:
             mine.close()
@@ -195,11 +199,11 @@ class Standby:
 class _Await:
     """The standby's target, a plain callable (the jail calls it with no arguments)."""
 
-    def __init__(self, fd: int, factory: Factory):
-        self.fd, self.factory = fd, factory
+    def __init__(self, fd: int, ahead: Ahead):
+        self.fd, self.ahead = fd, ahead
 
     def __call__(self) -> int:  # pragma: no cover - runs in the jail
-        return _await_connection(self.fd, self.factory)
+        return _await_connection(self.fd, self.ahead)
 
 
 def _kill(proc: JailedProcess) -> None:

@@ -354,6 +354,7 @@ def _make_master(args: argparse.Namespace, host_keys: list, uid_range: tuple[int
         reload=keyset.reload,
         metrics_server=metrics_http.serve,
         web_connection=web_connection,
+        connection_ahead=lambda: Connection.ahead(keyset.cfg),
     )
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -55,7 +56,7 @@ def cmdline(pid: int) -> bytes:
 
 
 def test_a_standby_is_jailed_before_it_is_handed_anything(jailer: Jailer, no_leftovers):
-    sb = Standby(jailer, echo_factory, size=2)
+    sb = Standby(jailer, lambda: echo_factory, size=2)
     try:
         assert sb.short
         assert sb.refill() is None and sb.refill() is None
@@ -73,7 +74,7 @@ def test_a_standby_is_jailed_before_it_is_handed_anything(jailer: Jailer, no_lef
 
 
 def test_hand_over_runs_the_factory_in_the_jail(jailer: Jailer, no_leftovers):
-    sb = Standby(jailer, echo_factory)
+    sb = Standby(jailer, lambda: echo_factory)
     try:
         sb.refill()
         waiting = sb.ready[0][0]
@@ -92,12 +93,51 @@ def test_hand_over_runs_the_factory_in_the_jail(jailer: Jailer, no_leftovers):
         sb.close()
 
 
+def test_ahead_runs_in_the_jail_before_the_hand_over(jailer: Jailer, no_leftovers):
+    """What a standby does ahead of its connection (relay.conn.process.Handshake: paramiko's
+    thread started) runs once, jailed, before anything is handed over; the factory it made
+    serves the connection."""
+
+    def ahead():
+        prepared = {"at": time.monotonic(), "uid": os.getuid(), "pid": os.getpid()}
+
+        def factory(fds: list[int], args: list):
+            sock = socket.socket(fileno=fds[0])
+
+            def target() -> int:
+                sock.sendall(json.dumps({**prepared, "now_pid": os.getpid()}).encode())
+                return 0
+
+            return target
+
+        return factory
+
+    sb = Standby(jailer, ahead)
+    try:
+        sb.refill()
+        time.sleep(0.2)  # the standby waits, prepared
+        handed = time.monotonic()
+        a, b = socket.socketpair()
+        proc = sb.take([b.fileno()], [], "pymate [pending] 192.0.2.8")
+        b.close()
+        assert proc is not None
+        a.settimeout(5)
+        got = json.loads(a.recv(4096))
+        assert got["at"] < handed  # done while it waited, not after the hand-over
+        assert got["uid"] == 1000 and got["pid"] == got["now_pid"]  # in the jail, in that process
+        _wait_exit(proc.pid)
+        jailer.release(proc)
+        a.close()
+    finally:
+        sb.close()
+
+
 def test_title_is_set_at_hand_over(jailer: Jailer, no_leftovers):
     def hold(fds: list[int], args: list):
         sock = socket.socket(fileno=fds[0])
         return lambda: sock.recv(1) and 0
 
-    sb = Standby(jailer, hold)
+    sb = Standby(jailer, lambda: hold)
     try:
         sb.refill()
         a, b = socket.socketpair()
@@ -117,7 +157,7 @@ def test_title_is_set_at_hand_over(jailer: Jailer, no_leftovers):
 
 
 def test_flushed_standbys_exit_and_are_reaped(jailer: Jailer, no_leftovers):
-    sb = Standby(jailer, echo_factory, size=2)
+    sb = Standby(jailer, lambda: echo_factory, size=2)
     sb.refill()
     sb.refill()
     pids = [p.pid for p, _ in sb.ready]
@@ -131,7 +171,7 @@ def test_flushed_standbys_exit_and_are_reaped(jailer: Jailer, no_leftovers):
 
 
 def test_a_dead_standby_is_skipped_and_reaped(jailer: Jailer, no_leftovers):
-    sb = Standby(jailer, echo_factory, size=2)
+    sb = Standby(jailer, lambda: echo_factory, size=2)
     try:
         sb.refill()
         sb.refill()
@@ -153,7 +193,7 @@ def test_a_dead_standby_is_skipped_and_reaped(jailer: Jailer, no_leftovers):
 
 
 def test_a_standby_that_died_unreaped_is_skipped_and_its_uid_freed_when_reaped(jailer: Jailer, no_leftovers):
-    sb = Standby(jailer, echo_factory)
+    sb = Standby(jailer, lambda: echo_factory)
     try:
         sb.refill()
         dead = sb.ready[0][0]
@@ -174,7 +214,7 @@ def test_a_standby_that_died_unreaped_is_skipped_and_its_uid_freed_when_reaped(j
 
 
 def test_a_failed_spawn_is_reported_and_retried_later(jailer: Jailer, no_leftovers):
-    sb = Standby(jailer, echo_factory)
+    sb = Standby(jailer, lambda: echo_factory)
     jailer._test_fail_step = "seccomp"
     try:
         why = sb.refill()

@@ -7,16 +7,23 @@ master. The role follows from the first channel request (the policy is relay.con
   - `shell` (after `pty-req`): a viewer; the SSH user name is the token (relay.conn.viewer).
   - `exec` and anything else: refused.
 
-The master accepted the connection and wrote our SSH banner before forking this process (it
-forks once the client's first bytes are waiting), so paramiko does not write it again
+The master accepted the connection and wrote our SSH banner before handing it to this process
+(it does once the client's first bytes are waiting), so paramiko does not write it again
 (relay.conn.ssh.QuickAckSocket). The grace period counts from that accept: the master kills a
 connection without a role at exactly `grace_period`; this process's own timeouts are a backstop
 GRACE_BACKSTOP later, so that the two never race to log the same end.
+
+paramiko's side of the handshake (`Handshake`: its Transport, the host keys, its thread, up to
+the read of the client's banner) is started before the connection exists, in a standby
+(jail/standby.py, `ahead`): what a connection process did first, after the hand-over, took
+1-3 ms of the path from the client's first bytes to our KEXINIT, on a machine the tmate client
+is busy starting on too.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -59,6 +66,39 @@ def _renumbered(sock: socket.socket) -> socket.socket:
     return low
 
 
+class Handshake:
+    """paramiko's server side of one connection, started before its socket is given (`attach`).
+
+    Its thread begins at once: it writes our banner (swallowed: the master sent it) and waits
+    for the socket to read the client's. Reads wait for the socket without a timeout of their
+    own; the master's grace period bounds them (it kills a connection process without a role).
+    """
+
+    def __init__(self, cfg: ConnectionConfig):
+        self.sock = QuickAckSocket(None, banner_sent=True)
+        self.transport = paramiko.Transport(self.sock)
+        self.transport.local_version = SSH_BANNER
+        self.transport.banner_timeout = cfg.grace_period + GRACE_BACKSTOP
+        for key in cfg.host_keys:
+            self.transport.add_server_key(key)
+        self.server = Server()  # its authorize is the master's, once there is a master to ask
+        self.gate = Gate(self.transport, lambda: self.server.role is not None)  # stops at the role
+        self.negotiated = threading.Event()
+        self.transport.start_server(event=self.negotiated, server=self.server)
+
+    def attach(self, sock: socket.socket, master: control.Client) -> None:
+        self.server.authorize = master.authorize
+        self.sock.attach(sock)
+
+    def wait(self, timeout: float) -> None:
+        """Until the key exchange is done (start_server's own checks): SSHException or EOFError
+        when it failed, TimeoutError when it did not end in time."""
+        if not self.negotiated.wait(timeout):
+            raise TimeoutError("ssh handshake incomplete")
+        if not self.transport.is_active():
+            raise self.transport.get_exception() or paramiko.SSHException("negotiation failed")
+
+
 class Connection:
     """What the jail runs for one accepted TCP connection (`run`)."""
 
@@ -69,33 +109,40 @@ class Connection:
         peer_ip: str,
         cfg: ConnectionConfig,
         accepted: float | None = None,
+        handshake: Handshake | None = None,  # started ahead, in a standby; else at `run`
     ):
         self.sock = sock
         self.master = control.Client(ctl)
         self.peer_ip = peer_ip
         self.cfg = cfg
         self.accepted = time.monotonic() if accepted is None else accepted  # the monotonic clock
+        self.handshake = handshake
         self.log = log.get_logger()
+
+    @staticmethod
+    def ahead(cfg: ConnectionConfig):
+        """In a standby, before its connection: the handshake started, and what serves the
+        connection once it is handed over (the master's ConnectionFactory)."""
+        handshake = Handshake(cfg)
+
+        def connection(sock: socket.socket, ctl: socket.socket, ip: str, accepted: float):
+            return Connection(sock, ctl, ip, cfg, accepted, handshake).run
+
+        return connection
 
     def run(self) -> int:
         self.sock = _renumbered(self.sock)
         self.master = control.Client(_renumbered(self.master.sock))
         log.configure_child(self.master.log, self.cfg.verbose)
         self.log = log.get_logger()
+        hs = self.handshake or Handshake(self.cfg)
+        hs.attach(self.sock, self.master)
         deadline = self.accepted + self.cfg.grace_period
-        left = max(0.0, deadline + GRACE_BACKSTOP - time.monotonic())
-        transport = paramiko.Transport(QuickAckSocket(self.sock, banner_sent=True))
-        transport.local_version = SSH_BANNER
-        transport.banner_timeout = left
-        transport.auth_timeout = left
-        for key in self.cfg.host_keys:
-            transport.add_server_key(key)
-        server = Server(authorize=self.master.authorize)
-        gate = Gate(transport, lambda: server.role is not None)  # paramiko's thread stops at the role
+        transport, server, gate = hs.transport, hs.server, hs.gate
         try:
             try:
-                transport.start_server(server=server)
-            except (paramiko.SSHException, EOFError, OSError) as e:
+                hs.wait(max(0.0, deadline + GRACE_BACKSTOP - time.monotonic()))
+            except (paramiko.SSHException, EOFError, OSError) as e:  # TimeoutError is an OSError
                 if time.monotonic() >= deadline:
                     reason = "no role taken within the grace period (ssh handshake incomplete)"
                 else:

@@ -143,25 +143,49 @@ class QuickAckSocket:
     begins by writing that same line, and a second one would be a protocol error for the
     client (it would read it as the first packet); so the first write, when it is exactly that
     line, is swallowed and reported as sent. Anything else goes out untouched.
+
+    `sock` may be None: the socket is `attach`ed later (a standby starts paramiko's side of
+    the handshake before its connection exists, relay.conn.process.Handshake). Until then,
+    reads and writes wait for it and a timeout set is kept for it.
     """
 
-    def __init__(self, sock: socket.socket, banner_sent: bool = False):
+    def __init__(self, sock: socket.socket | None, banner_sent: bool = False):
         self._sock = sock
         self._swallow_banner = banner_sent
+        self._attached = threading.Event()
+        self._timeout: float | None = None
+        if sock is not None:
+            self._attached.set()
+
+    def attach(self, sock: socket.socket) -> None:
+        """The connection's socket, for the reads and writes waiting for it."""
+        if self._timeout is not None:
+            sock.settimeout(self._timeout)
+        self._sock = sock
+        self._attached.set()
+
+    def settimeout(self, timeout: float | None) -> None:
+        if self._sock is None:
+            self._timeout = timeout
+        else:
+            self._sock.settimeout(timeout)
 
     def send(self, data: bytes) -> int:
         if self._swallow_banner:
             self._swallow_banner = False
             if bytes(data) == _BANNER_LINE:
                 return len(data)
-        return self._sock.send(data)
+        self._attached.wait()
+        return self._sock.send(data)  # type: ignore[union-attr]
 
     def recv(self, n: int) -> bytes:
+        self._attached.wait()
+        sock: socket.socket = self._sock  # type: ignore[assignment]
         try:
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         except OSError:
             pass
-        return self._sock.recv(n)
+        return sock.recv(n)
 
     def __getattr__(self, name):
         return getattr(self._sock, name)

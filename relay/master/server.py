@@ -123,10 +123,13 @@ class Master(Children, Intake, Lifecycle, Messages, WebDoor, Reconnection):
         reload: Callable[[], object] | None = None,  # on SIGHUP (relay.cli: re-read the host keys)
         metrics_server: MetricsServer | None = None,  # the metrics process (relay.master.metrics)
         web_connection: ConnectionFactory | None = None,  # what a web connection runs (--web-port)
+        # in a standby, before its connection exists: a ConnectionFactory with its work begun
+        connection_ahead: Callable[[], ConnectionFactory] | None = None,
     ):
         self.cfg = cfg
         self.connection = connection
         self.web_connection = web_connection
+        self.connection_ahead = connection_ahead
         self.web_listener: socket.socket | None = None
         self.warm_up = warm_up
         self.log = log.get_logger()
@@ -175,7 +178,7 @@ class Master(Children, Intake, Lifecycle, Messages, WebDoor, Reconnection):
         gc.collect()
         self.jailer.prepare(learn=tuple(control.LEARN_KINDS))  # jail/hotcode.py
         self._log_heap()
-        standby.keep(self.jailer, lambda fds, args: self.connection(*standby.sockets(fds), *args))
+        standby.keep(self.jailer, self._standby_ahead)
         self._install_signals()
         self._start_metrics()
         self._start_web()
@@ -195,6 +198,12 @@ class Master(Children, Intake, Lifecycle, Messages, WebDoor, Reconnection):
                 self.step()
         finally:
             self.shutdown()
+
+    def _standby_ahead(self) -> standby.Factory:
+        """In a standby, before its connection: what the connection factory starts ahead
+        (`connection_ahead`), then how the connection handed over is given to it."""
+        connection = self.connection_ahead() if self.connection_ahead is not None else self.connection
+        return lambda fds, args: connection(*standby.sockets(fds), *args)
 
     def _log_heap(self) -> None:
         heap = self.jailer.heap
