@@ -127,8 +127,14 @@ def test_oversize_message_ends_only_that_session(keys_dir, make_host):
         t, ch = fake_host(relay.port)
         try:
             ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
-            ch.sendall(msgpack.packb([2, 0, "x" * (64 * 1024)]))
-            assert _closed(ch)
+            try:
+                ch.sendall(msgpack.packb([2, 0, "x" * (64 * 1024)]))
+            except EOFError:
+                # The relay refuses once the buffered part passes the limit, often before the
+                # rest of the message is written: the write then meets a closed connection.
+                pass
+            else:
+                assert _closed(ch)
         finally:
             t.close()
         line = relay.wait_log("protocol violation")
@@ -187,7 +193,12 @@ def test_closed_channel_ends_the_session(keys_dir):
         t, ch = fake_host(relay.port)
         ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
         wait_for(lambda: len(relay.children()) == 1, 5, "the session process")
-        ch.close()  # the SSH connection itself stays up
+        try:
+            ch.close()  # the channel's EOF and CLOSE; the SSH connection itself stays up
+        except EOFError:
+            # The relay ends the session at the EOF and closes the connection, sometimes before
+            # paramiko has written the CLOSE that follows it.
+            pass
         wait_for(lambda: not relay.children(), 2, "the session to end")
         t.close()
         relay.wait_log("host session ended")
