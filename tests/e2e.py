@@ -87,6 +87,15 @@ def ed25519_host_key() -> paramiko.PKey:
     return paramiko.Ed25519Key(file_obj=io.StringIO(pem))
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line, or b"" once it has exited: a child listed a moment ago (a jail's
+    short-lived intermediate process, a refused connection's) may be gone when it is read."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while True:
@@ -222,7 +231,7 @@ class Relay:
                 try:
                     stat = (d / "stat").read_text()
                     ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                    if ppid == self.proc.pid and (d / "cmdline").read_bytes().startswith(b"pymate "):
+                    if ppid == self.proc.pid and cmdline(int(d.name)).startswith(b"pymate "):
                         out.append(int(d.name))
                 except (OSError, ValueError):
                     continue

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +17,7 @@ from tests.e2e import (
     Relay,
     SshViewer,
     TmateHost,
+    cmdline,
     memory_holds,
     new_api_key,
     tmate_available,
@@ -96,7 +96,7 @@ def test_a_named_host_keeps_its_name_against_a_second_one(
             # The key reached the master only as a digest: neither it nor the mates' processes,
             # forked since, hold it; the two hosts' own processes (given it by their tmate) do.
             if os.geteuid() == 0:
-                pids = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in relay.children()}
+                pids = {pid: cmdline(pid) for pid in relay.children()}
                 hosts = [p for p, cmd in pids.items() if b"] host " in cmd]
                 mates = [p for p, cmd in pids.items() if b"viewer " in cmd]
                 assert len(hosts) == 2 and len(mates) == 2, pids

@@ -42,6 +42,7 @@ from relay.tmate.codec import RelayDecoder, encode_host
 from tests.e2e import (
     Relay,
     SshViewer,
+    cmdline,
     fake_host,
     free_port,
     memory_holds,
@@ -299,11 +300,7 @@ def test_a_session_process_that_dies_is_held_and_its_host_takes_it_back(relay, m
     try:
         viewer.wait_screen("0:")
         wait_for(lambda: host.display("#{tmate_reconnection_data}"), 3, "the host's datum")
-        [pid] = [
-            p
-            for p in relay.children()
-            if f"[{rw[:4]}...] host".encode() in Path(f"/proc/{p}/cmdline").read_bytes()
-        ]
+        [pid] = [p for p in relay.children() if f"[{rw[:4]}...] host".encode() in cmdline(p)]
         os.kill(pid, signal.SIGKILL)  # the connection process dies, its host's TCP connection with it
         viewer.wait_screen(AWAY, timeout=3)
         line = relay.wait_log(f"event='session held for reconnection' pid={pid}")

@@ -20,6 +20,7 @@ from tests.e2e import (
     ROOT,
     SSH_LINE,
     SshViewer,
+    cmdline,
     free_port,
     python_fails_as,
     terminate,
@@ -152,11 +153,7 @@ def test_unit_credentials_serve_a_real_host_from_root_mode_jails(user_keys, make
             viewer.wait_screen("0:")
             jailed = wait_for(
                 lambda: (lambda pids: pids if len(pids) == 2 else None)(
-                    [
-                        p
-                        for p in _children(master)
-                        if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"pymate ")
-                    ]
+                    [p for p in _children(master) if cmdline(p).startswith(b"pymate ")]
                 ),
                 5,
                 "the host's and the viewer's jailed processes",

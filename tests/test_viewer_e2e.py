@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from relay.conn.viewer import refusal_delay
-from tests.e2e import SshViewer, session_tokens, viewer_answer, wait_for
+from tests.e2e import SshViewer, cmdline, session_tokens, viewer_answer, wait_for
 
 
 @pytest.fixture
@@ -275,7 +275,7 @@ def test_stalled_viewer_slows_nobody_and_catches_up(shared):
     stalled, live = shared.viewer(), shared.viewer()
     stalled.wait_screen("0:")
     live.wait_screen("0:")
-    session_pid = max(shared.relay.children(), key=lambda p: "host" in open(f"/proc/{p}/cmdline").read())
+    session_pid = max(shared.relay.children(), key=lambda p: b"host" in cmdline(p))
     rss_before = _rss_kib(session_pid)
     ssh = _ssh_pid(stalled)
     os.kill(ssh, signal.SIGSTOP)

@@ -11,7 +11,6 @@ import signal
 import socket
 import ssl
 import time
-from pathlib import Path
 
 import pytest
 from wsproto import ConnectionType, WSConnection
@@ -26,7 +25,7 @@ from wsproto.events import (
 )
 
 from relay.conn.viewer import REFUSAL_DELAY
-from tests.e2e import Relay, TmateHost, free_port, session_tokens, tmate_available, wait_for
+from tests.e2e import Relay, TmateHost, cmdline, free_port, session_tokens, tmate_available, wait_for
 
 pytestmark = pytest.mark.skipif(not tmate_available(), reason="needs the tmate client")
 
@@ -354,11 +353,7 @@ def test_a_web_viewer_waits_for_its_host_to_come_back(web):
     try:
         v.wait(lambda: "0:" in v.screen_text(), what="the first frame")
         wait_for(lambda: web.host.display("#{tmate_reconnection_data}"), 3, "the host's datum")
-        [pid] = [
-            p
-            for p in web.relay.children()
-            if f"[{web.rw[:4]}...] host".encode() in Path(f"/proc/{p}/cmdline").read_bytes()
-        ]
+        [pid] = [p for p in web.relay.children() if f"[{web.rw[:4]}...] host".encode() in cmdline(p)]
         os.kill(pid, signal.SIGKILL)  # the session process dies, its host's TCP connection with it
         v.wait(lambda: "The host is reconnecting" in v.screen_text(), what="the notice on the page")
         host_run(web.host, "echo back-on-the-web-$((6*7))")
