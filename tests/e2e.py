@@ -96,6 +96,21 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+def children_of(ppid: int, title: bytes = b"") -> list[int]:
+    """The processes whose parent is ppid (from each /proc/PID/stat's parent field), live or
+    zombie; with a title, only those whose command line starts with it."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == ppid and (not title or cmdline(int(d.name)).startswith(title)):
+                out.append(int(d.name))
+    return out
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while True:
@@ -225,17 +240,7 @@ class Relay:
         """The jailed connection processes: the relay's children titled `pymate ...` (a jail's
         short-lived intermediate process still has the relay's own command line)."""
         assert self.proc is not None
-        out = []
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
-                try:
-                    stat = (d / "stat").read_text()
-                    ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                    if ppid == self.proc.pid and cmdline(int(d.name)).startswith(b"pymate "):
-                        out.append(int(d.name))
-                except (OSError, ValueError):
-                    continue
-        return out
+        return children_of(self.proc.pid, b"pymate ")
 
     def stop(self) -> int | None:
         if self.proc is None:

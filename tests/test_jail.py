@@ -34,7 +34,7 @@ from jail import (  # noqa: E402
     _sys,
     set_process_title,
 )
-from tests.e2e import AcceptingSshServer, ed25519_host_key  # noqa: E402
+from tests.e2e import AcceptingSshServer, children_of, ed25519_host_key  # noqa: E402
 
 NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts")
 # A range far from the production default, so a relay running on the box never collides.
@@ -176,17 +176,7 @@ def _ns(pid: int | str) -> dict[str, str]:
 
 def _children() -> set[int]:
     """Live or zombie processes whose parent is this test process."""
-    me, out = os.getpid(), set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-                out.add(int(d))
-    return out
+    return set(children_of(os.getpid()))
 
 
 def _stop(jailer: Jailer, proc: JailedProcess) -> int | None:

@@ -17,7 +17,7 @@ import pytest
 
 from jail import Jailer, _sys
 from jail.standby import TITLE, Standby
-from tests.e2e import wait_for
+from tests.e2e import children_of, cmdline, wait_for
 from tests.test_jail import UID_BASE, _children, _make_jailer, _status, _wait_exit, assert_jailed_status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root-mode jail tests need root")
@@ -48,11 +48,6 @@ def no_leftovers():
     before = _children()
     yield
     assert not (_children() - before), "processes left behind"
-
-
-def cmdline(pid: int) -> bytes:
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read()
 
 
 def test_a_standby_is_jailed_before_it_is_handed_anything(jailer: Jailer, no_leftovers):
@@ -226,17 +221,7 @@ def test_a_failed_spawn_is_reported_and_retried_later(jailer: Jailer, no_leftove
 
 
 def standbys_of(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                if ppid == pid and cmdline(int(d)).startswith(TITLE.encode()):
-                    out.append(int(d))
-            except (OSError, ValueError):
-                continue
-    return out
+    return children_of(pid, TITLE.encode())
 
 
 def test_a_relay_serves_a_host_from_its_standby(relay, make_host):

@@ -20,7 +20,7 @@ from tests.e2e import (
     ROOT,
     SSH_LINE,
     SshViewer,
-    cmdline,
+    children_of,
     free_port,
     python_fails_as,
     terminate,
@@ -45,18 +45,6 @@ def _status(pid: int) -> dict[str, str]:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         out[key] = value.strip()
-    return out
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, ValueError, IndexError):
-                continue
     return out
 
 
@@ -152,9 +140,7 @@ def test_unit_credentials_serve_a_real_host_from_root_mode_jails(user_keys, make
         with SshViewer(host.dir / "viewer", relay.port, m.group(2)) as viewer:
             viewer.wait_screen("0:")
             jailed = wait_for(
-                lambda: (lambda pids: pids if len(pids) == 2 else None)(
-                    [p for p in _children(master) if cmdline(p).startswith(b"pymate ")]
-                ),
+                lambda: (lambda pids: pids if len(pids) == 2 else None)(children_of(master, b"pymate ")),
                 5,
                 "the host's and the viewer's jailed processes",
             )
