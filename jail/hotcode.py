@@ -146,6 +146,18 @@ def pack(ids: Iterable[int]) -> list[CodeType]:
             new = copies[id(code)] = code.replace(co_consts=consts)
         return new
 
+    def make_bytecode(code: CodeType) -> None:
+        code.co_code  # noqa: B018 - the interpreter makes it and keeps it on the original
+        for k in code.co_consts:
+            if isinstance(k, CodeType) and needed(k):
+                make_bytecode(k)
+
+    # replace() makes the original's co_code (a bytes object as big as the bytecode, cached on
+    # the original) when it copies: made in the same pass, each would sit between two copies,
+    # so that a child's writes into the copies spread over twice the pages. Made first, they
+    # lie together elsewhere (measured, 3.13: 182 -> 159 pages of code a session writes into).
+    for code in order:
+        make_bytecode(code)
     for code in order:
         copy(code)
     _packed.update(copies)
