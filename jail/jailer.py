@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import _sys, hotcode
+from . import _sys, hotcode, pools
 from .child import UNSHARE_FLAGS, ChildPlan, OnError, Target, run_child1
 from .heap import HeapReport, pack_hot, prepare_heap
 from .seccomp import SeccompProgram, build_filter
@@ -145,6 +145,7 @@ def _userns_hint() -> str:
 class Jailer:
     def __init__(self, config: JailConfig):
         self.config = c = config
+        pools.one_arena()  # before the warm-up's threads (jail/pools.py)
         euid = os.geteuid()
         # Root mode needs only CAP_SETUID and CAP_SETGID (measured: systemd/pymate-relay.service).
         can_map = euid == 0 or _has_setid_capabilities()

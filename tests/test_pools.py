@@ -76,3 +76,37 @@ def test_holes_reads_the_allocators_report():
         return
     assert free and all(16 <= size <= pools.MAX_BLOCK and size % 16 == 0 for size in free)
     assert all(n > 0 for n in free.values()) and unused >= 0
+
+
+# Where a thread's malloc lands: in the main heap ([heap], from brk) or in an arena of its own.
+ARENA_PROBE = """
+import ctypes, json, sys, threading
+from jail import pools
+
+took = pools.one_arena() if sys.argv[-1] == "one" else None
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+
+def in_heap(p):
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("[heap]"):
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                return lo <= p < hi
+    return False
+
+where = {}
+def thread():
+    where["in_heap"] = in_heap(libc.malloc(1000))  # never freed: the probe ends
+t = threading.Thread(target=thread)
+t.start()
+t.join()
+print(json.dumps({"took": took, **where}))
+"""
+
+
+def test_one_arena_puts_every_threads_allocations_in_the_main_heap():
+    default = fresh_interpreter(ARENA_PROBE.replace("sys.argv[-1]", '"default"'))
+    one = fresh_interpreter(ARENA_PROBE.replace("sys.argv[-1]", '"one"'))
+    assert default["in_heap"] is False  # glibc: a second thread gets an arena of its own
+    assert one["took"] is True and one["in_heap"] is True
