@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/render.py
 
+Then one small update (a line of output fed to an 80x24 pane, and the frame that shows it), back
+to back and after the process slept 50 ms, as each session process does in bench/soak.py: what
+it costs once the CPU's caches lost this process's code and data while it waited.
+
 Sizes 80x24 and 200x50, one pane and four panes, each pane filled with coloured text (SGR 16,
 256 and RGB colours, some wide characters) and a scrolled history. An incremental frame follows
 one line of new output in one pane (the "busy pane"), which scrolls that pane.
@@ -10,6 +14,7 @@ one line of new output in one pane (the "busy pane"), which scrolls that pane.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 
@@ -92,6 +97,26 @@ def bench(cols: int, rows: int, four: bool) -> tuple[float, float, float, int, i
     return full, inc, typing, size_full, size_inc
 
 
+def after_idle(runs: int = 40, gap: float = 0.05) -> tuple[float, float]:
+    """(median ms of one update back to back, the same after sleeping `gap` seconds)."""
+    s = session(80, 24, False)
+    v = ViewerScreen(80, 24)
+    v.frame(s)
+    out = []
+    for pause in (0.0, gap):
+        times = []
+        for i in range(runs):
+            if pause:
+                time.sleep(pause)
+            t0 = time.perf_counter()
+            s.handle(m.PtyData(0, b"line q1x%07dz of the soak\r\n" % i))
+            v.frame(s)
+            times.append(time.perf_counter() - t0)
+        out.append(statistics.median(times) * 1000)
+    s.close()
+    return out[0], out[1]
+
+
 def main() -> None:
     print(
         f"{'size':>8} {'panes':>5} {'full ms':>8} {'scroll ms':>9} {'typing ms':>9} "
@@ -103,6 +128,11 @@ def main() -> None:
             print(
                 f"{cols}x{rows:<5} {4 if four else 1:>5} {full:8.3f} {inc:9.3f} {typing:9.3f} {bf:7d} {bi:8d}"
             )
+    warm, cold = after_idle()
+    print(
+        f"one update (a line, 80x24, fed and framed): {warm:.3f} ms back to back, "
+        f"{cold:.3f} ms after 50 ms asleep ({cold / warm:.1f}x)"
+    )
 
 
 if __name__ == "__main__":
