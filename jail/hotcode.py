@@ -13,8 +13,9 @@ fewer, nearly all in code objects).
 How it is learnt. Just before the first fork, `baseline()` keeps every function's code object
 (and the code nested in their constants) with a checksum of its bytecode as it is then (the
 inline caches included), and the kinds of report still wanted (opaque names: relay.control's
-LEARN_KINDS, a host session 2 s after its READY, the same 2 s after its first viewer joined, a
-viewer 2 s after it joined). A connection process inherits that table; in each of those states
+LEARN_KINDS, a host session 2 s after its READY or as its first viewer joins if that comes
+first, the same 2 s after its first viewer joined, a viewer 2 s after it joined: so a session
+nobody views runs code packed without the code that serves viewers between it). A connection process inherits that table; in each of those states
 it reports, if `wanted(kind)` held when it was forked, `ran()`: the code objects whose bytecode
 changed since the baseline, the code it ran (and what the master ran between the baseline and
 the fork) and not copied yet (what was copied runs from its copy).

@@ -100,6 +100,10 @@ def test_the_relay_learns_from_its_first_hosts_and_viewers(relay, fingerprints, 
     copied = [int(x.split("copied=")[1].split()[0]) for x in lines]
     # The first: the hundreds an SSH session runs; the second only what the first had not run.
     assert copied[0] > 100 and copied[1] < copied[0], copied
+    # A host session reports before its first viewer's code runs (relay.conn.host), so the code
+    # that serves viewers comes with the host-viewed report, copied apart: about a hundred.
+    viewed = [x for x in relay.log_text().splitlines() if "event='code packed' kind='host-viewed'" in x]
+    assert int(viewed[0].split("copied=")[1].split()[0]) > 30, viewed
     with TmateHost(tmp_path / "after", relay.port, *fingerprints) as host:
         host.wait_ready()
         rw, _ = session_tokens(host)

@@ -215,6 +215,7 @@ class HostSession(ViewerHandling):
                 elif isinstance(new, control.Relinked):
                     presence.back(self, new.left, new.more)
                 elif new is not None:
+                    self._learn_before_viewers()
                     self._add_viewer(
                         new.fd, new.readonly, new.ip, new.pubkey, new.relinked, new.since, new.web
                     )
@@ -238,6 +239,14 @@ class HostSession(ViewerHandling):
             self.report_stats(now)
             self.recon.tick(now)
             self._learn(now)
+
+    def _learn_before_viewers(self) -> None:
+        """The host report goes before the first viewer's code runs, LEARN_AFTER or not: the
+        master packs it first, the viewers' code (the host-viewed report) after it, apart, so a
+        session nobody views writes into the pages of what it runs, not of what a viewer would."""
+        if self.learn_due.get("host") and not self.viewers:
+            del self.learn_due["host"]
+            self.conn.master.report_hot("host", hotcode.ran())
 
     def _learn(self, now: float) -> None:
         """The code this process ran, to the master, once per kind (jail/hotcode.py)."""
