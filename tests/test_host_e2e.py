@@ -129,9 +129,10 @@ def test_oversize_message_ends_only_that_session(keys_dir, make_host):
             ch.sendall(msgpack.packb([0, 6, "2.4.0"]))
             try:
                 ch.sendall(msgpack.packb([2, 0, "x" * (64 * 1024)]))
-            except EOFError:
+            except (EOFError, OSError):
                 # The relay refuses once the buffered part passes the limit, often before the
-                # rest of the message is written: the write then meets a closed connection.
+                # rest of the message is written: the write then meets a closed connection
+                # (EOFError), or a channel paramiko has already seen closed ("Socket is closed").
                 pass
             else:
                 assert _closed(ch)
