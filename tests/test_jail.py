@@ -476,7 +476,10 @@ def test_paramiko_msgpack_ghostty_inside_jail(jailer, no_leftovers):
         assert text == "xhello\njail"
         assert nthreads >= 2  # paramiko's transport thread ran inside the jail
         assert _status(proc.pid)["Seccomp"] == "2"
-        chan.close()
+        try:
+            chan.close()
+        except (EOFError, OSError):
+            pass  # the target may already be closing its end (once failed so, in a loaded suite)
         status = _wait_exit(proc.pid, 10)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
