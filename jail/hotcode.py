@@ -15,10 +15,11 @@ How it is learnt. Just before the first fork, `baseline()` keeps every function'
 inline caches included), and the kinds of report still wanted (opaque names: relay.control's
 LEARN_KINDS, a host session 2 s after its READY or as its first viewer joins if that comes
 first, the same 2 s after its first viewer joined, a viewer 2 s after it joined: so a session
-nobody views runs code packed without the code that serves viewers between it). A connection process inherits that table; in each of those states
-it reports, if `wanted(kind)` held when it was forked, `ran()`: the code objects whose bytecode
-changed since the baseline, the code it ran (and what the master ran between the baseline and
-the fork) and not copied yet (what was copied runs from its copy).
+nobody views runs code packed without the code that serves viewers between it). A connection
+process inherits that table; in each of those states it reports, if `wanted(kind)` held when it
+was forked, `ran()`: the code objects whose bytecode changed since the baseline, the code it ran
+(and what the master ran between the baseline and the fork) and not copied yet (what was copied
+runs from its copy).
 
 How the master uses it. `pack(ids)` takes only code objects of its own table (an id it does not
 know is ignored: the list comes from a jailed process and is never trusted for more than which
