@@ -307,6 +307,10 @@ def run_host(conn: Connection, chan: Wire, server: Server) -> int:
         reason = f"memory limit reached: {e or 'an allocation failed'}"
         code, limit = 1, "session-memory"
     finally:
+        if limit is not None:
+            # What follows allocates (the master's message is packed into a new buffer): the
+            # terminals' memory goes back first, or that allocation fails too under the cap.
+            session.close()
         lost = reason == "host closed the connection" or reason.startswith("connection lost")
         how = connection_lost(chan) if code == 0 and lost else None
         reason, keep = how or reason, how is not None
