@@ -245,8 +245,7 @@ class HostSession(ViewerHandling):
         master packs it first, the viewers' code (the host-viewed report) after it, apart, so a
         session nobody views writes into the pages of what it runs, not of what a viewer would."""
         if self.learn_due.get("host") and not self.viewers:
-            del self.learn_due["host"]
-            self.conn.master.report_hot("host", hotcode.ran())
+            self._report_hot("host")
 
     def _learn(self, now: float) -> None:
         """The code this process ran, to the master, once per kind (jail/hotcode.py)."""
@@ -256,8 +255,11 @@ class HostSession(ViewerHandling):
                 if started:
                     self.learn_due[kind] = now + control.LEARN_AFTER
             elif now >= due:
-                del self.learn_due[kind]
-                self.conn.master.report_hot(kind, hotcode.ran())
+                self._report_hot(kind)
+
+    def _report_hot(self, kind: str) -> None:
+        del self.learn_due[kind]
+        self.conn.master.report_hot(kind, hotcode.ran())
 
     def close(self, last: bytes | None) -> None:
         """Tell every viewer `last` (None: nothing, they wait for the host's return) and let it go. Never writes to the host (it may be gone: a
