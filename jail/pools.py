@@ -187,5 +187,6 @@ def one_arena() -> bool:
 
 def fill() -> int:
     """Take every hole of both allocators now (see the module's docstring); the bytes taken.
-    Once, in the master, with no other thread running, just before the heap is frozen."""
+    In the master, with no other thread running: just before the heap is frozen, and before and
+    after the code a report names is copied (jail/heap.py pack_hot)."""
     return _fill_blocks() + _fill_c_heap()

@@ -80,10 +80,10 @@ def test_holes_reads_the_allocators_report():
 
 # Where a thread's malloc lands: in the main heap ([heap], from brk) or in an arena of its own.
 ARENA_PROBE = """
-import ctypes, json, sys, threading
+import ctypes, json, threading
 from jail import pools
 
-took = pools.one_arena() if sys.argv[-1] == "one" else None
+took = pools.one_arena() if MODE == "one" else None
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 
@@ -106,7 +106,7 @@ print(json.dumps({"took": took, **where}))
 
 
 def test_one_arena_puts_every_threads_allocations_in_the_main_heap():
-    default = fresh_interpreter(ARENA_PROBE.replace("sys.argv[-1]", '"default"'))
-    one = fresh_interpreter(ARENA_PROBE.replace("sys.argv[-1]", '"one"'))
+    default = fresh_interpreter('MODE = "default"' + ARENA_PROBE)
+    one = fresh_interpreter('MODE = "one"' + ARENA_PROBE)
     assert default["in_heap"] is False  # glibc: a second thread gets an arena of its own
     assert one["took"] is True and one["in_heap"] is True
