@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from relay.conn.viewer import refusal_delay
+from relay.conn.viewer import REFUSAL_DELAY, refusal_delay, wait_refusal
 from tests.e2e import SshViewer, cmdline, session_tokens, viewer_answer, wait_for
 
 
@@ -242,6 +242,10 @@ def test_refusal_delay_is_uniform_between_50_and_200_ms(relay):
         buckets[min(9, int((d - 50) // 15))] += 1
     assert all(1700 < n < 2300 for n in buckets), buckets
     assert 123 < statistics.mean(draws) < 127
+    # The delay counts from the request: a look-up that took longer than the draw adds nothing.
+    t = time.monotonic()
+    wait_refusal(t - REFUSAL_DELAY[1])
+    assert time.monotonic() - t < REFUSAL_DELAY[0]
     # End to end, 4 at a time: every refusal waits its delay (plus a little SSH round trip here
     # on loopback), and nothing is instant.
     with ThreadPoolExecutor(4) as pool:  # 8 at once on 2 cores: the clients' own threads lag

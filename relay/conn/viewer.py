@@ -53,7 +53,15 @@ def refusal_delay() -> float:
     return random.SystemRandom().uniform(*REFUSAL_DELAY)
 
 
+def wait_refusal(since: float) -> None:
+    """Sleep until a drawn refusal delay has passed since `since` (time.monotonic() when the
+    request came): the master's look-up lies inside the delay, so how long it took shows
+    nowhere, and a busy master does not stretch a refusal past REFUSAL_DELAY's upper end."""
+    time.sleep(max(0.0, since + refusal_delay() - time.monotonic()))
+
+
 def run_viewer(conn: Connection, chan: Wire, server: Server) -> int:
+    asked_at = time.monotonic()
     token = server.username or ""
     log = conn.log
     if not token_is_valid(token):
@@ -66,7 +74,7 @@ def run_viewer(conn: Connection, chan: Wire, server: Server) -> int:
         chan.sendall(str(e).encode() + b"\r\n")
         return 0
     if joined is None:
-        time.sleep(refusal_delay())
+        wait_refusal(asked_at)
         chan.sendall(EXPIRED_TOKEN)  # the master logged the failed look-up, with its reason
         return 0
     readonly, fd = joined

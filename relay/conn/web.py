@@ -26,7 +26,7 @@ from jail import set_process_title
 from relay import control, log
 from relay.conn import link
 from relay.conn.process import _renumbered
-from relay.conn.viewer import EXPIRED_TOKEN, WAIT_MARGIN, refusal_delay
+from relay.conn.viewer import EXPIRED_TOKEN, WAIT_MARGIN, wait_refusal
 from relay.conn.web_viewer import WebViewer
 from relay.web import http, routes, ws
 from relay.web.assets import Assets
@@ -155,6 +155,7 @@ class WebConnection:
 
     # ------------------------------------------------------------------ the viewer
     def _viewer(self, req: http.Request, token: str) -> None:
+        asked_at = time.monotonic()
         policy = self.cfg.policy
         reply = ws.accept(req, policy.origin_ok(req.header("origin")), policy.headers())
         client = policy.client_ip(self.peer_ip, req.header("x-forwarded-for"))
@@ -169,7 +170,7 @@ class WebConnection:
             self.sock.sendall(sock_ws.notice("error", str(e)) + sock_ws.close())
             return
         if joined is None:
-            time.sleep(refusal_delay())
+            wait_refusal(asked_at)
             line = EXPIRED_TOKEN.decode().strip()
             self.sock.sendall(sock_ws.notice("error", line) + sock_ws.close())
             return
