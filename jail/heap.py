@@ -198,12 +198,12 @@ def prepare_heap(learn: Iterable[str] = ()) -> HeapReport:
     return report
 
 
-def pack_hot(ids: Iterable[int], immortal: bool) -> int:
+def pack_hot(kind: str, ids: Iterable[int], immortal: bool) -> int:
     """In the master, after a connection process told which code it ran (jail/hotcode.py): copy
     that code next to each other (in fresh memory: the holes are taken first), settle the copies
     as prepare_heap() settled the heap (immortal too when it made the heap immortal), take the
     holes again; the number of code objects copied."""
-    copies = hotcode.pack(ids, pools.fill)
+    copies = hotcode.learn(kind, ids, pools.fill)
     if not copies:
         return 0
     if immortal:

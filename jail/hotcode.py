@@ -21,32 +21,43 @@ was forked, `ran()`: the code objects whose bytecode changed since the baseline,
 (and what the master ran between the baseline and the fork) and not copied yet (what was copied
 runs from its copy).
 
-How the master uses it. `pack(ids)` takes only code objects of its own table (an id it does not
-know is ignored: the list comes from a jailed process and is never trusted for more than which
-of the master's own code objects to copy, at most MAX_HOT of them: a first session that ran
-unusual code, or a process that lied, costs the master a few hundred KB and the later sessions
-some sharing, nothing else), not copied before, copies each (`code.replace()`: the same code, a
-new object, next to the previous copy, with fresh inline caches), and the code objects holding
-one in their constants (so that a nested function made at run time gets the copy too), then
-points every function at its copy. The originals stay where they were (the master's frames that
-are running keep theirs until they return). The copies are then made immortal and frozen like
-the rest of the heap (jail/heap.py), the allocators' holes taken again (jail/pools.py), and the
-report is used (`done`): connection processes forked from then on (the master lets its standbys
-go) run the copies. ROUNDS reports per kind and master (the second, from a process forked from
-the copies, adds what the first had not run); a report that comes later is ignored.
+How the master uses it. `learn(kind, ids)` takes only code objects of its own table (an id it
+does not know is ignored: the list comes from a jailed process and is never trusted for more
+than which of the master's own code objects to copy, at most MAX_HOT of them: a first session
+that ran unusual code, or a process that lied, costs the master a few hundred KB and the later
+sessions some sharing, nothing else). Until every kind has reported once, `pack` copies what a
+report names and was not copied before (`code.replace()`: the same code, a new object, with
+fresh inline caches), and the code objects holding one in their constants (so that a nested
+function made at run time gets the copy too), then points every function at its copy. The
+report that completes the set copies everything the reports named once more, from the
+originals, in `arrange`'s order: grouped by which kinds ran it, the groups so that each kind's
+code is one run (a viewer's code then lies apart from what only host sessions run, instead of
+between it), the code the master ran itself apart from the rest. Copies are made with the
+allocators' holes taken (jail/pools.py `fill`) and from malloc (`objects_from_malloc`: pymalloc
+would put them in a pool per block size, a slice of each group in every pool), so they lie one
+after the other in fresh heap. The originals stay where they were (the master's frames that are
+running keep theirs until they return); an earlier copy no function runs any more stays
+allocated (immortal) in the master. The copies are then made immortal and frozen like the rest
+of the heap (jail/heap.py), the holes taken again, and the report is used (`done`):
+connection processes forked from then on (the master lets its standbys go) run the copies.
+ROUNDS reports per kind and master (the second, from a process forked from the copies, adds
+what the first had not run); a report that comes later is ignored.
 
 Safe because a copy is equal to its original in everything but its address and its inline
 caches (which the interpreter fills in again); code objects compare by value, and nothing in the
 relay or its libraries keys anything on a code object's identity. What it costs the master: the
-copies (a few hundred KB) and the table (~11,000 code objects, ~15,000 functions: ~1.5 MB).
+copies (twice a few hundred KB) and the table (~11,000 code objects, ~15,000 functions: ~1.5 MB).
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import types
 import zlib
 from collections.abc import Callable, Iterable
+
+from . import pools
 
 CodeType = types.CodeType
 MAX_HOT = 700  # code objects a report may name (it fits a control message)
@@ -57,6 +68,11 @@ ROUNDS = 2  # reports used per kind: the second, from a process that ran the fir
 _wanted: dict[str, int] = {}  # kind -> reports still wanted
 _functions: list[types.FunctionType] = []  # every function at the baseline (the frozen heap's)
 _packed: set[int] = set()  # ids of the table's code objects copied already
+_origin: dict[int, int] = {}  # id(copy) -> id(its original), for the copies functions run
+_kinds: tuple[str, ...] = ()  # every kind wanted at the baseline
+_reports: dict[str, dict[int, None]] = {}  # kind -> the ids its reports named, in order
+_laid_out = False  # every kind has reported once, and all they named was laid out again
+MAX_GROUPS = 7  # groups of code `arrange` tries every order of (3 kinds make at most 7)
 
 
 def _checksum(code: CodeType) -> int:
@@ -85,11 +101,21 @@ def baseline(kinds: Iterable[str]) -> int:
     _functions[:] = [obj for obj in gc.get_objects() if type(obj) is types.FunctionType]
     _table.clear()
     _packed.clear()
+    _origin.clear()
+    _reports.clear()
+    global _kinds, _laid_out
+    _kinds = tuple(kinds)
+    _laid_out = False
     for code in _all_code(_functions):
         _table[id(code)] = (code, _checksum(code))
     _wanted.clear()
-    _wanted.update((kind, ROUNDS) for kind in kinds)
+    _wanted.update((kind, ROUNDS) for kind in _kinds)
     return len(_table)
+
+
+def functions() -> list[types.FunctionType]:
+    """Every function at the baseline."""
+    return _functions
 
 
 def wanted(kind: str) -> bool:
@@ -114,6 +140,59 @@ def ran() -> list[int]:
     return out
 
 
+def learn(kind: str, ids: Iterable[int], fill: Callable[[], object] | None = None) -> list[CodeType]:
+    """In the master: a report of `kind` used (`done`). Until every kind wanted at the baseline
+    has reported once, its code not copied yet is copied as `pack` does (a relay nobody views
+    has its host sessions' code packed all the same); the report that completes that set lays
+    every reported code object out again, from the originals, in `arrange`'s order, so that
+    each kind's code lies in one run of pages (a viewer no longer writes into pages of host
+    code copied between the viewer's own). The copies made."""
+    done(kind)
+    valid = [k for k in dict.fromkeys(ids) if type(k) is int and k in _table][:MAX_HOT]
+    seen = _reports.setdefault(kind, {})
+    seen.update(dict.fromkeys(valid))
+    global _laid_out
+    if not _laid_out and all(k in _reports for k in _kinds):
+        _laid_out = True
+        # Code the master ran itself since the baseline was changed before the reporters were
+        # forked, so every report names it, run there or not: it goes apart, after the rest.
+        mine = {
+            key for ids in _reports.values() for key in ids if _checksum(_table[key][0]) != _table[key][1]
+        }
+        order = arrange({k: [key for key in v if key not in mine] for k, v in _reports.items()})
+        order += arrange({k: [key for key in v if key in mine] for k, v in _reports.items()})
+        copies = _copy([_table[key][0] for key in order], fill)
+        _origin.clear()  # the earlier copies are no function's code any more
+        _origin.update((id(new), key) for key, new in copies.items())
+        _packed.update(copies)
+        return list(copies.values())
+    return pack(valid, fill)
+
+
+def arrange(reports: dict[str, list[int]]) -> list[int]:
+    """The ids of every report, in an order that keeps each report's in as few runs as it can:
+    grouped by the set of reports naming them, the groups in the order with the fewest runs
+    (every order is tried for up to MAX_GROUPS groups, the groups in a fixed order past that),
+    each group in its reports' order."""
+    sets = {kind: set(ids) for kind, ids in reports.items()}
+    groups: dict[frozenset[str], dict[int, None]] = {}
+    for ids in reports.values():
+        for key in ids:
+            groups.setdefault(frozenset(k for k, v in sets.items() if key in v), {})[key] = None
+    names = sorted(groups, key=lambda g: (-len(g), sorted(g)))
+    if len(names) <= MAX_GROUPS:
+
+        def runs(groups_in_order: Iterable[frozenset[str]]) -> int:
+            order = list(groups_in_order)
+            return sum(
+                sum(1 for i, g in enumerate(order) if kind in g and (i == 0 or kind not in order[i - 1]))
+                for kind in reports
+            )
+
+        names = list(min(itertools.permutations(names), key=runs))
+    return [key for g in names for key in groups[g]]
+
+
 def pack(ids: Iterable[int], fill: Callable[[], object] | None = None) -> list[CodeType]:
     """In the master: copy the code objects of the table named by `ids`, in that order, and the
     code objects holding one in their constants; point every function at its copy. The copies.
@@ -127,6 +206,17 @@ def pack(ids: Iterable[int], fill: Callable[[], object] | None = None) -> list[C
             order.append(entry[0])
     if not order:
         return []
+    copies = _copy(order, fill)
+    _origin.update((id(new), key) for key, new in copies.items())
+    _packed.update(copies)
+    return list(copies.values())
+
+
+def _copy(order: list[CodeType], fill: Callable[[], object] | None) -> dict[int, CodeType]:
+    """Copy the originals `order` names, in that order, and the originals holding one in their
+    constants (the nested code's copies in the parent's); point every function whose code is
+    one of them, or an earlier copy of one, at its copy. id(original) -> copy."""
+    wanted_ids = {id(code) for code in order}
     holds: dict[int, bool] = {}  # id(code) -> it is wanted or holds one that is
 
     def needed(code: CodeType) -> bool:
@@ -165,11 +255,12 @@ def pack(ids: Iterable[int], fill: Callable[[], object] | None = None) -> list[C
         make_bytecode(code)
     if fill is not None:
         fill()
-    for code in order:
-        copy(code)
-    _packed.update(copies)
+    with pools.objects_from_malloc():
+        for code in order:
+            copy(code)
     for obj in _functions:  # the frozen heap's: gc.get_objects() no longer lists them
-        new = copies.get(id(obj.__code__))
+        code = obj.__code__
+        new = copies.get(_origin.get(id(code), id(code)))
         if new is not None:
             obj.__code__ = new
-    return list(copies.values())
+    return copies

@@ -264,8 +264,7 @@ class Jailer:
         code objects copied, or None when the kind was learnt already (or never wanted)."""
         if not hotcode.wanted(kind):
             return None
-        hotcode.done(kind)
-        n = pack_hot(ids, immortal=self.heap is not None and self.heap.immortal)
+        n = pack_hot(kind, ids, immortal=self.heap is not None and self.heap.immortal)
         if n and self.standby is not None:
             self.standby.flush()
         return n

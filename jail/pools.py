@@ -36,10 +36,12 @@ heap) that part does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import sys
+from collections.abc import Iterator
 
 POOL_SIZE = 16 * 1024  # pymalloc's pool (3.10+)
 MAX_BLOCK = 512  # pymalloc's largest block
@@ -183,6 +185,47 @@ def one_arena() -> bool:
         return False
     mallopt.restype, mallopt.argtypes = ctypes.c_int, [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(M_ARENA_MAX, 1))
+
+
+class _Allocator(ctypes.Structure):  # PyMemAllocatorEx
+    _fields_ = [(name, ctypes.c_void_p) for name in ("ctx", "malloc", "calloc", "realloc", "free")]
+
+
+_DOMAIN_RAW, _DOMAIN_OBJ = 0, 2  # PyMemAllocatorDomain
+
+
+@contextlib.contextmanager
+def objects_from_malloc() -> Iterator[bool]:
+    """Within: new Python objects come from the C library's malloc (the raw domain's allocator)
+    instead of pymalloc's pools; whether it could. Frees and reallocations stay pymalloc's
+    (which hands what is not in its arenas to the raw domain's, so objects made within are
+    freed right whenever they go; objects a type keeps free lists of, such as small tuples, may
+    still come from one of those). Only where both domains run CPython's own allocators (no
+    debug hooks, no other allocator set: both contexts NULL); in the master, holding the GIL.
+
+    Why. pymalloc serves each block size from pools of its own: code objects copied one after
+    the other (jail/hotcode.py) land in some twenty pools by their sizes, each pool holding a
+    slice of every group copied, so that a process running one group's code writes into pages
+    of all twenty. From malloc, after `fill`, they lie in the heap one after the other."""
+    try:
+        get, put = ctypes.pythonapi.PyMem_GetAllocator, ctypes.pythonapi.PyMem_SetAllocator
+    except AttributeError:
+        yield False
+        return
+    get.restype = put.restype = None
+    get.argtypes = put.argtypes = [ctypes.c_int, ctypes.POINTER(_Allocator)]
+    raw, obj = _Allocator(), _Allocator()
+    get(_DOMAIN_RAW, ctypes.byref(raw))
+    get(_DOMAIN_OBJ, ctypes.byref(obj))
+    if raw.ctx or obj.ctx or not raw.malloc or not obj.free:
+        yield False
+        return
+    mixed = _Allocator(None, raw.malloc, raw.calloc, obj.realloc, obj.free)
+    put(_DOMAIN_OBJ, ctypes.byref(mixed))
+    try:
+        yield True
+    finally:
+        put(_DOMAIN_OBJ, ctypes.byref(obj))
 
 
 def fill() -> int:

@@ -115,3 +115,62 @@ def test_the_relay_learns_from_its_first_hosts_and_viewers(relay, fingerprints, 
         finally:
             t.close()
     assert {k: packed(relay, k) for k in kinds} == {k: hotcode.ROUNDS for k in kinds}
+
+
+def test_arrange_keeps_each_reports_code_in_one_run():
+    # As a relay's first reports: a viewer's code, a host session's, and a viewed host
+    # session's (all of the host's and more), sharing what every SSH process runs.
+    viewer, host = list(range(0, 60)), list(range(40, 120))
+    viewed = list(range(40, 140)) + list(range(20, 30))
+    reports = {"host": host, "viewer": viewer, "host-viewed": viewed}
+    order = hotcode.arrange(reports)
+    assert sorted(order) == sorted(set(viewer + host + viewed))
+    at = {key: i for i, key in enumerate(order)}
+    for name, ids in reports.items():
+        places = sorted(at[key] for key in ids)
+        assert places[-1] - places[0] + 1 == len(set(ids)), name  # one run, nothing between
+    assert hotcode.arrange({}) == []
+
+
+LAYOUT_PROBE = """
+import json
+from jail import hotcode
+
+def warm(f, n=50):
+    for i in range(n):
+        f(i)
+
+def one(x):
+    return x + 1
+
+def both(x):
+    return x * 2
+
+def other(x):
+    return x - 1
+
+hotcode.baseline(["a", "b"])
+code = {f.__name__: f.__code__ for f in (one, both, other)}
+first = hotcode.learn("a", [id(code["one"]), id(code["both"])])
+copy_a = one.__code__
+laid = hotcode.learn("b", [id(code["both"]), id(code["other"]), 12345])
+later = hotcode.learn("a", [id(code["one"])])  # copied already: nothing
+print(json.dumps({
+    "first": len(first), "laid": len(laid), "later": len(later),
+    "relaid": one.__code__ is not copy_a and one.__code__ == code["one"],
+    "all_copied": all(f.__code__ is not code[f.__name__] for f in (one, both, other)),
+    "works": [one(1), both(2), other(3)],
+    "wanted": [hotcode.wanted("a"), hotcode.wanted("b")],
+}))
+"""
+
+
+def test_the_report_completing_the_kinds_lays_out_all_their_code_again():
+    """The first kind's report is copied at once; the one that completes every kind copies all
+    the reports named once more, from the originals (functions run the new copies); a later
+    report of code copied already copies nothing."""
+    r = fresh_interpreter(LAYOUT_PROBE)
+    assert r["first"] == 2 and r["laid"] == 3 and r["later"] == 0
+    assert r["relaid"] and r["all_copied"]
+    assert r["works"] == [2, 4, 2]
+    assert r["wanted"] == [hotcode.ROUNDS > 2, hotcode.ROUNDS > 1]  # "a" reported twice

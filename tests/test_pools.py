@@ -110,3 +110,36 @@ def test_one_arena_puts_every_threads_allocations_in_the_main_heap():
     one = fresh_interpreter('MODE = "one"' + ARENA_PROBE)
     assert default["in_heap"] is False  # glibc: a second thread gets an arena of its own
     assert one["took"] is True and one["in_heap"] is True
+
+
+# Where new objects land within objects_from_malloc() and after it, and that they are freed.
+MALLOC_PROBE = """
+import gc, json
+from jail import pools
+
+def in_heap(p):
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("[heap]"):
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                return lo <= p < hi
+    return False
+
+with pools.objects_from_malloc() as took:
+    within = [bytes(60 + i % 400) for i in range(3000)]
+after = [bytes(60 + i % 400) for i in range(3000)]
+inside = sum(in_heap(id(x)) for x in within)
+outside = sum(not in_heap(id(x)) for x in after)
+del within, after  # freed through pymalloc's free, which gives malloc's blocks back to malloc
+gc.collect()
+again = [bytes(60 + i % 400) for i in range(30000)]
+print(json.dumps({"took": took, "inside": inside, "outside": outside, "again": len(again)}))
+"""
+
+
+def test_objects_made_within_come_from_malloc_and_are_freed():
+    r = fresh_interpreter(MALLOC_PROBE)
+    assert r["took"] is True
+    assert r["inside"] == 3000  # every one in the C heap, none in pymalloc's arenas
+    assert r["outside"] == 3000  # after it: pymalloc's again (its arenas are mapped elsewhere)
+    assert r["again"] == 30000
