@@ -62,7 +62,7 @@ import types
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import hotcode, pools
+from . import funcversions, hotcode, pools
 
 # What Include/object.h calls _Py_IMMORTAL_REFCNT (3.12 and 3.13, default build).
 IMMORTAL_REFCNT = 0xFFFFFFFF if sys.maxsize > 2**32 else 0xFFFFFFFF >> 2
@@ -88,6 +88,7 @@ class HeapReport:
     seconds: float = 0.0
     reason: str = ""
     filled: int = 0  # bytes of the allocators' holes taken (jail/pools.py)
+    versions: int = 0  # functions given a version (jail/funcversions.py)
 
 
 def layout_reason() -> str:
@@ -182,15 +183,17 @@ def prepare_heap(learn: Iterable[str] = ()) -> HeapReport:
     # The table connection processes compare their code against, and the kinds of report wanted
     # (jail/hotcode.py): made before the walk, so it is immortal and frozen with the rest.
     hotcode.baseline(learn)
+    # Their versions, where a child would give each function it calls one (jail/funcversions.py).
+    versions = funcversions.give(hotcode.functions())
     why = check()
-    report = HeapReport(immortal=False, reason=why)
+    report = HeapReport(immortal=False, reason=why, versions=versions)
     if not why:
         t0 = time.perf_counter()
         roots = gc.get_objects()  # before the freeze: frozen objects are not listed
         roots.append(sys.modules)
         n = immortalize(roots)
         del roots  # its array is freed now, not after the holes are taken
-        report = HeapReport(immortal=True, objects=n, seconds=time.perf_counter() - t0)
+        report = HeapReport(immortal=True, objects=n, seconds=time.perf_counter() - t0, versions=versions)
     # Then take the allocators' holes (jail/pools.py): a child's own allocations go to pages
     # of its own, not into the inherited ones.
     report = dataclasses.replace(report, filled=pools.fill())

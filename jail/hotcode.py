@@ -38,7 +38,8 @@ would put them in a pool per block size, a slice of each group in every pool), s
 after the other in fresh heap. The originals stay where they were (the master's frames that are
 running keep theirs until they return); an earlier copy no function runs any more stays
 allocated (immortal) in the master. The copies are then made immortal and frozen like the rest
-of the heap (jail/heap.py), the holes taken again, and the report is used (`done`):
+of the heap (jail/heap.py), the functions given versions again where setting their code took
+them away (jail/funcversions.py, 3.12), the holes taken again, and the report is used (`done`):
 connection processes forked from then on (the master lets its standbys go) run the copies.
 ROUNDS reports per kind and master (the second, from a process forked from the copies, adds
 what the first had not run); a report that comes later is ignored.
@@ -57,7 +58,7 @@ import types
 import zlib
 from collections.abc import Callable, Iterable
 
-from . import pools
+from . import funcversions, pools
 
 CodeType = types.CodeType
 MAX_HOT = 700  # code objects a report may name (it fits a control message)
@@ -258,9 +259,12 @@ def _copy(order: list[CodeType], fill: Callable[[], object] | None) -> dict[int,
     with pools.objects_from_malloc():
         for code in order:
             copy(code)
+    moved = []
     for obj in _functions:  # the frozen heap's: gc.get_objects() no longer lists them
         code = obj.__code__
         new = copies.get(_origin.get(id(code), id(code)))
         if new is not None:
-            obj.__code__ = new
+            obj.__code__ = new  # which takes its version away, on 3.12: given back here
+            moved.append(obj)
+    funcversions.give(moved)
     return copies

@@ -211,10 +211,19 @@ class Master(Children, Intake, Lifecycle, Messages, WebDoor, Reconnection):
             return
         if heap.immortal:
             self.log.info(
-                "immortal heap", objects=heap.objects, duration=round(heap.seconds, 3), filled=heap.filled
+                "immortal heap",
+                objects=heap.objects,
+                duration=round(heap.seconds, 3),
+                filled=heap.filled,
+                versions=heap.versions,
             )
         else:
-            self.log.info("running without an immortal heap", reason=heap.reason, filled=heap.filled)
+            self.log.info(
+                "running without an immortal heap",
+                reason=heap.reason,
+                filled=heap.filled,
+                versions=heap.versions,
+            )
 
     def step(self, max_wait: float = MAX_WAIT) -> None:
         """One turn of the loop: wait (at most `max_wait` s) for events or the next grace period,
