@@ -362,9 +362,10 @@ def test_a_relinked_viewer_is_listed_as_before_and_not_announced():
     ]  # counted and listed since its first join
     sent.clear()
     presence.joined(hs, viewer(2, True), None, since=NOW)  # a new one is announced
-    assert sent[0] == m.Notify("A mate has joined (192.0.2.2, read-only) -- 2 clients currently connected")
-    assert sent[1] == m.SetEnv("tmate_num_clients", "2")
-    assert sent[2].value.startswith(f"192.0.2.1 rw since {shown}, 192.0.2.2 ro since ")
+    # The count and the list first, so the host shows the notice with them current.
+    assert sent[0] == m.SetEnv("tmate_num_clients", "2")
+    assert sent[1].value.startswith(f"192.0.2.1 rw since {shown}, 192.0.2.2 ro since ")
+    assert sent[2] == m.Notify("A mate has joined (192.0.2.2, read-only) -- 2 clients currently connected")
 
 
 def test_the_host_is_told_who_left_while_it_was_away():
@@ -376,11 +377,11 @@ def test_the_host_is_told_who_left_while_it_was_away():
     )
     presence.back(hs, ["192.0.2.1", "192.0.2.2"], 3)
     assert sent == [
+        m.SetEnv("tmate_num_clients", "0"),
+        m.SetEnv("tmate_clients", ""),
         m.Notify("A mate has left (192.0.2.1) -- 0 client currently connected"),
         m.Notify("A mate has left (192.0.2.2) -- 0 client currently connected"),
         m.Notify("3 more mates left meanwhile -- 0 client currently connected"),
-        m.SetEnv("tmate_num_clients", "0"),
-        m.SetEnv("tmate_clients", ""),
     ]
     sent.clear()
     presence.ready(hs)  # a fresh session's READY: nobody yet, and the formats say so

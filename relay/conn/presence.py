@@ -3,8 +3,8 @@
 On every viewer join and leave the host gets a NOTIFY in tmate.io's words (its status line and
 `show-messages`), `A mate has joined (1.2.3.4, read-only) -- 2 clients currently connected`
 (`read-only, web` for a browser's page; with the key's fingerprint when the viewer
-authenticated with one) and `A mate has left (1.2.3.4) -- 1 client currently connected`, then
-SET_ENV `tmate_num_clients` (the count) and `tmate_clients` (who: `1.2.3.4 rw since 12:03:01,
+authenticated with one) and `A mate has left (1.2.3.4) -- 1 client currently connected`, just
+after SET_ENV `tmate_num_clients` (the count) and `tmate_clients` (who: `1.2.3.4 rw since 12:03:01,
 5.6.7.8 ro web since 12:04:10`, relay-local time, at most MAX_CLIENTS_TEXT characters), so `tmate
 display -p '#{tmate_clients}'` answers "who is watching".
 
@@ -17,8 +17,8 @@ again (`viewer` with relinked): they never left, so the host gets no join notice
 each is listed since its first join (the master's time, `since`). A viewer that joined while the
 host was away is new to the host: announced when it is linked, listed from then. Then the master
 says the relinks are done (`relinked`) with the addresses of the viewers the host had that left
-while it was away: the host gets `A mate has left` for each (its old process could not tell it,
-and its tmate still shows the SET_ENVs of before the cut), and the count and list as they are now.
+while it was away: the host gets the count and list as they are now, then `A mate has left` for
+each (its old process could not tell it, and its tmate still shows the SET_ENVs of before the cut).
 A resumed session publishes nothing at READY: its relinks follow, and a `0` before them would be
 wrong for as long as they take.
 
@@ -128,18 +128,20 @@ def back(hs: Any, left: Sequence[str], more: int) -> None:
     if hs.closing:
         return
     n = len(hs.viewers)
+    _publish(hs)  # first, as in _announce
     for ip in left:
         hs.send_host(m.Notify(left_text(ip, n)))
     if more:
         hs.send_host(m.Notify(f"{more} more mate{'s' if more > 1 else ''} left meanwhile -- {_count(n)}"))
-    _publish(hs)
 
 
 def _announce(hs: Any, text: str) -> None:
     if hs.closing:
         return  # the session is over: the host gets nothing more
-    hs.send_host(m.Notify(text))
+    # The count and the list before the notice: the host's tmate applies messages in order, so
+    # once the notice shows, `#{tmate_num_clients}` already says what the notice says.
     _publish(hs)
+    hs.send_host(m.Notify(text))
 
 
 def _publish(hs: Any) -> None:
