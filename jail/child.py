@@ -167,7 +167,7 @@ def _jail_steps(plan: ChildPlan, c: socket.socket) -> Iterator[str]:  # pragma: 
         signal.signal(sig, _exit_on_signal)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # PID 1: children auto-reaped
     yield plan.step("close fds")
-    _close_fds_except(set(plan.keep) | {0, 1, 2, c.fileno()})
+    close_fds_except(set(plan.keep) | {0, 1, 2, c.fileno()})
     yield plan.step("title")
     set_process_title(plan.title)
     yield plan.step("ready")
@@ -215,7 +215,7 @@ except AttributeError:  # pragma: no cover - glibc < 2.34
     _close_range = None
 
 
-def _close_fds_except(keep: set[int]) -> None:
+def close_fds_except(keep: set[int]) -> None:
     lo = 0
     for fd in sorted(keep) + [0x7FFFFFFF + 1]:
         if fd > lo:

@@ -53,6 +53,7 @@ from . import _sys, hotcode, pools
 from .child import UNSHARE_FLAGS, ChildPlan, OnError, Target, run_child1
 from .heap import HeapReport, pack_hot, prepare_heap
 from .seccomp import SeccompProgram, build_filter
+from .zygote import Zygote, ZygoteError
 
 if TYPE_CHECKING:
     from .standby import Standby
@@ -311,19 +312,26 @@ class Jailer:
         title: str,
         on_error: OnError | None = None,
     ) -> JailedProcess:
-        self.prepare()
-        plan = ChildPlan(
-            rootless=self.rootless,
-            inside_uid=self.config.inside_uid,
-            root=self._root,
-            seccomp=self._seccomp,
-            cap_last_cap=self._cap_last_cap,
-            keep=sorted({int(fd) for fd in keep_fds}),
-            title=title,
-            memory_cap=self.memory_cap_bytes,
-            fail_step=self._test_fail_step,
-            hang_step=self._test_hang_step,
-        )
+        """A jailed process running `target`, forked from this process."""
+        return self._spawn(keep_fds, title, target, on_error, None, None)
+
+    def spawn_by(
+        self, zygote: Zygote, *, keep_fds: Sequence[int], args: list | None, title: str
+    ) -> JailedProcess:
+        """A jailed process forked by `zygote` (jail/zygote.py), running the target it makes of
+        `keep_fds` and `args`."""
+        return self._spawn(keep_fds, title, None, None, zygote, args)
+
+    def _spawn(
+        self,
+        keep_fds: Sequence[int],
+        title: str,
+        target: Target | None,
+        on_error: OnError | None,
+        zygote: Zygote | None,
+        args: list | None,
+    ) -> JailedProcess:
+        plan = self.plan(keep_fds, title)
         uid = self._alloc_uid()
         gid = os.getegid() if self.rootless else uid
         deadline = time.monotonic() + self.config.spawn_timeout
@@ -332,19 +340,32 @@ class Jailer:
         c2: int | None = None
         ok = False
         try:
-            c1 = os.fork()
-            if c1 == 0:  # pragma: no cover - runs in the child
+            if zygote is None:
+                assert target is not None
+                c1 = os.fork()
+                if c1 == 0:  # pragma: no cover - runs in the child
+                    try:
+                        m.close()
+                        run_child1(plan, c, target, on_error)
+                    finally:
+                        os._exit(127)
+            else:
                 try:
-                    m.close()
-                    run_child1(plan, c, target, on_error)
-                finally:
-                    os._exit(127)
+                    c1 = zygote.fork(c, keep_fds, plan, args, deadline)
+                except ZygoteError as e:
+                    raise JailError(f"zygote: {e}") from None
             c.close()
             msg = self._recv(m, deadline, "namespaces")
             if not msg.startswith(b"P"):
                 raise JailError(f"unexpected message from jail: {msg[:40]!r}")
             c2 = int(msg[1:])
-            self._reap(c1)
+            if zygote is None:
+                self._reap(c1)
+            else:
+                try:
+                    zygote.exited(c1, deadline)
+                except ZygoteError as e:
+                    raise JailError(f"zygote: {e}") from None
             c1 = None
             try:
                 self._write_maps(c2, uid, gid)
@@ -362,11 +383,27 @@ class Jailer:
             raise JailError(f"spawn failed: {type(e).__name__}: {e}") from None
         finally:
             if not ok:
-                self._abort(m, c1, c2)
+                self._abort(m, c1, c2, zygote)
                 if not self.rootless:
                     self._in_use.discard(uid)
             m.close()
             c.close()
+
+    def plan(self, keep_fds: Sequence[int], title: str) -> ChildPlan:
+        """What the children of a spawn keeping `keep_fds` need (after prepare())."""
+        self.prepare()
+        return ChildPlan(
+            rootless=self.rootless,
+            inside_uid=self.config.inside_uid,
+            root=self._root,
+            seccomp=self._seccomp,
+            cap_last_cap=self._cap_last_cap,
+            keep=sorted({int(fd) for fd in keep_fds}),
+            title=title,
+            memory_cap=self.memory_cap_bytes,
+            fail_step=self._test_fail_step,
+            hang_step=self._test_hang_step,
+        )
 
     def _recv(self, m: socket.socket, deadline: float, what: str) -> bytes:
         left = deadline - time.monotonic()
@@ -405,8 +442,9 @@ class Jailer:
             except InterruptedError:  # pragma: no cover
                 continue
 
-    def _abort(self, m: socket.socket, c1: int | None, c2: int | None) -> None:
-        """Kill and reap everything this spawn started."""
+    def _abort(self, m: socket.socket, c1: int | None, c2: int | None, zygote: Zygote | None = None) -> None:
+        """Kill and reap everything this spawn started (C1 is a zygote's child when `zygote`
+        is given: it reaps it, and then C2 is ours)."""
         if c2 is None:
             # C1 may have reported C2's pid just as we gave up.
             try:
@@ -422,7 +460,13 @@ class Jailer:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        if c1 is not None:
-            self._reap(c1)  # after this, C2 (if any) is our child: we are a subreaper
+        if c1 is not None:  # after this, C2 (if any) is our child: we are a subreaper
+            if zygote is None:
+                self._reap(c1)
+            else:
+                try:
+                    zygote.exited(c1, time.monotonic() + 1.0)
+                except ZygoteError:
+                    pass
         if c2 is not None:
             self._reap(c2)

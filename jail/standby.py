@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from .child import Target
 from .jailer import JailedProcess, Jailer, JailError
 from .title import set_process_title
+from .zygote import Zygote, ZygoteError
 
 Factory = Callable[[list[int], list], Target]  # (the connection's fds, its arguments) -> target
 Ahead = Callable[[], Factory]  # run in the standby before it waits: what it does ahead of need
@@ -61,10 +62,11 @@ def _await_connection(fd: int, ahead: Ahead) -> int:  # pragma: no cover - runs 
 # The master's side, for any jailer it is given (a test's stand-in has no standby: all no-ops).
 
 
-def keep(jailer: object, ahead: Ahead, size: int = 1) -> None:
-    """Keep `size` standbys for connections the factories `ahead()` makes serve (a real Jailer only)."""
+def keep(jailer: object, ahead: Ahead, size: int = 1, forked: bool = True) -> None:
+    """Keep `size` standbys for connections the factories `ahead()` makes serve (a real Jailer
+    only), forked by a zygote unless `forked` is False (then by the master itself)."""
     if isinstance(jailer, Jailer):
-        Standby(jailer, ahead, size)
+        Standby(jailer, ahead, size, forked)
 
 
 def _of(jailer: object) -> Standby | None:
@@ -87,6 +89,13 @@ def take(jailer: object, fds: Sequence[int], args: list, title: str) -> JailedPr
     """Hand a connection to a standby: its process, or None (the master spawns one then)."""
     sb = _of(jailer)
     return sb.take(fds, args, title) if sb is not None else None
+
+
+def spawn(jailer: object, fds: Sequence[int], args: list, title: str) -> JailedProcess | None:
+    """A connection's process forked by the zygote (none ready): its process, or None (the
+    master forks one itself then)."""
+    sb = _of(jailer)
+    return sb.spawn(fds, args, title) if sb is not None else None
 
 
 def reaped(jailer: object, pid: int) -> bool:
@@ -114,11 +123,16 @@ class Standby:
 
     QUIET = 0.01  # seconds without an event before the master spawns a missing standby
 
-    def __init__(self, jailer: Jailer, ahead: Ahead, size: int = 1):
+    def __init__(self, jailer: Jailer, ahead: Ahead, size: int = 1, forked: bool = True):
         self.jailer, self.ahead, self.size = jailer, ahead, size
         self.ready: deque[tuple[JailedProcess, socket.socket]] = deque()
         self.flushed: list[JailedProcess] = []  # let go, not reaped yet
         self.retry_at = 0.0
+        # Standbys are forked by a zygote (jail/zygote.py), made at the first refill after each
+        # flush: the master's pages as of then, which its later writes leave shared.
+        self.forked = forked
+        self.zygote: Zygote | None = None
+        self.zygotes_gone: set[int] = set()  # let go, not reaped yet
         jailer.standby = self  # Jailer.close() closes it
 
     @property
@@ -132,17 +146,47 @@ class Standby:
             return None
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            proc = self.jailer.spawn(
-                _Await(theirs.fileno(), self.ahead), keep_fds=[theirs.fileno()], title=TITLE
-            )
-        except JailError as e:
+            zygote = self._zygote()
+            if zygote is None:
+                proc = self.jailer.spawn(
+                    _Await(theirs.fileno(), self.ahead), keep_fds=[theirs.fileno()], title=TITLE
+                )
+            else:
+                proc = self.jailer.spawn_by(zygote, keep_fds=[theirs.fileno()], args=None, title=TITLE)
+        except (JailError, ZygoteError, OSError) as e:
             mine.close()
+            self._let_zygote_go()  # a new one next time
             self.retry_at = time.monotonic() + RETRY_AFTER
             return str(e)
         finally:
             theirs.close()
         self.ready.append((proc, mine))
         return None
+
+    def _zygote(self) -> Zygote | None:
+        """The zygote, made now if there is none (not when `forked` is False)."""
+        if self.zygote is None and self.forked:
+            self.zygote = Zygote(self.jailer.plan([], TITLE), self._target)
+        return self.zygote
+
+    def _target(self, fds: list[int], args: list | None) -> Target:
+        """In the zygote: a standby's target (no arguments), or a connection's, run at once."""
+        return _Await(fds[0], self.ahead) if args is None else _Now(fds, args, self.ahead)
+
+    def spawn(self, fds: Sequence[int], args: list, title: str) -> JailedProcess | None:
+        """A connection's process forked by the zygote when no standby is ready: what a standby
+        would have done, without the wait. None when there is no zygote or it failed (then the
+        caller forks the process itself, and the next refill makes a new zygote)."""
+        if len(json.dumps(args)) > MAX_HANDOVER or len(fds) > MAX_FDS:
+            return None
+        try:
+            zygote = self._zygote()
+            if zygote is None:
+                return None
+            return self.jailer.spawn_by(zygote, keep_fds=fds, args=args, title=title)
+        except (JailError, ZygoteError, OSError):
+            self._let_zygote_go()
+            return None
 
     def take(self, fds: Sequence[int], args: list, title: str) -> JailedProcess | None:
         """Hand a connection to a standby: its process, or None when none is ready (spawn then)."""
@@ -162,7 +206,12 @@ class Standby:
         return None
 
     def reaped(self, pid: int) -> bool:
-        """The master reaped `pid`: True if it was a standby (its uid is free again)."""
+        """The master reaped `pid`: True if it was a standby (its uid is free again) or a zygote."""
+        if self.zygote is not None and pid == self.zygote.pid:
+            self._let_zygote_go()
+        if pid in self.zygotes_gone:
+            self.zygotes_gone.discard(pid)
+            return True
         for entry in list(self.ready):
             if entry[0].pid == pid:
                 self.ready.remove(entry)
@@ -176,8 +225,16 @@ class Standby:
                 return True
         return False
 
+    def _let_zygote_go(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygotes_gone.add(self.zygote.pid)
+            self.zygote = None
+
     def flush(self) -> None:
-        """Let every waiting standby go (each exits on end of stream; the master reaps it)."""
+        """Let every waiting standby and the zygote go (each exits on end of stream; the master
+        reaps it)."""
+        self._let_zygote_go()
         while self.ready:
             proc, sock = self.ready.popleft()
             sock.close()
@@ -194,6 +251,13 @@ class Standby:
                 pass
             self.jailer.release(proc)
         self.flushed.clear()
+        for pid in self.zygotes_gone:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.zygotes_gone.clear()
 
 
 class _Await:
@@ -204,6 +268,18 @@ class _Await:
 
     def __call__(self) -> int:  # pragma: no cover - runs in the jail
         return _await_connection(self.fd, self.ahead)
+
+
+class _Now:
+    """A connection's target when the zygote forks its process directly: `ahead()`, then the
+    factory on the descriptors and arguments it came with."""
+
+    def __init__(self, fds: list[int], args: list, ahead: Ahead):
+        self.fds, self.args, self.ahead = fds, args, ahead
+
+    def __call__(self) -> int:  # pragma: no cover - runs in the jail
+        rc = self.ahead()(self.fds, self.args)()
+        return rc if isinstance(rc, int) else 0
 
 
 def _kill(proc: JailedProcess) -> None:

@@ -385,8 +385,11 @@ class Master(Children, Intake, Lifecycle, Messages, WebDoor, Reconnection):
         spawn_started = time.monotonic()
         factory = self.web_connection if p.web and self.web_connection is not None else self.connection
         title, fds = f"pymate [pending] {ip}", [conn.fileno(), ctl_child.fileno()]
-        proc = standby.take(self.jailer, fds, [ip, p.accepted], title) if factory is self.connection else None
-        try:  # a spawn unless a standby (jail/standby.py) took it
+        proc = None
+        if factory is self.connection:  # a standby takes it, or the zygote forks it (jail/standby.py)
+            proc = standby.take(self.jailer, fds, [ip, p.accepted], title)
+            proc = proc or standby.spawn(self.jailer, fds, [ip, p.accepted], title)
+        try:  # a spawn here when neither did
             if proc is None:
                 proc = self.jailer.spawn(factory(conn, ctl_child, ip, p.accepted), keep_fds=fds, title=title)
         except JailError as e:
