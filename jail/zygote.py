@@ -73,7 +73,9 @@ class Zygote:
         self.pid, self.sock = pid, mine
         self._answer(b"R", time.monotonic() + READY_WITHIN)  # set up: it holds nothing of ours
 
-    def fork(self, c: socket.socket, fds: Sequence[int], plan: ChildPlan, args: list | None, deadline: float) -> int:
+    def fork(
+        self, c: socket.socket, fds: Sequence[int], plan: ChildPlan, args: list | None, deadline: float
+    ) -> int:
         """Have the zygote fork C1 with `plan`, whose C2 runs `make_target(fds, args)` (`fds`:
         the descriptors it keeps, in this order, sent along with `c`, the spawn's socket; `args`:
         plain values, JSON); C1's pid."""
