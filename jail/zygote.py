@@ -138,14 +138,27 @@ def _serve(
             continue
         if not data:
             os._exit(0)  # let go, or the master is gone
-        try:
-            pid = _fork_c1(sock, base, make_target, data, fds)
-        except Exception as e:  # noqa: BLE001 - the master reads the reason
-            sock.send(b"E" + f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:200])
+        if not fds:
+            sock.send(b"E no spawn socket")
             continue
-        finally:
-            for n in fds:
-                os.close(n)
+        # Between two forks the zygote runs as little Python as it can: each object it makes and
+        # each bytecode cache it writes is a page the child forked before keeps to itself. So the
+        # request is read in C1 (its plan, its target), not here.
+        try:
+            pid = os.fork()
+        except OSError as e:
+            pid = -1
+            sock.send(b"E" + str(e).encode("utf-8", "replace")[:200])
+        if pid == 0:
+            try:
+                sock.close()
+                _c1(base, make_target, data, fds)
+            finally:
+                os._exit(127)
+        for n in fds:
+            os.close(n)
+        if pid < 0:
+            continue
         sock.send(b"F%d" % pid)
         # C1 exits once it has forked C2 and told the master its pid (or the master kills it):
         # then C2 is the master's child, which the master waits for before it goes on.
@@ -160,25 +173,21 @@ def _serve(
         sock.send(b"X%d" % pid)
 
 
-def _fork_c1(
-    sock: socket.socket, base: ChildPlan, make_target: MakeTarget, data: bytes, fds: list[int]
-) -> int:  # pragma: no cover - runs in the zygote
-    values = json.loads(data)
-    if not 1 <= len(fds) <= 1 + MAX_KEEP:
-        raise ValueError(f"{len(fds)} descriptors")
-    keep = fds[1:]
-    plan = replace(
-        base, keep=sorted(keep), title=values["title"], fail_step=values["fail"], hang_step=values["hang"]
-    )
-    target = make_target(keep, values["args"])
-    pid = os.fork()
-    if pid == 0:
-        try:
-            sock.close()
-            run_child1(plan, socket.socket(fileno=fds[0]), target, None)
-        finally:
-            os._exit(127)
-    return pid
+def _c1(base: ChildPlan, make_target: MakeTarget, data: bytes, fds: list[int]) -> None:  # pragma: no cover
+    """In C1, forked by the zygote: the request's plan and target, then jail/child.py's C1.
+    A request it cannot read is reported on the spawn's socket, as a failed jail step is."""
+    c = socket.socket(fileno=fds[0])
+    try:
+        values = json.loads(data)
+        keep = fds[1:]
+        plan = replace(
+            base, keep=sorted(keep), title=values["title"], fail_step=values["fail"], hang_step=values["hang"]
+        )
+        target = make_target(keep, values["args"])
+    except Exception as e:  # noqa: BLE001 - the master reads the reason
+        c.send(b"E" + f"zygote request: {type(e).__name__}: {e}".encode("utf-8", "replace")[:200])
+        return
+    run_child1(plan, c, target, None)
 
 
 def _close_all_but(keep: int) -> None:  # pragma: no cover - runs in the zygote
