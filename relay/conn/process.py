@@ -83,7 +83,7 @@ class Handshake:
         # threading.Timer, started once the client's banner is read, cancelled at NEWKEYS): the
         # master's grace period bounds it already, so it is not started (measured, 3.13, 30 host
         # connections each way: first bytes -> role taken 7.0-7.9 -> 6.4-6.6 ms median).
-        self.transport.packetizer.start_handshake = lambda timeout: None  # type: ignore[method-assign]
+        self.transport.packetizer.start_handshake = lambda timeout: None
         for key in cfg.host_keys:
             self.transport.add_server_key(key)
         self.server = Server()  # its authorize is the master's, once there is a master to ask
