@@ -149,21 +149,34 @@ def test_it_holds_nothing_it_inherited_but_its_socket(jailer: Jailer, no_leftove
 
 
 def test_it_dies_with_the_master(jailer: Jailer, no_leftovers):
+    """Killed when its master dies (PR_SET_PDEATHSIG), even while its socket stays open (a
+    process the stand-in master forked keeps the master's end: no end of stream)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # a stand-in master: makes a zygote, then dies without letting it go
         try:
             os.close(r)
             z = Zygote(jailer.plan([], TITLE), answer_target)
-            os.write(w, b"%d" % z.pid)
+            holder = os.fork()
+            if holder == 0:
+                try:
+                    os.close(w)
+                    time.sleep(30)  # holds z.sock open
+                finally:
+                    os._exit(0)
+            os.write(w, b"%d %d" % (z.pid, holder))
         finally:
             os._exit(0)
     os.close(w)
-    zpid = int(os.read(r, 32))
+    zpid, holder = (int(x) for x in os.read(r, 64).split())
     os.close(r)
     _wait_exit(pid)
-    # PR_SET_PDEATHSIG: killed; as this process is a subreaper, it is ours to reap
-    assert os.waitstatus_to_exitcode(_wait_exit(zpid)) == -signal.SIGKILL
+    try:
+        # killed, not ended by end of stream; as this process is a subreaper, it is ours to reap
+        assert os.waitstatus_to_exitcode(_wait_exit(zpid)) == -signal.SIGKILL
+    finally:
+        os.kill(holder, signal.SIGKILL)
+        _wait_exit(holder)
 
 
 def test_failures_in_the_jail_are_reported_and_leave_nothing(jailer: Jailer, no_leftovers):
