@@ -3,7 +3,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Relay, TmateHost, make_host_keys
+from tests.e2e import Relay, TmateHost, children_of, make_host_keys
+
+
+@pytest.fixture
+def no_leftovers():
+    """Every process the test started (live or zombie, a child of this process) is gone at its end."""
+    before = set(children_of(os.getpid()))
+    yield
+    left = set(children_of(os.getpid())) - before
+    assert not left, f"processes left behind: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from jail import (  # noqa: E402
     _sys,
     set_process_title,
 )
-from tests.e2e import AcceptingSshServer, children_of, ed25519_host_key  # noqa: E402
+from tests.e2e import AcceptingSshServer, ed25519_host_key  # noqa: E402
 
 NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts")
 # A range far from the production default, so a relay running on the box never collides.
@@ -174,11 +174,6 @@ def _ns(pid: int | str) -> dict[str, str]:
     return {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES}
 
 
-def _children() -> set[int]:
-    """Live or zombie processes whose parent is this test process."""
-    return set(children_of(os.getpid()))
-
-
 def _stop(jailer: Jailer, proc: JailedProcess) -> int | None:
     """SIGKILL + reap + release; returns the wait status if we reaped it here."""
     with contextlib.suppress(ProcessLookupError):
@@ -247,14 +242,6 @@ def jailer_noseccomp(subreaper):
     j = _make_jailer(seccomp=False, uid_base=UID_BASE + 1000)
     yield j
     j.close()
-
-
-@pytest.fixture
-def no_leftovers():
-    before = _children()
-    yield
-    left = _children() - before
-    assert not left, f"processes left behind: {left}"
 
 
 # ------------------------------------------------------------------ root mode: properties

@@ -18,7 +18,7 @@ import pytest
 from jail import Jailer, _sys
 from jail.standby import TITLE, Standby
 from tests.e2e import children_of, cmdline, wait_for
-from tests.test_jail import UID_BASE, _children, _make_jailer, _status, _wait_exit, assert_jailed_status
+from tests.test_jail import UID_BASE, _make_jailer, _status, _wait_exit, assert_jailed_status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root-mode jail tests need root")
 
@@ -41,13 +41,6 @@ def jailer():
     yield j
     j.close()
     _sys.prctl(_sys.PR_SET_CHILD_SUBREAPER, 0)
-
-
-@pytest.fixture
-def no_leftovers():
-    before = _children()
-    yield
-    assert not (_children() - before), "processes left behind"
 
 
 def test_a_standby_is_jailed_before_it_is_handed_anything(jailer: Jailer, no_leftovers):

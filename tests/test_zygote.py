@@ -22,7 +22,7 @@ import pytest
 from jail import Jailer, JailError, _sys
 from jail.zygote import TITLE, Zygote
 from tests.e2e import cmdline
-from tests.test_jail import UID_BASE, _children, _make_jailer, _status, _wait_exit, assert_jailed_status
+from tests.test_jail import UID_BASE, _make_jailer, _status, _wait_exit, assert_jailed_status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root-mode jail tests need root")
 
@@ -49,13 +49,6 @@ def jailer():
     yield j
     j.close()
     _sys.prctl(_sys.PR_SET_CHILD_SUBREAPER, 0)
-
-
-@pytest.fixture
-def no_leftovers():
-    before = _children()
-    yield
-    assert not (_children() - before), "processes left behind"
 
 
 def _let_go(z: Zygote) -> None:
