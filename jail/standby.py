@@ -62,11 +62,11 @@ def _await_connection(fd: int, ahead: Ahead) -> int:  # pragma: no cover - runs 
 # The master's side, for any jailer it is given (a test's stand-in has no standby: all no-ops).
 
 
-def keep(jailer: object, ahead: Ahead, size: int = 1, forked: bool = True) -> None:
+def keep(jailer: object, ahead: Ahead, size: int = 1) -> None:
     """Keep `size` standbys for connections the factories `ahead()` makes serve (a real Jailer
-    only), forked by a zygote unless `forked` is False (then by the master itself)."""
+    only), forked by a zygote (jail/zygote.py)."""
     if isinstance(jailer, Jailer):
-        Standby(jailer, ahead, size, forked)
+        Standby(jailer, ahead, size)
 
 
 def _of(jailer: object) -> Standby | None:
@@ -123,14 +123,14 @@ class Standby:
 
     QUIET = 0.01  # seconds without an event before the master spawns a missing standby
 
-    def __init__(self, jailer: Jailer, ahead: Ahead, size: int = 1, forked: bool = True):
+    def __init__(self, jailer: Jailer, ahead: Ahead, size: int = 1):
         self.jailer, self.ahead, self.size = jailer, ahead, size
         self.ready: deque[tuple[JailedProcess, socket.socket]] = deque()
         self.flushed: list[JailedProcess] = []  # let go, not reaped yet
         self.retry_at = 0.0
         # Standbys are forked by a zygote (jail/zygote.py), made at the first refill after each
-        # flush: the master's pages as of then, which its later writes leave shared.
-        self.forked = forked
+        # flush: the master's pages as of then, which its later writes leave shared. When it
+        # fails, the master forks the next one itself, and a new zygote is made at the refill after.
         self.zygote: Zygote | None = None
         self.zygotes_gone: set[int] = set()  # let go, not reaped yet
         jailer.standby = self  # Jailer.close() closes it
@@ -146,13 +146,7 @@ class Standby:
             return None
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            zygote = self._zygote()
-            if zygote is None:
-                proc = self.jailer.spawn(
-                    _Await(theirs.fileno(), self.ahead), keep_fds=[theirs.fileno()], title=TITLE
-                )
-            else:
-                proc = self.jailer.spawn_by(zygote, keep_fds=[theirs.fileno()], args=None, title=TITLE)
+            proc = self.jailer.spawn_by(self._zygote(), keep_fds=[theirs.fileno()], args=None, title=TITLE)
         except (JailError, ZygoteError, OSError) as e:
             mine.close()
             self._let_zygote_go()  # a new one next time
@@ -163,9 +157,9 @@ class Standby:
         self.ready.append((proc, mine))
         return None
 
-    def _zygote(self) -> Zygote | None:
-        """The zygote, made now if there is none (not when `forked` is False)."""
-        if self.zygote is None and self.forked:
+    def _zygote(self) -> Zygote:
+        """The zygote, made now if there is none (ZygoteError if that fails)."""
+        if self.zygote is None:
             self.zygote = Zygote(self.jailer.plan([], TITLE), self._target)
         return self.zygote
 
@@ -175,15 +169,12 @@ class Standby:
 
     def spawn(self, fds: Sequence[int], args: list, title: str) -> JailedProcess | None:
         """A connection's process forked by the zygote when no standby is ready: what a standby
-        would have done, without the wait. None when there is no zygote or it failed (then the
+        would have done, without the wait. None when the zygote failed (then the
         caller forks the process itself, and the next refill makes a new zygote)."""
         if len(json.dumps(args)) > MAX_HANDOVER or len(fds) > MAX_FDS:
             return None
         try:
-            zygote = self._zygote()
-            if zygote is None:
-                return None
-            return self.jailer.spawn_by(zygote, keep_fds=fds, args=args, title=title)
+            return self.jailer.spawn_by(self._zygote(), keep_fds=fds, args=args, title=title)
         except (JailError, ZygoteError, OSError):
             self._let_zygote_go()
             return None

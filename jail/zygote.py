@@ -13,20 +13,20 @@ How. After the warm-up (and again after each change the children must see: the l
 host keys), the master forks one process, the zygote, and asks it for the jailed processes it
 would have forked itself. The zygote closes every descriptor it inherited but its own socket,
 then only waits: for a request (the spawn's socket and the descriptors its target keeps, sent with
-SCM_RIGHTS, and a few plain values), it forks C1 exactly where the master would have
-(jail/child.py takes it from there, the same steps, the same messages to the master), answers
-C1's pid and reaps C1 when it is done. C2, once C1 has exited, is the master's child as before
-(PR_SET_CHILD_SUBREAPER: the nearest subreaper among its ancestors). Between requests the zygote
-writes nothing, so its pages stay what every child forked from it shares; what it does write per
-request is its own short loop's few objects.
+SCM_RIGHTS, and a few plain values), it forks C1, which reads the request and goes on where the
+master's own C1 would have (jail/child.py: the same steps, the same messages to the master); the
+zygote answers C1's pid and again once it has reaped C1. C2, once C1 has exited, is the master's
+child as before (PR_SET_CHILD_SUBREAPER: the nearest subreaper among its ancestors). Idle, the
+zygote writes nothing, so its pages stay what every child forked from it shares; a request costs
+the few pages its short loop writes (3-20 measured, 3.13).
 
 What it costs: one idle process, sharing the master's pages as of its fork; a spawn waits for one
 more message on a local socket. It is not jailed (it is the master's own copy: root, or the
 invoking user) and reads nothing but the master's requests. It exits when its socket reads end of
 stream (the master let it go, or died) and, should the master die otherwise, on PR_SET_PDEATHSIG.
 
-This module knows nothing of what the targets are: `make_target(fds, args)` (the descriptors a
-request brought, in the zygote, and its plain arguments) gives the callable C2 runs.
+This module knows nothing of what the targets are: `make_target(fds, args)` (called in C1 with
+the descriptors a request brought and its plain arguments) gives the callable C2 runs.
 """
 
 from __future__ import annotations

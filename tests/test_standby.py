@@ -201,6 +201,42 @@ def test_a_standby_that_died_unreaped_is_skipped_and_its_uid_freed_when_reaped(j
         sb.close()
 
 
+def test_connections_are_forked_by_the_zygote_and_a_dead_one_is_replaced(jailer: Jailer, no_leftovers):
+    """With no standby ready, a connection's process comes from the zygote; a zygote that died
+    makes that spawn fail (None: the master forks it itself) and the next refill makes a new one."""
+    sb = Standby(jailer, lambda: echo_factory, size=0)  # none kept: every connection is spawned
+    try:
+        a, b = socket.socketpair()
+        proc = sb.spawn([b.fileno(), b.fileno()], ["192.0.2.5"], "pymate [pending] 192.0.2.5")
+        b.close()
+        assert proc is not None and sb.zygote is not None
+        first = sb.zygote.pid
+        a.settimeout(5)
+        assert json.loads(a.recv(4096)) == {"args": ["192.0.2.5"], "fds": 2, "uid": 1000}
+        assert os.waitstatus_to_exitcode(_wait_exit(proc.pid)) == 7
+        jailer.release(proc)
+        a.close()
+        os.kill(first, signal.SIGKILL)
+        for _ in range(500):  # dead, not reaped yet: its end of the socket is closed
+            if _status(first).get("State", "").startswith("Z"):
+                break
+            time.sleep(0.002)
+        a, b = socket.socketpair()
+        assert sb.spawn([b.fileno(), b.fileno()], ["x"], "pymate [pending] x") is None
+        assert sb.zygote is None and not jailer._in_use
+        _wait_exit(first)
+        assert sb.reaped(first)  # the master's _reap tells the standby
+        proc = sb.spawn([b.fileno(), b.fileno()], ["y"], "pymate [pending] y")  # a new zygote
+        b.close()
+        assert proc is not None and sb.zygote is not None and sb.zygote.pid != first
+        assert json.loads(a.recv(4096))["args"] == ["y"]
+        _wait_exit(proc.pid)
+        jailer.release(proc)
+        a.close()
+    finally:
+        sb.close()
+
+
 def test_a_failed_spawn_is_reported_and_retried_later(jailer: Jailer, no_leftovers):
     sb = Standby(jailer, lambda: echo_factory)
     jailer._test_fail_step = "seccomp"
