@@ -25,6 +25,7 @@ import paramiko
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jail import JailConfig, Jailer  # noqa: E402
+from jail.zygote import TITLE, Zygote  # noqa: E402
 from tests.e2e import AcceptingSshServer, ed25519_host_key  # noqa: E402
 
 
@@ -62,6 +63,14 @@ def ssh_idle(fd: int, key: paramiko.PKey) -> int:
     return 0
 
 
+def report(what: str, times: list[float]) -> None:
+    times = sorted(times)
+    print(
+        f"{what} over {len(times)} spawns: median {statistics.median(times):.2f} ms, "
+        f"p90 {times[int(len(times) * 0.9) - 1]:.2f} ms, min {times[0]:.2f}, max {times[-1]:.2f} ms"
+    )
+
+
 def stop(j: Jailer, p) -> None:
     try:
         os.kill(p.pid, signal.SIGKILL)
@@ -96,12 +105,22 @@ def main() -> None:
         b.close()
         a.close()
         stop(j, p)
-    times.sort()
-    print(
-        f"spawn-to-ready over {len(times)} spawns: median {statistics.median(times):.2f} ms, "
-        f"p90 {times[int(len(times) * 0.9) - 1]:.2f} ms, min {times[0]:.2f}, "
-        f"max {times[-1]:.2f} ms"
-    )
+    report("spawn-to-ready (forked by this process)", times)
+
+    # 1b. the same, forked by a zygote (jail/zygote.py), as the relay's standbys and connections are
+    zygote = Zygote(j.plan([], TITLE), lambda fds, args: functools.partial(idle, fds[0]))
+    times = []
+    for _ in range(args.spawns):
+        a, b = socket.socketpair()
+        t0 = time.perf_counter()
+        p = j.spawn_by(zygote, keep_fds=[b.fileno()], args=None, title="pymate [bench]")
+        times.append((time.perf_counter() - t0) * 1000)
+        b.close()
+        a.close()
+        stop(j, p)
+    zygote.close()
+    os.waitpid(zygote.pid, 0)
+    report("spawn-to-ready (forked by a zygote)", times)
 
     # 2. USS of idle jailed children (several at once: they share the master's pages)
     held = []
