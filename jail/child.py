@@ -193,6 +193,19 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:  # pragma: no
     os._exit(128 + signum)
 
 
+def reap(pid: int) -> None:
+    """Wait for the child `pid` to exit (nothing to wait for if it was reaped elsewhere: a
+    SIGCHLD handler)."""
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except ChildProcessError:
+            return
+        except InterruptedError:  # pragma: no cover
+            continue
+
+
 def _report_error(c: socket.socket, step: str, e: BaseException) -> None:  # pragma: no cover
     try:
         if isinstance(e, _Step):

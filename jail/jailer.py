@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import _sys, hotcode, pools
-from .child import UNSHARE_FLAGS, ChildPlan, OnError, Target, run_child1
+from .child import UNSHARE_FLAGS, ChildPlan, OnError, Target, reap, run_child1
 from .heap import HeapReport, pack_hot, prepare_heap
 from .seccomp import SeccompProgram, build_filter
 from .zygote import Zygote, ZygoteError
@@ -360,7 +360,7 @@ class Jailer:
                 raise JailError(f"unexpected message from jail: {msg[:40]!r}")
             c2 = int(msg[1:])
             if zygote is None:
-                self._reap(c1)
+                reap(c1)
             else:
                 try:
                     zygote.exited(c1, deadline)
@@ -431,17 +431,6 @@ class Jailer:
             finally:
                 os.close(fd)
 
-    @staticmethod
-    def _reap(pid: int) -> None:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                return
-            except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler)
-                return
-            except InterruptedError:  # pragma: no cover
-                continue
-
     def _abort(self, m: socket.socket, c1: int | None, c2: int | None, zygote: Zygote | None = None) -> None:
         """Kill and reap everything this spawn started (C1 is a zygote's child when `zygote`
         is given: it reaps it, and then C2 is ours)."""
@@ -462,11 +451,11 @@ class Jailer:
                     pass
         if c1 is not None:  # after this, C2 (if any) is our child: we are a subreaper
             if zygote is None:
-                self._reap(c1)
+                reap(c1)
             else:
                 try:
                     zygote.exited(c1, time.monotonic() + 1.0)
                 except ZygoteError:
                     pass
         if c2 is not None:
-            self._reap(c2)
+            reap(c2)

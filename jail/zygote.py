@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from . import _sys
-from .child import ChildPlan, Target, close_fds_except, run_child1
+from .child import ChildPlan, Target, close_fds_except, reap, run_child1
 from .title import set_process_title
 
 MakeTarget = Callable[[list[int], list | None], Target]  # (kept descriptors, arguments) -> target
@@ -162,14 +162,7 @@ def _serve(
         sock.send(b"F%d" % pid)
         # C1 exits once it has forked C2 and told the master its pid (or the master kills it):
         # then C2 is the master's child, which the master waits for before it goes on.
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
+        reap(pid)
         sock.send(b"X%d" % pid)
 
 
