@@ -184,6 +184,14 @@ def test_session_takes_the_smallest_viewer_size(shared):
 
 def test_copy_mode_history_and_colours(shared):
     v = shared.viewer()
+    # The session first takes the viewer's size (100x29 -> 80x23): a viewer smaller than the
+    # window sees its top rows, as tmux 2.4 shows them, so output printed before the host applied
+    # the size would leave the newest lines below the viewer's last row.
+    wait_for(
+        lambda: shared.host.display("#{window_width}x#{window_height}") == "80x23",
+        5,
+        "the session to take the viewer's size",
+    )
     host_run(shared.host, "for i in $(seq 1 100); do echo line-$i; done")
     v.wait_screen("line-100")
     shared.host.cmd("copy-mode")
