@@ -201,6 +201,20 @@ def prepare_heap(learn: Iterable[str] = ()) -> HeapReport:
     return report
 
 
+def immortalize_the_rest() -> int:
+    """In a fork server (jail/zygote.py), once, before its first fork: the objects the master
+    made since its last freeze (its books as they stood: children, sockets, log events, ...),
+    made immortal as prepare_heap() made the rest; how many. A child that dropped one would free
+    it in a page it inherited; immortal, it stays, in the fork server's memory, which nothing
+    frees anyway. (A socket among them stays open in no process: the fork server closes the
+    descriptors themselves, by number.) Nothing where check() fails."""
+    if check():
+        return 0
+    roots = gc.get_objects()  # the frozen ones are not listed, and are immortal already
+    roots.append(sys.modules)
+    return immortalize(roots)
+
+
 def pack_hot(kind: str, ids: Iterable[int], immortal: bool) -> int:
     """In the master, after a connection process told which code it ran (jail/hotcode.py): copy
     that code next to each other (in fresh memory: the holes are taken first), settle the copies

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from jail import Jailer, JailError, _sys, pools, zygote
+from jail import Jailer, JailError, _sys, heap, pools, zygote
 from jail.zygote import TITLE, Zygote
 from tests.e2e import cmdline
 from tests.test_jail import UID_BASE, _make_jailer, _status, _wait_exit, assert_jailed_status
@@ -28,6 +28,7 @@ from tests.test_jail import UID_BASE, _make_jailer, _status, _wait_exit, assert_
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root-mode jail tests need root")
 
 PAGE = mmap.PAGESIZE
+LATE: list[str] = []  # set in a forked copy by the clean-slate test
 
 
 def answer_target(fds: list[int], args: list | None):
@@ -256,8 +257,10 @@ def test_pages_the_master_writes_later_stay_shared_between_its_children(jailer: 
 
 def test_before_its_first_fork_it_lets_go_what_a_child_would_free_and_takes_the_holes():
     """What the zygote does once before it serves (zygote._clean_slate), in a forked copy of this
-    process: a name only the type attribute cache held is let go (a child evicting the entry
+    process: what was made since the last freeze is immortal (where the interpreter has immortal
+    objects), a name only the type attribute cache held is let go (a child evicting the entry
     would free it, writing two inherited pages), and the allocators' holes are taken."""
+    global LATE
 
     class Probe:
         pass
@@ -270,12 +273,13 @@ def test_before_its_first_fork_it_lets_go_what_a_child_would_free_and_takes_the_
             os.close(r)
             getattr(Probe, name, None)
             cached = sys.getrefcount(name)
+            LATE = ["made", "after", "the", "freeze"]  # reachable through sys.modules
             junk = [bytes(40) for _ in range(50_000)]  # 80-byte blocks,
             del junk[::2]  # every other one free again: 2 MB of holes
             before = pools.holes()[0]
             zygote._clean_slate()
             after = pools.holes()[0]
-            freed = [cached, sys.getrefcount(name)]
+            freed = [cached, sys.getrefcount(name), heap._is_immortal(LATE), heap.check()]
             holes = [sum(size * n for size, n in h.items()) for h in (before, after)]
             os.write(w, json.dumps(freed + holes).encode())
         finally:
@@ -284,8 +288,9 @@ def test_before_its_first_fork_it_lets_go_what_a_child_would_free_and_takes_the_
     with os.fdopen(r, "rb") as f:
         got = f.read()
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    cached, now, before, after = json.loads(got)
+    cached, now, late_immortal, why, before, after = json.loads(got)
     assert now < cached  # the cache's references to the name are gone
+    assert late_immortal == (why == ""), why
     # What is left is about one pool per block size that its last allocation started (its
     # blocks past the first never touched, so no inherited page): under half a pool each.
     assert before > 2_000_000 and after < 32 * pools.POOL_SIZE / 2, (before, after)
