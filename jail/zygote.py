@@ -13,12 +13,12 @@ How. After the warm-up (and again after each change the children must see: the l
 host keys), the master forks one process, the zygote, and asks it for the jailed processes it
 would have forked itself. The zygote first lets go of what a child would otherwise free in
 inherited pages and takes the allocators' holes (`_clean_slate`), closes every descriptor it
-inherited but its own socket, then only waits: for a request (the spawn's socket and the descriptors its target keeps, sent with
-SCM_RIGHTS, and a few plain values), it forks C1, which reads the request and goes on where the
-master's own C1 would have (jail/child.py: the same steps, the same messages to the master); the
-zygote answers C1's pid and again once it has reaped C1. C2, once C1 has exited, is the master's
-child as before (PR_SET_CHILD_SUBREAPER: the nearest subreaper among its ancestors). Idle, the
-zygote writes nothing, so its pages stay what every child forked from it shares; a request costs
+inherited but its own socket, then only waits: for a request (the spawn's socket and the
+descriptors its target keeps, sent with SCM_RIGHTS, and a few plain values), it forks C1, which
+reads the request and goes on where the master's own C1 would have (jail/child.py: the same
+steps, the same messages to the master); the zygote answers C1's pid and again once it has
+reaped C1. C2, once C1 has exited, is the master's child as before (PR_SET_CHILD_SUBREAPER: the
+nearest subreaper among its ancestors). Idle, the zygote writes nothing, so its pages stay what every child forked from it shares; a request costs
 the few pages its short loop writes (3-20 measured, 3.13).
 
 What it costs: one idle process, sharing the master's pages as of its fork; a spawn waits for one
