@@ -18,8 +18,9 @@ descriptors its target keeps, sent with SCM_RIGHTS, and a few plain values), it 
 reads the request and goes on where the master's own C1 would have (jail/child.py: the same
 steps, the same messages to the master); the zygote answers C1's pid and again once it has
 reaped C1. C2, once C1 has exited, is the master's child as before (PR_SET_CHILD_SUBREAPER: the
-nearest subreaper among its ancestors). Idle, the zygote writes nothing, so its pages stay what every child forked from it shares; a request costs
-the few pages its short loop writes (3-20 measured, 3.13).
+nearest subreaper among its ancestors). Idle, the zygote writes nothing, so its pages stay what
+every child forked from it shares; a request costs the few pages its short loop writes (3-20
+measured, 3.13).
 
 What it costs: one idle process, sharing the master's pages as of its fork; a spawn waits for one
 more message on a local socket. It is not jailed (it is the master's own copy: root, or the
