@@ -189,10 +189,7 @@ def prepare_heap(learn: Iterable[str] = ()) -> HeapReport:
     report = HeapReport(immortal=False, reason=why, versions=versions)
     if not why:
         t0 = time.perf_counter()
-        roots = gc.get_objects()  # before the freeze: frozen objects are not listed
-        roots.append(sys.modules)
-        n = immortalize(roots)
-        del roots  # its array is freed now, not after the holes are taken
+        n = _immortalize_unfrozen()  # before the freeze; its roots are freed before the holes are taken
         report = HeapReport(immortal=True, objects=n, seconds=time.perf_counter() - t0, versions=versions)
     # Then take the allocators' holes (jail/pools.py): a child's own allocations go to pages
     # of its own, not into the inherited ones.
@@ -208,9 +205,13 @@ def immortalize_the_rest() -> int:
     it in a page it inherited; immortal, it stays, in the fork server's memory, which nothing
     frees anyway. (A socket among them stays open in no process: the fork server closes the
     descriptors themselves, by number.) Nothing where check() fails."""
-    if check():
-        return 0
-    roots = gc.get_objects()  # the frozen ones are not listed, and are immortal already
+    return 0 if check() else _immortalize_unfrozen()
+
+
+def _immortalize_unfrozen() -> int:
+    """`immortalize` from every object the collector lists (frozen ones are not listed: made
+    immortal before they were frozen) and the module table; how many it changed."""
+    roots = gc.get_objects()
     roots.append(sys.modules)
     return immortalize(roots)
 
