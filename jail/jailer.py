@@ -30,10 +30,11 @@ master's side; jail/child.py runs C1 and C2, jail/title.py sets the process titl
   <- "R" (or "E<step>: <reason>") ---------------------------  target(); _exit(its result)
 
 With `spawn_by`, the fork of C1 is a zygote's (jail/zygote.py): the master sends it the spawn's
-socket and waits for C1's pid, and for the zygote to have reaped C1 where it would reap C1 itself;
-the rest is the same. The master waits at most `spawn_timeout` seconds for all of it; on any
-failure it kills and reaps whatever it started and raises JailError. C2 does nothing before "G", and exits on EOF,
-so a C2 whose C1 was killed before reporting its pid cannot run half-jailed.
+socket and waits for C1's pid, and for the zygote to have reaped C1 where it would reap C1
+itself; the rest is the same. The master waits at most `spawn_timeout` seconds for all of it; on
+any failure it kills and reaps whatever it started and raises JailError. C2 does nothing before
+"G", and exits on EOF, so a C2 whose C1 was killed before reporting its pid cannot run
+half-jailed.
 """
 
 from __future__ import annotations

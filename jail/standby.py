@@ -130,7 +130,8 @@ class Standby:
         self.retry_at = 0.0
         # Standbys are forked by a zygote (jail/zygote.py), made at the first refill after each
         # flush: the master's pages as of then, which its later writes leave shared. When it
-        # fails, the master forks the next one itself, and a new zygote is made at the refill after.
+        # fails, it is let go and the refill retried after RETRY_AFTER with a new one; meanwhile
+        # a connection that finds no standby is forked by the master (relay/master/server.py).
         self.zygote: Zygote | None = None
         self.zygotes_gone: set[int] = set()  # let go, not reaped yet
         jailer.standby = self  # Jailer.close() closes it
